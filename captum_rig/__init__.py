@@ -1,0 +1,19 @@
+"""captum-rig: the singular value perspective on model robustness, as a Captum plugin.
+
+References:
+    Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+    arXiv:2012.03516.
+"""
+
+from captum_rig.lowrank import RankPath, drop_top_ranks, low_rank
+from captum_rig.transforms import DropTopRanks, LowRank
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "low_rank",
+    "drop_top_ranks",
+    "RankPath",
+    "LowRank",
+    "DropTopRanks",
+]

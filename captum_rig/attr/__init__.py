@@ -1,0 +1,1 @@
+"""Attribution methods, one per file, each a Captum ``GradientAttribution``."""

@@ -1,0 +1,194 @@
+"""Low-rank images: the SVD of every trailing H×W matrix, and the rank path built on it.
+
+For an image channel X (H×W) with SVD X = Σ_i σ_i u_i v_iᵀ (σ_1 ≥ σ_2 ≥ ...), the rank-k
+image X_k = Σ_{i≤k} σ_i u_i v_iᵀ is the best rank-k approximation of X in Frobenius and
+spectral norm (Eckart–Young), and X − X_k keeps only the ranks above k.
+
+References:
+    Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+    arXiv:2012.03516.
+"""
+
+from typing import Iterator, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from captum_rig._checks import check_images, check_int
+
+__all__ = ["low_rank", "drop_top_ranks", "RankPath"]
+
+Ranks = Union[Tensor, Sequence[float], Sequence[int]]
+
+
+def _svd_dtype(dtype: torch.dtype) -> torch.dtype:
+    # LAPACK/cuSOLVER have no half kernels and half precision would lose the small
+    # singular values anyway: compute in float32 at least, keep float64.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def low_rank(x: Tensor, k: int) -> Tensor:
+    r"""Best rank-k approximation of every trailing H×W matrix of ``x``.
+
+    Keeps the ``k`` largest singular values of each matrix (each channel of each image)
+    and drops the rest. Differentiable in ``x``.
+
+    Args:
+        x (Tensor): float tensor of shape ``(..., H, W)``, e.g. images ``(N, C, H, W)``
+            with pixel values in [0, 1].
+        k (int): rank to keep, ``k >= 0``. ``k = 0`` gives zeros, ``k >= min(H, W)``
+            gives ``x`` back.
+
+    Returns:
+        Tensor: shape, dtype and device of ``x``.
+
+    Examples:
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> x_5 = low_rank(x, 5)
+        >>> x_5.shape, int(torch.linalg.matrix_rank(x_5[0, 0]))
+        (torch.Size([2, 3, 32, 32]), 5)
+    """
+    check_images(x, name="x")
+    k = check_int(k, name="k")
+    if k >= min(x.shape[-2:]):
+        return x.clone()
+    if k == 0:
+        return x * 0  # stays in the autograd graph, unlike zeros_like
+    u, s, vh = torch.linalg.svd(x.to(_svd_dtype(x.dtype)), full_matrices=False)
+    x_k = (u[..., :k] * s[..., None, :k]) @ vh[..., :k, :]
+    return x_k.to(x.dtype)
+
+
+def drop_top_ranks(x: Tensor, k: int) -> Tensor:
+    r"""``x`` with the ``k`` largest singular values of every H×W matrix removed.
+
+    The "reverse" or high-rank image of the paper (Sec. 5.1):
+    ``drop_top_ranks(x, k) == x - low_rank(x, k)``.
+
+    Args:
+        x (Tensor): float tensor of shape ``(..., H, W)``.
+        k (int): number of leading ranks to remove, ``k >= 0``. ``k = 0`` gives ``x``,
+            ``k >= min(H, W)`` gives zeros.
+
+    Returns:
+        Tensor: shape, dtype and device of ``x``.
+
+    Examples:
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> torch.allclose(drop_top_ranks(x, 4) + low_rank(x, 4), x, atol=1e-5)
+        True
+    """
+    return x - low_rank(x, k)
+
+
+class RankPath:
+    r"""Every rank image of a batch, and the continuous rank path, from one SVD.
+
+    With ``w = min(H, W)`` and the SVD ``X = Σ_i σ_i u_i v_iᵀ`` of each H×W matrix, the
+    rank path is
+
+    .. math::
+        x(t) = Σ_{i=1}^{w} \mathrm{clamp}(t - i + 1, 0, 1)\, σ_i u_i v_iᵀ,
+        \qquad t ∈ [0, w],
+
+    so ``x(0) = 0``, ``x(k)`` is the rank-k image for every integer ``k`` and ``x(w) = x``,
+    linear between integer ranks. The SVD is computed once, without gradient, in at least
+    float32; images come back in the input dtype.
+
+    Args:
+        images (Tensor): float tensor of shape ``(..., H, W)``.
+
+    Examples:
+        >>> x = torch.rand(4, 3, 32, 32)
+        >>> path = RankPath(x)
+        >>> path.width
+        32
+        >>> path.images([1, 5, 32]).shape  # (ranks, N, C, H, W)
+        torch.Size([3, 4, 3, 32, 32])
+        >>> bool((path.images([32])[0] == x).all())  # the full rank is x itself
+        True
+    """
+
+    def __init__(self, images: Tensor) -> None:
+        check_images(images, name="images")
+        self._images = images.detach()
+        with torch.no_grad():
+            u, s, vh = torch.linalg.svd(
+                self._images.to(_svd_dtype(images.dtype)), full_matrices=False
+            )
+        self._u, self._s, self._vh = u, s, vh
+
+    @property
+    def width(self) -> int:
+        """``w = min(H, W)``: the number of ranks, and the end of the path."""
+        return self._s.shape[-1]
+
+    @property
+    def singular_values(self) -> Tensor:
+        """Singular values, largest first, shape ``(..., w)`` (float32 or float64)."""
+        return self._s
+
+    def _as_points(self, t: Ranks) -> Tensor:
+        t = torch.as_tensor(t, dtype=self._s.dtype, device=self._s.device).reshape(-1)
+        if t.numel() and (not bool(torch.isfinite(t).all()) or t.min() < 0 or t.max() > self.width):
+            raise ValueError(f"ranks must lie in 0..{self.width}, got {t.tolist()}")
+        return t
+
+    def _combine(self, coefficients: Tensor) -> Tensor:
+        # coefficients: (m, w) weights of the rank-one terms σ_i u_i v_iᵀ
+        m = coefficients.shape[0]
+        c = coefficients.view(m, *([1] * (self._s.dim() - 1)), self.width)
+        return ((self._u * (self._s * c).unsqueeze(-2)) @ self._vh).to(self._images.dtype)
+
+    def images(self, t: Ranks, reverse: bool = False) -> Tensor:
+        r"""Points ``x(t)`` on the rank path; at integer ``t = k`` the rank-k images.
+
+        Args:
+            t (Tensor or sequence): ``m`` points in ``[0, w]``.
+            reverse (bool): if True, return ``x - x(t)`` instead: at integer ``k`` the
+                images with the ``k`` largest singular values removed.
+
+        Returns:
+            Tensor: shape ``(m, ..., H, W)``, the input's dtype and device.
+        """
+        t = self._as_points(t)
+        ranks = torch.arange(self.width, dtype=t.dtype, device=t.device)
+        coefficients = (t[:, None] - ranks).clamp(0, 1)
+        x_t = self._combine(coefficients)
+        # The full rank is the input itself, bit for bit, so that rank w never flips a
+        # prediction through float error in the reconstruction.
+        full = t >= self.width
+        if bool(full.any()):
+            x_t[full] = self._images
+        return self._images - x_t if reverse else x_t
+
+    def velocity(self, t: Ranks) -> Tensor:
+        r"""The path's derivative ``dx/dt`` at ``t``: ``σ_j u_j v_jᵀ`` with ``j = ⌈t⌉``.
+
+        At an integer ``t = k ≥ 1`` this is the derivative from the left (term ``k``);
+        at ``t = 0`` the one from the right (term 1).
+
+        Args:
+            t (Tensor or sequence): ``m`` points in ``[0, w]``.
+
+        Returns:
+            Tensor: shape ``(m, ..., H, W)``.
+        """
+        t = self._as_points(t)
+        term = (torch.ceil(t) - 1).clamp(0, self.width - 1).long()
+        return self._combine(torch.nn.functional.one_hot(term, self.width).to(t.dtype))
+
+    def chunks(
+        self, t: Ranks, chunk_size: int, reverse: bool = False
+    ) -> Iterator[Tuple[int, Tensor]]:
+        """Yields ``(start, images(t[start:start + chunk_size]))``: bounded memory.
+
+        Args:
+            t (Tensor or sequence): ``m`` points in ``[0, w]``.
+            chunk_size (int): at most this many points per chunk.
+            reverse (bool): as in :meth:`images`.
+        """
+        t = self._as_points(t)
+        chunk_size = check_int(chunk_size, name="chunk_size", low=1)
+        for start in range(0, t.numel(), chunk_size):
+            yield start, self.images(t[start : start + chunk_size], reverse=reverse)

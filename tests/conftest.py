@@ -1,0 +1,42 @@
+"""Shared fixtures: devices and dtypes, a CPU-friendly torch set-up."""
+
+import os
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+# Under pytest-xdist each worker gets one thread: two workers on two cores beat two
+# workers fighting over four threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Every available device: CPU always, CUDA when present."""
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def cuda_device() -> torch.device:
+    """A CUDA device, or the test is skipped."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    return torch.device("cuda")
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
+def dtype(request) -> torch.dtype:
+    """The float dtypes every op must support exactly."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same random state."""
+    torch.manual_seed(0)
