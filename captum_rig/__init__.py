@@ -5,12 +5,15 @@ References:
     arXiv:2012.03516.
 """
 
+from captum_rig.attr.rig import RIG, RankIntegratedGradients
 from captum_rig.lowrank import RankPath, drop_top_ranks, low_rank
 from captum_rig.transforms import DropTopRanks, LowRank
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RankIntegratedGradients",
+    "RIG",
     "low_rank",
     "drop_top_ranks",
     "RankPath",

@@ -162,21 +162,24 @@ class RankPath:
             x_t[full] = self._images
         return self._images - x_t if reverse else x_t
 
-    def velocity(self, t: Ranks) -> Tensor:
-        r"""The path's derivative ``dx/dt`` at ``t``: ``σ_j u_j v_jᵀ`` with ``j = ⌈t⌉``.
+    def displacement(self, start: Ranks, stop: Ranks) -> Tensor:
+        r"""Exact path increments ``x(stop) - x(start)``, pairwise.
 
-        At an integer ``t = k ≥ 1`` this is the derivative from the left (term ``k``);
-        at ``t = 0`` the one from the right (term 1).
+        Computed from the rank-one terms directly (one product, no cancellation of two
+        large images), so it stays exact across the kinks at integer ranks.
 
         Args:
-            t (Tensor or sequence): ``m`` points in ``[0, w]``.
+            start (Tensor or sequence): ``m`` points in ``[0, w]``.
+            stop (Tensor or sequence): ``m`` points in ``[0, w]``.
 
         Returns:
             Tensor: shape ``(m, ..., H, W)``.
         """
-        t = self._as_points(t)
-        term = (torch.ceil(t) - 1).clamp(0, self.width - 1).long()
-        return self._combine(torch.nn.functional.one_hot(term, self.width).to(t.dtype))
+        start, stop = self._as_points(start), self._as_points(stop)
+        ranks = torch.arange(self.width, dtype=start.dtype, device=start.device)
+        return self._combine(
+            (stop[:, None] - ranks).clamp(0, 1) - (start[:, None] - ranks).clamp(0, 1)
+        )
 
     def chunks(
         self, t: Ranks, chunk_size: int, reverse: bool = False
