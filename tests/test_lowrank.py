@@ -3,21 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from _reference import numpy_rank_k
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captum_rig import RankPath, drop_top_ranks, low_rank
 from captum_rig import _checks as checks
-
-
-def numpy_rank_k(x: np.ndarray, k: int) -> np.ndarray:
-    """Algorithm 1 as written: one SVD per image and channel, keep the top k terms."""
-    out = np.zeros_like(x, dtype=np.float64)
-    for index in np.ndindex(*x.shape[:-2]):
-        u, s, vh = np.linalg.svd(x[index].astype(np.float64), full_matrices=False)
-        s[k:] = 0
-        out[index] = (u * s) @ vh
-    return out
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 3, 7, 12), (2, 1, 12, 5), (9, 4)])

@@ -8,13 +8,14 @@ step 1, ...), so targets and additional forward arguments behave exactly as ther
 """
 
 import warnings
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 import torch
 from captum._utils.common import (
     _expand_additional_forward_args,
     _expand_target,
     _format_additional_forward_args,
+    _format_output,
 )
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution
@@ -30,6 +31,24 @@ INPUTS_LAYOUT = "(N, C, H, W)"
 
 # make_points(start, stop) -> one tensor per input, shape (stop - start, N, C, H, W)
 PointMaker = Callable[[int, int], Tuple[Tensor, ...]]
+
+
+def format_inputs(inputs: object) -> Tuple[bool, Tuple[Tensor, ...]]:
+    """``(is_tuple, inputs as a tuple)``, after checking every tensor (see check_inputs).
+
+    Raises a TypeError for anything but a tensor or a tuple of tensors (Captum only
+    asserts, which ``python -O`` removes).
+    """
+    is_tuple = isinstance(inputs, tuple)
+    formatted = inputs if is_tuple else (inputs,)
+    if not formatted:
+        raise ValueError("inputs must not be an empty tuple")
+    for x in formatted:
+        if not isinstance(x, Tensor):
+            got = f"a tuple holding {type(x).__name__}" if is_tuple else type(x).__name__
+            raise TypeError(f"inputs must be a torch.Tensor or a tuple of torch.Tensor, got {got}")
+    check_inputs(formatted)
+    return is_tuple, formatted
 
 
 def check_inputs(inputs: Tuple[Tensor, ...]) -> None:
@@ -103,6 +122,43 @@ def path_gradients(
                 target_ind=_expand_target(target, count),
                 additional_forward_args=expanded_args,
             )
-        yield start, stop, tuple(
-            g.detach().reshape(count, num_examples, *g.shape[1:]) for g in grads
+        yield (
+            start,
+            stop,
+            tuple(g.detach().reshape(count, num_examples, *g.shape[1:]) for g in grads),
         )
+
+
+def attribution_result(
+    attribution: GradientAttribution,
+    is_inputs_tuple: bool,
+    attributions: Tuple[Tensor, ...],
+    inputs: Tuple[Tensor, ...],
+    start_points: Callable[[], Tuple[Tensor, ...]],
+    target: TargetType = None,
+    additional_forward_args: Optional[object] = None,
+    return_convergence_delta: bool = False,
+) -> Union[Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor, ...]], Tensor]]:
+    """What ``attribute`` returns: tuple in, tuple out, and the delta when asked for.
+
+    Args:
+        attribution: the method; its ``compute_convergence_delta`` gives the delta.
+        is_inputs_tuple: whether the caller passed a tuple of inputs.
+        attributions: one tensor per input.
+        inputs: the formatted inputs, the path's end points.
+        start_points: builds the path's start points (called only for the delta).
+        target, additional_forward_args: as in Captum's IntegratedGradients.
+        return_convergence_delta: also return ``Σ attributions - (F(end) - F(start))``
+            per example, shape ``(N,)``.
+    """
+    output = _format_output(is_inputs_tuple, attributions)
+    if not return_convergence_delta:
+        return output
+    delta = attribution.compute_convergence_delta(
+        attributions,
+        start_points(),
+        inputs,
+        additional_forward_args=additional_forward_args,
+        target=target,
+    )
+    return output, delta

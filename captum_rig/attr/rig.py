@@ -10,7 +10,7 @@ from typing import Callable, List, Literal, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from captum._utils.common import _format_output, _format_tensor_into_tuples, _is_tuple
+from captum._utils.common import _format_output
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
 from captum.attr._utils.attribution import GradientAttribution
@@ -18,7 +18,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_rig._checks import check_int
-from captum_rig.attr._path import check_inputs, path_gradients
+from captum_rig.attr._path import format_inputs, path_gradients
 from captum_rig.lowrank import RankPath
 
 __all__ = ["RankIntegratedGradients", "RIG", "paper_rank_weights"]
@@ -186,9 +186,7 @@ class RankIntegratedGradients(GradientAttribution):
             >>> attr.shape, delta.shape
             (torch.Size([2, 1, 4, 4]), torch.Size([2]))
         """
-        is_inputs_tuple = _is_tuple(inputs)
-        formatted = _format_tensor_into_tuples(inputs)
-        check_inputs(formatted)
+        is_inputs_tuple, formatted = format_inputs(inputs)
         if method != PAPER and method not in SUPPORTED_METHODS:
             raise ValueError(
                 f"method must be 'paper' or one of {sorted(SUPPORTED_METHODS)}, got {method!r}"
@@ -287,9 +285,7 @@ class RankIntegratedGradients(GradientAttribution):
         # at integer ranks it keeps the attributions of a linear model exactly complete.
         # The weights are normalised to sum to 1: Captum's trapezoid weights sum to
         # 1 - 1/n, which would leave part of the path out.
-        edges = torch.cumsum(
-            torch.tensor([0.0, *step_sizes_func(n_steps)], dtype=torch.float64), 0
-        )
+        edges = torch.cumsum(torch.tensor([0.0, *step_sizes_func(n_steps)], dtype=torch.float64), 0)
         edges = edges / edges[-1]
         totals = [torch.zeros_like(x) for x in inputs]
 

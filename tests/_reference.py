@@ -1,0 +1,49 @@
+"""Independent references the tests compare against: written literally, not fast."""
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def numpy_rank_k(x: np.ndarray, k: int) -> np.ndarray:
+    """Algorithm 1 as written: one SVD per image and channel, keep the top k terms."""
+    out = np.zeros_like(x, dtype=np.float64)
+    for index in np.ndindex(*x.shape[:-2]):
+        u, s, vh = np.linalg.svd(x[index].astype(np.float64), full_matrices=False)
+        s[k:] = 0
+        out[index] = (u * s) @ vh
+    return out
+
+
+class SinModel(nn.Module):
+    """F(x) = Σ sin(x) per example: every complete path method from 0 to x must give
+    exactly sin(x_i) to pixel i, whatever the path."""
+
+    def forward(self, x):
+        return torch.sin(x).flatten(1).sum(1, keepdim=True)
+
+
+class TinyConvNet(nn.Module):
+    """A small smooth CNN: (N, C, H, W) -> (N, classes) for any H, W >= 3."""
+
+    def __init__(self, channels: int = 3, classes: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 6, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(24, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.nn.functional.softplus(self.conv(x))).flatten(1))
+
+
+class CallLog(nn.Module):
+    """Records every batch the wrapped model sees (for asserting the path itself)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen = []
+
+    def forward(self, x, *args):
+        self.seen.append(x.detach().clone())
+        return self.model(x, *args)

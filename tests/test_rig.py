@@ -1,0 +1,422 @@
+"""RankIntegratedGradients against a plain loop of Eq. (3), analytic oracles and Captum."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _reference import CallLog, SinModel, TinyConvNet, numpy_rank_k
+from captum.attr import IntegratedGradients, NoiseTunnel
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
+from captum.metrics import infidelity, sensitivity_max
+from captum.testing.helpers.basic_models import (
+    BasicModel_ConvNet,
+    BasicModel_ConvNet_One_Conv,
+)
+from torch import nn
+
+from captum_rig import RIG, RankIntegratedGradients
+from captum_rig.attr.rig import paper_rank_weights
+
+PATH_METHODS = sorted(SUPPORTED_METHODS)
+
+
+def eq3_loop(model, x, target, channel_max=False, multiply_by_inputs=False):
+    """Eq. (3) as written: for k = 1..w, the rank-k image from numpy's SVD, its gradient
+    by plain autograd, weight (w - k) / w, summed."""
+    w = min(x.shape[-2:])
+    total = 0
+    for k in range(1, w + 1):
+        x_k = torch.from_numpy(numpy_rank_k(x.double().numpy(), k)).to(x.dtype)
+        x_k.requires_grad_()
+        model(x_k)[:, target].sum().backward()
+        grad = x_k.grad * x if multiply_by_inputs else x_k.grad
+        if channel_max:
+            grad = grad.amax(dim=1, keepdim=True)
+        total = total + (w - k) / w * grad
+    return total
+
+
+@pytest.fixture
+def model():
+    """A small smooth CNN in float64, 3 channels, 5 classes."""
+    return TinyConvNet().double()
+
+
+class TestPaperMethod:
+    """method="paper": Eq. (3) of arXiv:2012.03516."""
+
+    @pytest.mark.parametrize("shape", [(2, 3, 6, 6), (1, 3, 5, 8), (2, 3, 9, 4)])
+    def test_matches_plain_loop(self, model, shape):
+        """Per channel, equal to a plain loop over ranks with numpy SVDs."""
+        x = torch.rand(shape, dtype=torch.float64)
+        torch.testing.assert_close(RIG(model).attribute(x, target=2), eq3_loop(model, x, 2))
+
+    def test_channel_max_matches_plain_loop(self, model):
+        """channel_reduction="max" is the paper's exact channel-max form, (N, 1, H, W)."""
+        x = torch.rand(2, 3, 7, 7, dtype=torch.float64)
+        got = RIG(model).attribute(x, target=1, channel_reduction="max")
+        assert got.shape == (2, 1, 7, 7)
+        torch.testing.assert_close(got, eq3_loop(model, x, 1, channel_max=True))
+
+    def test_multiply_by_inputs(self, model):
+        """multiply_by_inputs=True multiplies each rank's gradient by the input."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        rig = RIG(model, multiply_by_inputs=True)
+        assert rig.multiplies_by_inputs
+        torch.testing.assert_close(
+            rig.attribute(x, target=0), eq3_loop(model, x, 0, multiply_by_inputs=True)
+        )
+        torch.testing.assert_close(
+            rig.attribute(x, target=0, channel_reduction="max"),
+            eq3_loop(model, x, 0, channel_max=True, multiply_by_inputs=True),
+        )
+
+    def test_rank_weights(self):
+        """Weights are (w - k) / w; subsampled groups carry the summed weight."""
+        ranks, weights = paper_rank_weights(8)
+        assert ranks == list(range(1, 8))
+        np.testing.assert_allclose(weights, [(8 - k) / 8 for k in ranks])
+        for m in range(1, 9):
+            sub_ranks, sub_weights = paper_rank_weights(8, m)
+            assert len(sub_ranks) == min(m, 7) and sorted(set(sub_ranks)) == sub_ranks
+            assert math.isclose(sum(sub_weights), sum(weights)), "total weight must be kept"
+        assert paper_rank_weights(1) == ([], [])
+
+    def test_subsampled_is_exact_for_constant_gradients(self):
+        """With n_steps=m < w, a model of constant gradient gets the full sum exactly."""
+        lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 10 * 10, 4)).double()
+        x = torch.rand(2, 3, 10, 10, dtype=torch.float64)
+        full = RIG(lin).attribute(x, target=3)
+        for m in (1, 3, 4):
+            torch.testing.assert_close(RIG(lin).attribute(x, target=3, n_steps=m), full)
+
+    def test_n_steps_evaluates_that_many_ranks(self, model):
+        """n_steps=m pushes m rank images per example through the model, each of rank
+        at most its rank (a logging model records them)."""
+        x = torch.rand(1, 3, 9, 9, dtype=torch.float64)
+        log = CallLog(model)
+        RIG(log).attribute(x, target=0, n_steps=3)
+        seen = torch.cat(log.seen)
+        assert seen.shape[0] == 3
+        ranks = torch.linalg.matrix_rank(seen, atol=1e-8)
+        assert ranks.amax(dim=1).tolist() == paper_rank_weights(9, 3)[0]
+
+    def test_full_path_evaluates_w_minus_1_ranks(self, model):
+        """Without n_steps, ranks 1..w-1 are evaluated once each (rank w has weight 0)."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        log = CallLog(model)
+        RIG(log).attribute(x, target=0)
+        seen = torch.cat(log.seen)
+        assert seen.shape[0] == 2 * 5
+        ranks = torch.linalg.matrix_rank(seen, atol=1e-8).amax(dim=1)
+        assert ranks.tolist() == [k for k in range(1, 6) for _ in range(2)], "step-major"
+
+
+class TestPathMethod:
+    """method=<Captum rule>: the complete integral along the continuous rank path."""
+
+    @pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle", "riemann_trapezoid"])
+    def test_analytic_sin_model(self, method):
+        """For F = Σ sin(x) the exact attribution of pixel i is sin(x_i)."""
+        x = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+        attr = RIG(SinModel()).attribute(x, target=0, method=method, n_steps=300)
+        torch.testing.assert_close(attr, torch.sin(x), atol=5e-5, rtol=0)
+
+    @pytest.mark.parametrize("method", PATH_METHODS)
+    def test_exactly_complete_for_linear_models(self, method):
+        """Any rule, any n_steps: a linear model's attributions are exactly a ⊙ x, the same
+        as Captum's IntegratedGradients with a zero baseline."""
+        lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 7 * 6, 4)).double()
+        x = torch.rand(2, 3, 7, 6, dtype=torch.float64)
+        attr, delta = RIG(lin).attribute(
+            x, target=1, method=method, n_steps=5, return_convergence_delta=True
+        )
+        ig = IntegratedGradients(lin).attribute(x, target=1, n_steps=5)
+        torch.testing.assert_close(attr, ig)
+        assert delta.abs().max() < 1e-12, f"delta {delta}"
+
+    @pytest.mark.parametrize("n_steps", [8, 32, 128])
+    def test_convergence_delta_shrinks(self, model, n_steps):
+        """The completeness gap of a CNN falls as n_steps grows (Gauss-Legendre)."""
+        x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+        _, delta = RIG(model).attribute(
+            x, target=4, method="gausslegendre", n_steps=n_steps, return_convergence_delta=True
+        )
+        assert delta.shape == (3,)
+        bound = {8: 2e-2, 32: 2e-3, 128: 2e-4}[n_steps]
+        assert delta.abs().max() < bound, f"delta {delta} at n_steps={n_steps}"
+
+    def test_path_points_have_bounded_rank(self, model):
+        """Every point x(t) the model sees has rank at most ceil(t)."""
+        x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+        log = CallLog(model)
+        RIG(log).attribute(x, target=0, method="riemann_right", n_steps=8)
+        seen = torch.cat(log.seen)
+        ranks = torch.linalg.matrix_rank(seen, atol=1e-8).amax(dim=1)
+        assert ranks.tolist() == list(range(1, 9))
+        torch.testing.assert_close(seen[-1], x[0])
+
+    def test_matches_captum_ig_on_elementwise_model(self):
+        """On an element-wise model every complete path agrees: RIG ≈ Captum's IG."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        rig = RIG(SinModel()).attribute(x, target=0, method="gausslegendre", n_steps=200)
+        ig = IntegratedGradients(SinModel()).attribute(x, target=0, n_steps=200)
+        torch.testing.assert_close(rig, ig, atol=1e-4, rtol=0)
+
+    def test_paper_delta_is_reported(self, model):
+        """For "paper" the delta measures the distance from completeness; shape (N,)."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        attr, delta = RIG(model).attribute(x, target=0, return_convergence_delta=True)
+        expected = attr.sum((1, 2, 3)) - (model(x)[:, 0] - model(torch.zeros_like(x))[:, 0])
+        torch.testing.assert_close(delta, expected)
+
+
+class TestCaptumCitizenship:
+    """Captum's conventions: batches, tuples, targets, extra args, its own tools."""
+
+    @pytest.mark.parametrize("method", ["paper", "gausslegendre"])
+    def test_batch_equals_per_example(self, model, method):
+        """A batch gives each example what it gets alone, with per-example targets."""
+        x = torch.rand(3, 3, 6, 6, dtype=torch.float64)
+        target = [0, 3, 1]
+        batch = RIG(model).attribute(x, target=target, method=method, n_steps=12)
+        for i in range(3):
+            alone = RIG(model).attribute(x[i : i + 1], target=target[i], method=method, n_steps=12)
+            torch.testing.assert_close(batch[i : i + 1], alone)
+
+    @pytest.mark.parametrize("method", ["paper", "riemann_trapezoid"])
+    @pytest.mark.parametrize("internal_batch_size", [2, 3, 7, 100])
+    def test_internal_batch_size_invariance(self, model, method, internal_batch_size):
+        """Chunking the path changes nothing but memory."""
+        x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+        ref = RIG(model).attribute(x, target=1, method=method, n_steps=9)
+        with pytest.warns(UserWarning) if internal_batch_size < 2 else _nothing():
+            got = RIG(model).attribute(
+                x, target=1, method=method, n_steps=9, internal_batch_size=internal_batch_size
+            )
+        torch.testing.assert_close(got, ref)
+
+    @pytest.mark.parametrize("internal_batch_size, calls", [(2, 9), (4, 5), (6, 3), (18, 1)])
+    def test_model_calls_are_batched(self, model, internal_batch_size, calls):
+        """ceil(steps / (internal_batch_size // N)) forward passes, as in Captum."""
+        x = torch.rand(2, 3, 10, 10, dtype=torch.float64)
+        log = CallLog(model)
+        RIG(log).attribute(x, target=0, internal_batch_size=internal_batch_size)
+        assert len(log.seen) == calls and sum(len(s) for s in log.seen) == 2 * 9
+
+    def test_internal_batch_size_below_batch_warns_like_captum(self, model):
+        """internal_batch_size < N warns as Captum does, and still computes."""
+        x = torch.rand(3, 3, 5, 5, dtype=torch.float64)
+        with pytest.warns(UserWarning, match="Internal batch size cannot be less"):
+            got = RIG(model).attribute(x, target=0, internal_batch_size=2)
+        torch.testing.assert_close(got, RIG(model).attribute(x, target=0))
+
+    @pytest.mark.parametrize("method", ["paper", "gausslegendre"])
+    def test_tuple_inputs(self, method):
+        """Tuple in, tuple out; each tensor gets its own rank path."""
+
+        def forward(a, b):
+            return (a.sum((2, 3)) @ torch.ones(3, 2, dtype=a.dtype)) + b.sin().sum((1, 2, 3))[
+                :, None
+            ]
+
+        a = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        b = torch.rand(2, 1, 6, 6 if method == "paper" else 9, dtype=torch.float64)
+        attr = RIG(forward).attribute((a, b), target=1, method=method, n_steps=200)
+        assert isinstance(attr, tuple) and attr[0].shape == a.shape and attr[1].shape == b.shape
+        if method != "paper":
+            torch.testing.assert_close(attr[0], a, atol=1e-6, rtol=0)  # linear in a
+            torch.testing.assert_close(attr[1], torch.sin(b), atol=1e-4, rtol=0)
+
+    def test_paper_needs_one_width_for_tuples(self, model):
+        """method="paper" with inputs of different min(H, W) is a clear ValueError."""
+        with pytest.raises(ValueError, match="same min"):
+            RIG(lambda a, b: a.sum((1, 2, 3))[:, None]).attribute(
+                (torch.rand(1, 3, 6, 6), torch.rand(1, 3, 4, 4)), target=0
+            )
+
+    def test_additional_forward_args(self):
+        """additional_forward_args are expanded over path steps, as in Captum."""
+        net = BasicModel_ConvNet_One_Conv()
+        x = 10 * torch.rand(2, 1, 4, 4)
+        x2 = 10 * torch.rand(2, 1, 4, 4)
+        attr = RIG(net).attribute(x, target=1, additional_forward_args=(x2,))
+        loop = 0
+        for k in range(1, 4):
+            x_k = torch.from_numpy(numpy_rank_k(x.numpy(), k)).float().requires_grad_()
+            net(x_k, x2)[:, 1].sum().backward()
+            loop = loop + (4 - k) / 4 * x_k.grad
+        torch.testing.assert_close(attr, loop)
+        assert attr.abs().sum() > 0, "the test needs a non-zero gradient"
+
+    @pytest.mark.parametrize(
+        "target",
+        [2, torch.tensor(2), torch.tensor([2]), [1, 4], torch.tensor([1, 4]), [(1,), (4,)]],
+    )
+    def test_every_target_form_matches_captum_layout(self, model, target):
+        """Valid targets of every Captum form give what an explicit per-example loop gives."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        attr = RIG(model).attribute(x, target=target)
+        flat = torch.as_tensor(target).reshape(-1).tolist()
+        flat = flat * 2 if len(flat) == 1 else flat
+        for i in range(2):
+            torch.testing.assert_close(attr[i : i + 1], eq3_loop(model, x[i : i + 1], flat[i]))
+
+    def test_tuple_target_for_multidim_output(self):
+        """A tuple target indexes a multi-dimensional output, as in Captum."""
+
+        def forward(x):
+            return x.sum((1, 2))  # (N, W): target (j,) picks column j
+
+        x = torch.rand(2, 3, 5, 5, dtype=torch.float64)
+        attr = RIG(forward).attribute(x, target=(3,), method="gausslegendre", n_steps=4)
+        expected = torch.zeros_like(x)
+        expected[..., 3] = x[..., 3]
+        torch.testing.assert_close(attr, expected)
+
+    @pytest.mark.parametrize("target", [None, 7, [0], [0, 1, 2], torch.tensor([[0, 1]]), 1.5])
+    def test_invalid_targets_behave_as_in_captum(self, model, target):
+        """Whatever Captum's IntegratedGradients does with a target, RIG does too."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        ig_error = _error_of(lambda: IntegratedGradients(model).attribute(x, target=target))
+        rig_error = _error_of(lambda: RIG(model).attribute(x, target=target))
+        assert type(rig_error) is type(ig_error), f"IG: {ig_error!r}, RIG: {rig_error!r}"
+
+    def test_noise_tunnel(self, model):
+        """NoiseTunnel(RIG) runs SmoothGrad over RIG and keeps the shape."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        nt = NoiseTunnel(RIG(model))
+        attr = nt.attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.0, target=1)
+        torch.testing.assert_close(attr, RIG(model).attribute(x, target=1))
+        attr, delta = nt.attribute(
+            x,
+            nt_type="smoothgrad_sq",
+            nt_samples=2,
+            target=1,
+            method="gausslegendre",
+            n_steps=8,
+            return_convergence_delta=True,
+        )
+        assert attr.shape == x.shape and delta.shape == (4,)
+
+    def test_captum_metrics(self, model):
+        """captum.metrics.infidelity and sensitivity_max accept RIG."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        rig = RIG(model)
+        attr = rig.attribute(x, target=0, method="gausslegendre", n_steps=8)
+
+        def perturb(inputs):
+            noise = 0.01 * torch.randn_like(inputs)
+            return noise, inputs - noise
+
+        score = infidelity(model, perturb, x, attr, target=0)
+        assert score.shape == (2,) and bool(torch.isfinite(score).all())
+        sens = sensitivity_max(rig.attribute, x, target=0, n_perturb_samples=2)
+        assert sens.shape == (2,) and bool(torch.isfinite(sens).all())
+
+    def test_captum_testing_model(self):
+        """Captum's own test ConvNet runs end to end (its gradients are all ~0)."""
+        attr = RIG(BasicModel_ConvNet()).attribute(torch.rand(2, 1, 10, 10), target=3)
+        assert attr.shape == (2, 1, 10, 10) and bool(torch.isfinite(attr).all())
+
+    def test_leaves_no_trace(self, model):
+        """No hooks, no parameter grads, inputs and their requires_grad untouched."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        before = x.clone()
+        RIG(model).attribute(x, target=0, return_convergence_delta=True)
+        RIG(model).attribute(x, target=0, method="gausslegendre", n_steps=4)
+        assert torch.equal(x, before) and not x.requires_grad
+        assert all(p.grad is None for p in model.parameters())
+        for m in model.modules():
+            assert not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks
+
+    def test_input_requiring_grad_is_fine(self, model):
+        """An input that already requires grad gives the same answer and no grad."""
+        x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+        got = RIG(model).attribute(x.clone().requires_grad_(), target=0)
+        torch.testing.assert_close(got, RIG(model).attribute(x, target=0))
+
+    def test_is_a_gradient_attribution(self, model):
+        """RIG is Captum's GradientAttribution and RankIntegratedGradients itself."""
+        from captum.attr import GradientAttribution
+
+        assert RIG is RankIntegratedGradients
+        assert isinstance(RIG(model), GradientAttribution) and RIG(model).has_convergence_delta()
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_half_precision_inputs(self, dtype):
+        """Half inputs work (SVD upcast) and come back in their dtype."""
+        model = TinyConvNet().to(dtype)
+        x = torch.rand(1, 3, 8, 8)
+        attr = RIG(model).attribute(x.to(dtype), target=0)
+        assert attr.dtype == dtype
+        ref = RIG(TinyConvNet().float().requires_grad_(False)).attribute(x, target=0)
+        assert ref.shape == attr.shape and bool(torch.isfinite(attr.float()).all())
+
+    def test_cuda_matches_cpu(self, model, cuda_device):
+        """CPU and CUDA agree to float tolerance, for both methods."""
+        x = torch.rand(2, 3, 8, 8)
+        cpu_model = model.float()
+        gpu_model = TinyConvNet().to(cuda_device)
+        gpu_model.load_state_dict(cpu_model.state_dict())
+        for kwargs in (dict(), dict(method="gausslegendre", n_steps=16)):
+            cpu = RIG(cpu_model).attribute(x, target=1, **kwargs)
+            gpu = RIG(gpu_model).attribute(x.to(cuda_device), target=1, **kwargs)
+            torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(inputs=torch.rand(6, 6)), ValueError, r"inputs must have 4 dims \(N, C, H, W\)"),
+        (dict(inputs=torch.rand(3, 6, 6)), ValueError, "inputs must have 4 dims"),
+        (dict(inputs=torch.ones(1, 3, 6, 6, dtype=torch.uint8)), TypeError, "floating point"),
+        (dict(inputs=torch.full((1, 3, 6, 6), math.nan)), ValueError, "inputs contains NaN"),
+        (dict(inputs=torch.zeros(0, 3, 6, 6)), ValueError, "inputs must not be empty"),
+        (
+            dict(inputs=[torch.rand(1, 3, 6, 6)]),
+            TypeError,
+            "inputs must be a torch.Tensor or a tuple",
+        ),
+        (dict(method="simpson"), ValueError, "method must be 'paper' or one of"),
+        (dict(n_steps=0), ValueError, "n_steps must be >= 1"),
+        (dict(n_steps=2.5), TypeError, "n_steps must be an integer"),
+        (dict(channel_reduction="mean"), ValueError, "channel_reduction must be None or 'max'"),
+        (
+            dict(channel_reduction="max", method="gausslegendre"),
+            ValueError,
+            "needs method='paper'",
+        ),
+        (dict(internal_batch_size=0), ValueError, "internal_batch_size must be >= 1"),
+    ],
+)
+def test_bad_input(model, kwargs, error, message):
+    """Bad arguments raise a clear error naming the argument."""
+    kwargs = {"inputs": torch.rand(1, 3, 6, 6, dtype=torch.float64), "target": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        RIG(model).attribute(**kwargs)
+
+
+def test_tuple_with_mismatched_batch(model):
+    """Tuple inputs must share their batch size."""
+    with pytest.raises(ValueError, match="same batch size"):
+        RIG(lambda a, b: a.sum((1, 2, 3))[:, None]).attribute(
+            (torch.rand(2, 3, 6, 6), torch.rand(3, 3, 6, 6)), target=0
+        )
+
+
+def _error_of(fn):
+    try:
+        fn()
+    except Exception as error:  # noqa: BLE001 - any error is the observation
+        return error
+    return None
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
