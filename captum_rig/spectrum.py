@@ -1,0 +1,881 @@
+"""The rank spectrum: how a model's predictions depend on the rank of its input.
+
+The paper's Algorithm 1: for every image and every rank ``k``, keep the ``k`` largest
+singular values of each colour channel (or, in reverse, remove them), predict, and count
+how often the prediction equals the prediction on the full-rank image (``agreement``)
+and how often it equals the label (``accuracy``). Naturally trained models keep their
+prediction down to a low rank; robust ones depend on the top ranks even more.
+
+Every rank image of a batch comes from one SVD (:class:`~captum_rig.RankPath`) and is
+streamed through the model in chunks of ``batch_size`` images.
+
+References:
+    Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+    arXiv:2012.03516.
+"""
+
+import csv
+import itertools
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import torch
+from torch import Tensor, nn
+
+from captum_rig._checks import check_images, check_int
+from captum_rig.lowrank import RankPath
+
+__all__ = [
+    "rank_spectrum",
+    "RankSpectrum",
+    "plot_spectra",
+    "accuracy_gap",
+    "plot_accuracy_gap",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Batch = Tuple[Tensor, Optional[Tensor]]
+
+_CHECKPOINT_FORMAT = "captum_rig.rank_spectrum/1"
+_CSV_COLUMNS = ["rank", "agreement", "accuracy", "n_images", "reverse"]
+_METRICS = ("agreement", "accuracy")
+
+
+# --------------------------------------------------------------------------------------
+# The result
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RankSpectrum:
+    r"""The result of :func:`rank_spectrum`: agreement and accuracy per rank.
+
+    Args:
+        ranks (list of int): the ranks ``k`` evaluated, in the order asked for.
+        agreement (list of float): per rank, the fraction of images whose prediction on
+            the rank-k image (reverse: with the ``k`` top ranks removed) equals their
+            prediction on the full-rank image.
+        accuracy (list of float or None): per rank, top-1 accuracy against the labels;
+            None when no labels were given.
+        n_images (int): number of images counted.
+        reverse (bool): True when the ``k`` largest singular values were removed instead
+            of kept.
+
+    Examples:
+        >>> s = RankSpectrum(ranks=[0, 4, 8], agreement=[0.25, 0.5, 1.0], accuracy=None,
+        ...                  n_images=4)
+        >>> RankSpectrum.from_dict(s.to_dict()) == s
+        True
+    """
+
+    ranks: List[int]
+    agreement: List[float]
+    accuracy: Optional[List[float]]
+    n_images: int
+    reverse: bool = False
+
+    def __post_init__(self) -> None:
+        self.ranks = [check_int(k, name="ranks") for k in _as_list(self.ranks, "ranks")]
+        self.agreement = _fractions(self.agreement, "agreement")
+        if self.accuracy is not None:
+            self.accuracy = _fractions(self.accuracy, "accuracy")
+        self.n_images = check_int(self.n_images, name="n_images", low=1)
+        if not isinstance(self.reverse, bool):
+            raise TypeError(f"reverse must be a bool, got {self.reverse!r}")
+        for name in ("agreement", "accuracy"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(self.ranks):
+                raise ValueError(
+                    f"{name} must have one value per rank ({len(self.ranks)}), got {len(values)}"
+                )
+
+    # -- serialisation -----------------------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain Python types only (JSON-ready): the inverse of :meth:`from_dict`."""
+        return {
+            "ranks": list(self.ranks),
+            "agreement": list(self.agreement),
+            "accuracy": None if self.accuracy is None else list(self.accuracy),
+            "n_images": self.n_images,
+            "reverse": self.reverse,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RankSpectrum":
+        """Builds a spectrum from :meth:`to_dict`'s output (validated)."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"d must be a mapping, got {type(d).__name__}")
+        missing = [k for k in ("ranks", "agreement", "n_images") if k not in d]
+        if missing:
+            raise ValueError(f"d is missing the keys {missing}")
+        return cls(
+            ranks=d["ranks"],
+            agreement=d["agreement"],
+            accuracy=d.get("accuracy"),
+            n_images=d["n_images"],
+            reverse=d.get("reverse", False),
+        )
+
+    def to_csv(self, path: PathLike) -> None:
+        """Writes one row per rank: ``rank, agreement, accuracy, n_images, reverse``.
+
+        The file is written under a temporary name and renamed when complete, so a
+        crash never leaves a half-written file at ``path``. Floats are written exactly
+        (``repr``): :meth:`from_csv` gives back an equal spectrum. ``accuracy`` is empty
+        when there were no labels.
+        """
+        path = os.fspath(path)
+        rows = [
+            [
+                k,
+                repr(self.agreement[i]),
+                "" if self.accuracy is None else repr(self.accuracy[i]),
+                self.n_images,
+                self.reverse,
+            ]
+            for i, k in enumerate(self.ranks)
+        ]
+
+        def write(f):
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(_CSV_COLUMNS)
+            w.writerows(rows)
+
+        _atomic_write(path, write, mode="w")
+
+    @classmethod
+    def from_csv(cls, path: PathLike) -> "RankSpectrum":
+        """Reads a file written by :meth:`to_csv`."""
+        path = os.fspath(path)
+        try:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                header = reader.fieldnames or []
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"path {path!r} could not be read as a CSV file: {e}") from e
+        if any(c not in header for c in _CSV_COLUMNS) or not rows:
+            raise ValueError(
+                f"path {path!r} is not a rank spectrum CSV: expected the columns "
+                f"{_CSV_COLUMNS} and at least one row, got {header} and {len(rows)} rows"
+            )
+        try:
+            accuracies = [r["accuracy"] for r in rows]
+            if any(a == "" for a in accuracies) and any(a != "" for a in accuracies):
+                raise ValueError("accuracy is given for some ranks only")
+            n_images = {int(r["n_images"]) for r in rows}
+            reverse = {r["reverse"] for r in rows}
+            if len(n_images) != 1 or len(reverse) != 1 or not reverse <= {"True", "False"}:
+                raise ValueError("n_images and reverse must be one value on every row")
+            return cls(
+                ranks=[int(r["rank"]) for r in rows],
+                agreement=[float(r["agreement"]) for r in rows],
+                accuracy=None if accuracies[0] == "" else [float(a) for a in accuracies],
+                n_images=n_images.pop(),
+                reverse=reverse.pop() == "True",
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"path {path!r} is not a valid rank spectrum CSV: {e}") from e
+
+    # -- pictures ----------------------------------------------------------------------
+
+    def plot(
+        self,
+        ax: Optional[Any] = None,
+        metric: str = "agreement",
+        label: Optional[str] = None,
+        **plot_kwargs: Any,
+    ) -> Tuple[Any, Any]:
+        """Plots ``metric`` against the rank; never calls ``plt.show()``.
+
+        Args:
+            ax (matplotlib Axes, optional): where to draw; a new figure when None.
+            metric (str): ``"agreement"`` (Algorithm 1) or ``"accuracy"``.
+            label (str, optional): legend entry for this curve (a legend is drawn when
+                given).
+            **plot_kwargs: passed to ``ax.plot`` (``color``, ``linestyle``, ...).
+
+        Returns:
+            (Figure, Axes): the figure and the axes drawn on.
+        """
+        values = self._metric(metric)
+        fig, ax = _figure(ax)
+        plot_kwargs.setdefault("marker", "o" if len(self.ranks) <= 40 else None)
+        plot_kwargs.setdefault("markersize", 3)
+        ax.plot(self.ranks, values, label=label, **plot_kwargs)
+        _decorate(ax, metric, self.reverse, legend=label is not None)
+        return fig, ax
+
+    def _metric(self, metric: str) -> List[float]:
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+        values = getattr(self, metric)
+        if values is None:
+            raise ValueError(
+                "metric='accuracy' needs a spectrum computed with labels; this one has none"
+            )
+        return values
+
+
+def plot_spectra(
+    spectra: Union[Mapping[str, RankSpectrum], Sequence[RankSpectrum]],
+    ax: Optional[Any] = None,
+    metric: str = "agreement",
+    **plot_kwargs: Any,
+) -> Tuple[Any, Any]:
+    """Several spectra on one axis, e.g. natural vs robust vs low-rank-trained models.
+
+    Args:
+        spectra (dict or sequence): ``{label: RankSpectrum}`` (labels go in the
+            legend) or a sequence of spectra.
+        ax (matplotlib Axes, optional): where to draw; a new figure when None.
+        metric (str): ``"agreement"`` or ``"accuracy"``.
+        **plot_kwargs: passed to every ``ax.plot``.
+
+    Returns:
+        (Figure, Axes).
+
+    Examples:
+        >>> natural = RankSpectrum([0, 8, 16], [0.1, 0.9, 1.0], None, 10)
+        >>> robust = RankSpectrum([0, 8, 16], [0.1, 0.5, 1.0], None, 10)
+        >>> fig, ax = plot_spectra({"natural": natural, "robust": robust})
+        >>> len(ax.lines)
+        2
+    """
+    items = _labelled(spectra, "spectra")
+    if len({s.reverse for _, s in items}) > 1:
+        raise ValueError("spectra must all have the same reverse flag to share an axis")
+    fig, ax = _figure(ax)
+    for label, spectrum in items:
+        spectrum.plot(ax=ax, metric=metric, label=label, **plot_kwargs)
+    _decorate(ax, metric, items[0][1].reverse, legend=any(lb is not None for lb, _ in items))
+    return fig, ax
+
+
+def accuracy_gap(first: RankSpectrum, second: RankSpectrum) -> Tuple[List[int], List[float]]:
+    """Per rank, ``first.accuracy - second.accuracy`` (the paper's Fig. 7c/d).
+
+    Only the ranks both spectra have are compared, in ``first``'s order.
+
+    Args:
+        first (RankSpectrum): e.g. the model trained on low-rank images.
+        second (RankSpectrum): e.g. the naturally trained model.
+
+    Returns:
+        (list of int, list of float): the common ranks and the accuracy differences.
+
+    Examples:
+        >>> a = RankSpectrum([0, 4, 8], [0.2, 0.6, 1.0], [0.1, 0.5, 0.75], 4)
+        >>> b = RankSpectrum([0, 8], [0.2, 1.0], [0.25, 0.5], 4)
+        >>> accuracy_gap(a, b)
+        ([0, 8], [-0.15, 0.25])
+    """
+    for name, s in (("first", first), ("second", second)):
+        if not isinstance(s, RankSpectrum):
+            raise TypeError(f"{name} must be a RankSpectrum, got {type(s).__name__}")
+        if s.accuracy is None:
+            raise ValueError(f"{name} has no accuracy: compute it with labels")
+    if first.reverse != second.reverse:
+        raise ValueError("first and second must have the same reverse flag")
+    other = dict(zip(second.ranks, second.accuracy))
+    ranks = [k for k in first.ranks if k in other]
+    if not ranks:
+        raise ValueError(f"first and second share no rank: {first.ranks} vs {second.ranks}")
+    mine = dict(zip(first.ranks, first.accuracy))
+    return ranks, [mine[k] - other[k] for k in ranks]
+
+
+def plot_accuracy_gap(
+    first: RankSpectrum,
+    second: RankSpectrum,
+    ax: Optional[Any] = None,
+    label: Optional[str] = None,
+    **plot_kwargs: Any,
+) -> Tuple[Any, Any]:
+    """Plots :func:`accuracy_gap` against the rank, with a line at zero.
+
+    Returns:
+        (Figure, Axes).
+    """
+    ranks, gap = accuracy_gap(first, second)
+    fig, ax = _figure(ax)
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    plot_kwargs.setdefault("marker", "o" if len(ranks) <= 40 else None)
+    plot_kwargs.setdefault("markersize", 3)
+    ax.plot(ranks, gap, label=label, **plot_kwargs)
+    ax.set_xlabel(_xlabel(first.reverse))
+    ax.set_ylabel("accuracy difference")
+    if label is not None:
+        ax.legend()
+    return fig, ax
+
+
+def _figure(ax: Optional[Any]) -> Tuple[Any, Any]:
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        return fig, ax
+    return ax.figure, ax
+
+
+def _xlabel(reverse: bool) -> str:
+    return "k (top k singular values removed)" if reverse else "k (top k singular values kept)"
+
+
+def _decorate(ax: Any, metric: str, reverse: bool, legend: bool) -> None:
+    ax.set_xlabel(_xlabel(reverse))
+    ax.set_ylabel(
+        "agreement with full-rank prediction" if metric == "agreement" else "top-1 accuracy"
+    )
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend()
+
+
+def _labelled(spectra: Any, name: str) -> List[Tuple[Optional[str], RankSpectrum]]:
+    if isinstance(spectra, RankSpectrum):
+        spectra = [spectra]
+    items = list(spectra.items()) if isinstance(spectra, Mapping) else [(None, s) for s in spectra]
+    if not items:
+        raise ValueError(f"{name} must not be empty")
+    for _, s in items:
+        if not isinstance(s, RankSpectrum):
+            raise TypeError(f"{name} must hold RankSpectrum objects, got {type(s).__name__}")
+    return items
+
+
+def _as_list(values: Any, name: str) -> list:
+    if isinstance(values, Tensor):
+        return values.reshape(-1).tolist()
+    if hasattr(values, "tolist"):  # numpy
+        return list(values.tolist())
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence, got {type(values).__name__}")
+    return list(values)
+
+
+def _fractions(values: Any, name: str) -> List[float]:
+    out = [float(v) for v in _as_list(values, name)]
+    if any(not (0.0 <= v <= 1.0) for v in out):
+        raise ValueError(f"{name} must hold fractions in [0, 1], got {out}")
+    return out
+
+
+def _atomic_write(path: str, write: Callable[[Any], None], mode: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------
+# Algorithm 1
+# --------------------------------------------------------------------------------------
+
+
+def rank_spectrum(
+    model: Callable[[Tensor], Tensor],
+    data: Union[Tensor, Iterable[Any]],
+    ranks: Optional[Sequence[int]] = None,
+    labels: Optional[Tensor] = None,
+    reverse: bool = False,
+    batch_size: int = 64,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: bool = True,
+    checkpoint: Optional[PathLike] = None,
+    checkpoint_every: int = 10,
+) -> RankSpectrum:
+    r"""The paper's Algorithm 1: prediction agreement and accuracy per input rank.
+
+    For every image ``x`` and rank ``k`` the rank-k image ``x_k`` keeps the ``k``
+    largest singular values of every colour channel (``reverse=True``: ``x - x_k``,
+    the ``k`` largest removed, as :func:`~captum_rig.drop_top_ranks`). Then
+
+    - ``agreement[k]`` = fraction of images with ``argmax model(x_k) == argmax model(x)``,
+    - ``accuracy[k]`` = fraction of images with ``argmax model(x_k) == label``.
+
+    One SVD per image (:class:`~captum_rig.RankPath`); rank images are streamed into the
+    model ``batch_size`` images per forward, never all ranks at once. The full-rank image
+    is ``x`` itself, so ``agreement`` at ``k = w`` (reverse: ``k = 0``) is exactly 1.
+    The run is under ``torch.no_grad()`` with the model in eval mode; every module's
+    training flag is restored afterwards and the inputs are not modified.
+
+    **Resuming.** With ``checkpoint=PATH`` the counts so far are saved to ``PATH``
+    (atomically: temporary file, then ``os.replace``) every ``checkpoint_every``
+    batches and when the run is interrupted by an exception. Calling again with the same
+    arguments loads it (``torch.load(..., weights_only=True)``), skips the batches
+    already counted and returns the same result as an uninterrupted run; the file is
+    removed once the run completes. Data must come in the same order (no shuffling),
+    and the model must be the same: neither is recorded. A checkpoint written with
+    different ``ranks``, ``reverse``, image shape, labels or (tensor data) ``batch_size``
+    raises a ValueError.
+
+    **Distributed.** Called from every process of a ``torch.distributed`` group (e.g.
+    under ``torchrun``, gloo on CPU, nccl on GPU), each process counts its share of the
+    batches and the integer counts are all-reduced, so every process returns the
+    single-process result. The share is every ``world_size``-th batch, starting at the
+    process's rank, which gives exactly the single-process counts for any data (every
+    process still iterates over the whole loader, loading the batches it skips). When
+    ``data`` is a DataLoader with a ``DistributedSampler`` it is taken as already
+    sharded and every batch is used; note that such a sampler pads the dataset to a
+    multiple of the world size by repeating images (unless ``drop_last=True``), which
+    then are counted twice. With a checkpoint, each process writes its own file,
+    ``PATH.<rank>-of-<world_size>``.
+
+    Args:
+        model (callable): maps images ``(B, C, H, W)`` in [0, 1] pixel space to logits
+            ``(B, classes)``; it should contain its own normalization. An ``nn.Module``
+            is put in eval mode for the run.
+        data (Tensor or iterable): images ``(N, C, H, W)``, or an iterable of
+            ``(images, labels)`` batches such as a DataLoader (a batch may also be
+            ``images`` alone or ``(images,)``; then there is no accuracy). Every batch
+            must have the same ``(C, H, W)``.
+        ranks (sequence of int, optional): ranks ``k`` in ``0..w``, ``w = min(H, W)``.
+            Default: all of ``0..w``.
+        labels (Tensor, optional): integer labels ``(N,)`` when ``data`` is a tensor.
+        reverse (bool): remove the ``k`` largest singular values instead of keeping them.
+        batch_size (int): images per forward pass; a tensor ``data`` is also cut into
+            SVD batches of this size.
+        device (str or torch.device, optional): where the SVD and forward passes run.
+            The model is not moved: it must already live there. Default: the device of
+            the model's first parameter or buffer, else CPU.
+        progress (bool): show a tqdm progress bar (only on process 0 when distributed).
+        checkpoint (str or PathLike, optional): file for resumable partial counts.
+        checkpoint_every (int): save the checkpoint every this many batches.
+
+    Returns:
+        RankSpectrum: ``ranks``, ``agreement``, ``accuracy`` (None without labels),
+        ``n_images`` and ``reverse``.
+
+    Examples:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+        >>> x = torch.rand(16, 3, 8, 8)  # (N, C, H, W), w = 8
+        >>> y = torch.randint(10, (16,))
+        >>> s = rank_spectrum(model, x, labels=y, progress=False)
+        >>> s.ranks, len(s.agreement), s.agreement[-1], s.n_images
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8], 9, 1.0, 16)
+        >>> rank_spectrum(model, x, ranks=[0, 2], reverse=True, progress=False).agreement[0]
+        1.0
+
+    References:
+        Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+        arXiv:2012.03516, Algorithm 1.
+    """
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    batch_size = check_int(batch_size, name="batch_size", low=1)
+    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every", low=1)
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse must be a bool, got {reverse!r}")
+    device = _model_device(model) if device is None else torch.device(device)
+    world_size, process = _world()
+    batches, n_batches, presharded, tensor_data = _batches(data, labels, batch_size)
+    if presharded or world_size == 1:
+        mine = lambda i: True  # noqa: E731
+        n_mine = n_batches
+    else:
+        mine = lambda i: i % world_size == process  # noqa: E731
+        n_mine = None if n_batches is None else len(range(process, n_batches, world_size))
+    path = None
+    if checkpoint is not None:
+        path = os.fspath(checkpoint)
+        if world_size > 1:
+            path = f"{path}.{process}-of-{world_size}"
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=n_mine,
+        desc="rank spectrum",
+        unit="batch",
+        disable=not progress or process != 0,
+    )
+    setting: Optional[_Setting] = None
+    state: Optional[_State] = None
+    try:
+        with _eval_mode(model), torch.no_grad():
+            for index, (images, batch_labels) in enumerate(batches):
+                if setting is None:
+                    setting = _Setting.first(images, batch_labels, ranks, reverse, tensor_data)
+                    fingerprint = setting.fingerprint(
+                        batch_size if tensor_data else None, world_size, process
+                    )
+                    state = _load_checkpoint(path, fingerprint, len(setting.ranks))
+                else:
+                    setting.check_batch(index, images, batch_labels)
+                if not mine(index):
+                    continue
+                if index < state.next_batch:  # counted before the interruption
+                    bar.update()
+                    continue
+                images, batch_labels = _check_batch(index, images, batch_labels, tensor_data)
+                agree, correct = _count_batch(
+                    model, images, batch_labels, setting, batch_size, device
+                )
+                # one assignment: an interrupt never leaves the counts half-updated
+                state = state.add(index, images.shape[0], agree, correct)
+                bar.update()
+                if path is not None and state.batches_counted % checkpoint_every == 0:
+                    _save_checkpoint(path, fingerprint, state)
+    except BaseException:
+        if path is not None and state is not None and state.batches_counted:
+            _save_checkpoint(path, fingerprint, state)
+        raise
+    finally:
+        bar.close()
+    if setting is None:
+        raise ValueError("data must not be empty: it yielded no batch")
+
+    counts = torch.cat([torch.tensor([state.n_images]), state.agree, state.correct])
+    if world_size > 1:
+        counts = _all_reduce(counts)
+    n_images = int(counts[0])
+    if n_images == 0:  # every batch belonged to a checkpoint, or data had none
+        raise ValueError("data must not be empty: no image was counted")
+    m = len(setting.ranks)
+    agree, correct = counts[1 : 1 + m].tolist(), counts[1 + m :].tolist()
+    if path is not None and os.path.exists(path):
+        os.remove(path)
+    return RankSpectrum(
+        ranks=list(setting.ranks),
+        agreement=[a / n_images for a in agree],
+        accuracy=[c / n_images for c in correct] if setting.has_labels else None,
+        n_images=n_images,
+        reverse=reverse,
+    )
+
+
+class _Setting:
+    """What the first batch fixes for the whole run: image shape, ranks, labels."""
+
+    def __init__(
+        self, shape: Tuple[int, ...], ranks: List[int], has_labels: bool, reverse: bool
+    ) -> None:
+        self.shape = shape
+        self.ranks = ranks
+        self.has_labels = has_labels
+        self.reverse = reverse
+        width = min(shape[-2:])
+        # The rank whose image is x itself: its prediction is the reference, no forward.
+        identity = 0 if reverse else width
+        self.identity = [i for i, k in enumerate(ranks) if k == identity]
+        self.computed = [i for i, k in enumerate(ranks) if k != identity]
+
+    @classmethod
+    def first(
+        cls, images: Any, labels: Any, ranks: Any, reverse: bool, tensor_data: bool
+    ) -> "_Setting":
+        name = "data" if tensor_data else "images in data batch 0"
+        images = check_images(images, name=name, ndim=4, layout="(N, C, H, W)")
+        width = min(images.shape[-2:])
+        return cls(tuple(images.shape[1:]), _check_ranks(ranks, width), labels is not None, reverse)
+
+    def check_batch(self, index: int, images: Any, labels: Any) -> None:
+        if not isinstance(images, Tensor):
+            check_images(images, name=f"images in data batch {index}")  # raises
+        shape = tuple(images.shape[1:])
+        if shape != self.shape:
+            raise ValueError(
+                f"data batch {index} has images of shape (C, H, W) = {shape}, but the first "
+                f"batch had {self.shape}; every batch must have the same image shape"
+            )
+        if (labels is not None) != self.has_labels:
+            raise ValueError(
+                f"data batch {index} {'has' if labels is not None else 'has no'} labels, "
+                f"unlike the first batch: give labels for every batch or for none"
+            )
+
+    def fingerprint(
+        self, batch_size: Optional[int], world_size: int, process: int
+    ) -> Dict[str, Any]:
+        return {
+            "format": _CHECKPOINT_FORMAT,
+            "ranks": list(self.ranks),
+            "reverse": self.reverse,
+            "image_shape": list(self.shape),
+            "labels": self.has_labels,
+            "batch_size": batch_size,
+            "world_size": world_size,
+            "process": process,
+        }
+
+
+class _State:
+    """Counts so far; immutable, so that one assignment replaces it whole."""
+
+    def __init__(
+        self, next_batch: int, batches_counted: int, n_images: int, agree: Tensor, correct: Tensor
+    ) -> None:
+        self.next_batch = next_batch
+        self.batches_counted = batches_counted
+        self.n_images = n_images
+        self.agree = agree
+        self.correct = correct
+
+    @classmethod
+    def zeros(cls, m: int) -> "_State":
+        z = torch.zeros(m, dtype=torch.int64)
+        return cls(0, 0, 0, z, z.clone())
+
+    def add(self, index: int, n: int, agree: Tensor, correct: Tensor) -> "_State":
+        return _State(
+            index + 1,
+            self.batches_counted + 1,
+            self.n_images + n,
+            self.agree + agree,
+            self.correct + correct,
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "next_batch": self.next_batch,
+            "batches_counted": self.batches_counted,
+            "n_images": self.n_images,
+            "agree": self.agree,
+            "correct": self.correct,
+        }
+
+
+def _check_ranks(ranks: Any, width: int) -> List[int]:
+    if ranks is None:
+        return list(range(width + 1))
+    if isinstance(ranks, Tensor):
+        if ranks.is_floating_point() or ranks.dtype == torch.bool or ranks.dim() > 1:
+            raise TypeError(f"ranks must hold integers in 0..{width}, got a {ranks.dtype} tensor")
+        ranks = ranks.reshape(-1).tolist()
+    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Iterable):
+        raise TypeError(
+            f"ranks must be a sequence of integers in 0..{width}, got {type(ranks).__name__}"
+        )
+    ranks = [check_int(k, name=f"ranks[{i}]", low=0, high=width) for i, k in enumerate(ranks)]
+    if not ranks:
+        raise ValueError(f"ranks must not be empty: give integers in 0..{width}")
+    return ranks
+
+
+def _check_labels(labels: Any, n: int, name: str) -> Tensor:
+    if not isinstance(labels, Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class indices, got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(
+            f"{name} must have shape ({n},), one label per image, got {tuple(labels.shape)}"
+        )
+    return labels
+
+
+def _batches(
+    data: Any, labels: Any, batch_size: int
+) -> Tuple[Iterator[Batch], Optional[int], bool, bool]:
+    """(batches, number of batches or None, already sharded?, tensor data?)."""
+    if isinstance(data, Tensor):
+        check_images(data, name="data", ndim=4, layout="(N, C, H, W)")
+        n = data.shape[0]
+        if labels is not None:
+            labels = _check_labels(labels, n, "labels")
+        batches = (
+            (data[i : i + batch_size], None if labels is None else labels[i : i + batch_size])
+            for i in range(0, n, batch_size)
+        )
+        return batches, math.ceil(n / batch_size), False, True
+    if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Iterable):
+        raise TypeError(
+            f"data must be an image tensor (N, C, H, W) or an iterable of (images, labels) "
+            f"batches such as a DataLoader, got {type(data).__name__}"
+        )
+    if labels is not None:
+        raise ValueError(
+            "labels must be None when data is an iterable of batches: "
+            "give (images, labels) batches instead"
+        )
+    try:
+        n_batches: Optional[int] = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        n_batches = None
+    return (_split(i, b) for i, b in enumerate(data)), n_batches, _presharded(data), False
+
+
+def _split(index: int, batch: Any) -> Batch:
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
+        return batch[0], (batch[1] if len(batch) == 2 else None)
+    raise TypeError(
+        f"data batch {index} must be images or an (images, labels) pair, got "
+        f"{type(batch).__name__}{f' of length {len(batch)}' if hasattr(batch, '__len__') else ''}"
+    )
+
+
+def _check_batch(
+    index: int, images: Any, labels: Any, tensor_data: bool
+) -> Tuple[Tensor, Optional[Tensor]]:
+    if tensor_data:  # the whole tensor was checked up front
+        return images, labels
+    name = f"images in data batch {index}"
+    images = check_images(images, name=name, ndim=4, layout="(N, C, H, W)")
+    if labels is not None:
+        labels = _check_labels(labels, images.shape[0], f"labels in data batch {index}")
+    return images, labels
+
+
+def _presharded(data: Any) -> bool:
+    from torch.utils.data import DistributedSampler
+
+    samplers = (
+        getattr(data, "sampler", None),
+        getattr(getattr(data, "batch_sampler", None), "sampler", None),
+    )
+    return any(isinstance(s, DistributedSampler) for s in samplers)
+
+
+def _count_batch(
+    model: Callable[[Tensor], Tensor],
+    images: Tensor,
+    labels: Optional[Tensor],
+    setting: _Setting,
+    batch_size: int,
+    device: torch.device,
+) -> Tuple[Tensor, Tensor]:
+    """Agreement and correct counts per rank, ``(m,)`` int64 on CPU, for one batch."""
+    # A copy, so that a model that works in place on its input never touches the data.
+    x = images.to(device=device, copy=True)
+    n = x.shape[0]
+    reference = _predict(model, x, batch_size)
+    predictions = torch.empty(len(setting.ranks), n, dtype=torch.long, device=reference.device)
+    predictions[setting.identity] = reference
+    if setting.computed:
+        path = RankPath(x)
+        ranks = [setting.ranks[i] for i in setting.computed]
+        ranks_per_chunk = max(1, batch_size // n)
+        for start, x_t in path.chunks(ranks, ranks_per_chunk, reverse=setting.reverse):
+            m = x_t.shape[0]
+            p = _predict(model, x_t.reshape(m * n, *x.shape[1:]), batch_size)
+            predictions[setting.computed[start : start + m]] = p.view(m, n)
+    agree = (predictions == reference).sum(1).cpu()
+    if labels is None:
+        return agree, torch.zeros_like(agree)
+    correct = (predictions == labels.to(predictions.device)).sum(1).cpu()
+    return agree, correct
+
+
+def _predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start : start + batch_size]
+        logits = model(chunk)
+        if not isinstance(logits, Tensor) or logits.dim() != 2 or len(logits) != len(chunk):
+            raise ValueError(
+                f"model must return logits of shape (B, classes) for images (B, C, H, W); "
+                f"for B = {len(chunk)} it returned "
+                f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
+            )
+        out.append(logits.argmax(1))
+    return torch.cat(out)
+
+
+def _model_device(model: Any) -> torch.device:
+    if isinstance(model, nn.Module):
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:  # each module's own flag, not the root's for all
+            m.training = training
+
+
+# -- checkpoints and processes ---------------------------------------------------------
+
+
+def _save_checkpoint(path: str, fingerprint: Dict[str, Any], state: _State) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save({"fingerprint": fingerprint, "state": state.to_dict()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _load_checkpoint(path: Optional[str], fingerprint: Dict[str, Any], m: int) -> _State:
+    if path is None or not os.path.exists(path):
+        return _State.zeros(m)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved_fp, s = saved["fingerprint"], saved["state"]
+        state = _State(
+            int(s["next_batch"]),
+            int(s["batches_counted"]),
+            int(s["n_images"]),
+            s["agree"].to(torch.int64),
+            s["correct"].to(torch.int64),
+        )
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint {path!r} is not a rank_spectrum checkpoint ({type(e).__name__}: "
+            f"{e}); delete it to start over"
+        ) from e
+    for key in fingerprint:
+        if saved_fp.get(key) != fingerprint[key]:
+            raise ValueError(
+                f"checkpoint {path!r} was written with {key}={saved_fp.get(key)!r}, but this "
+                f"call has {key}={fingerprint[key]!r}: pass the same arguments to resume, or "
+                f"delete the file to start over"
+            )
+    if state.agree.shape != (m,) or state.correct.shape != (m,):
+        raise ValueError(f"checkpoint {path!r} holds counts of the wrong shape; delete it")
+    return state
+
+
+def _world() -> Tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _all_reduce(counts: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    on = torch.device("cpu")
+    if "nccl" in str(dist.get_backend()):
+        on = torch.device("cuda", torch.cuda.current_device())
+    counts = counts.to(on)
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    return counts.cpu()
