@@ -88,6 +88,10 @@ class AttributionMethod:
         if self.takes_steps and n_steps is not None:
             args["n_steps"] = n_steps
         args.update(kwargs)
+        if not self.takes_steps:
+            # Captum's Saliency warns unless its input already requires grad; a detached
+            # copy does, and the caller's tensor is left alone.
+            inputs = inputs.detach().requires_grad_()
         return self.build(model).attribute(inputs, target=target, **args)
 
 
