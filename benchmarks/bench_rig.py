@@ -1,0 +1,184 @@
+"""RIG against Captum's IntegratedGradients at equal gradient evaluations, side by side.
+
+Prints, from one run on one machine:
+- wall time of RIG (method="paper", all w ranks) over IG (n_steps=w), same model
+  (torchvision ResNet-18, random weights), input and internal_batch_size; target <= 1.10;
+- peak memory of RIG over IG, each measured in a fresh child process (CPU: peak RSS
+  above the RSS before the call; CUDA: torch.cuda.max_memory_allocated); target <= 1.2;
+- the share of RIG's time spent on the SVD and rank images (no model);
+- rank-k image throughput for 224×224×3 images (low_rank, and every rank via RankPath).
+
+Usage:
+    python benchmarks/bench_rig.py                 # full size: 224×224, w = 224 steps
+    python benchmarks/bench_rig.py --size 64 --repeats 1   # quick
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torchvision
+from captum.attr import IntegratedGradients
+
+from captum_rig import RIG, RankPath, low_rank
+
+METHODS = ("rig", "ig")
+
+
+def build(size: int, device: str):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval().to(device)
+    x = torch.rand(1, 3, size, size, device=device)
+    return model, x
+
+
+def attribute(name: str, model, x, batch: int, n_steps=None):
+    """One attribution; n_steps=None: every rank (RIG) and as many IG steps."""
+    if name == "rig":
+        return RIG(model).attribute(x, target=3, internal_batch_size=batch, n_steps=n_steps)
+    n_steps = n_steps or min(x.shape[-2:])
+    return IntegratedGradients(model).attribute(
+        x, target=3, n_steps=n_steps, internal_batch_size=batch
+    )
+
+
+def warm_up(model, x, batch: int) -> None:
+    """Full-size chunks, so kernel selection and allocator growth stay out of the timing."""
+    for name in METHODS:
+        attribute(name, model, x, batch, n_steps=batch)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def child(name: str, size: int, batch: int, device: str) -> None:
+    """Runs one method once in this fresh process and prints its peak memory."""
+    model, x = build(size, device)
+    warm_up(model, x, batch)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        attribute(name, model, x, batch)
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = rss_bytes()
+        attribute(name, model, x, batch)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    print(json.dumps({"peak": peak}))
+
+
+def peak_memory(name: str, args) -> int:
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--device",
+            args.device,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224, help="image height = width")
+    parser.add_argument("--batch", type=int, default=16, help="internal_batch_size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args.child, args.size, args.batch, args.device)
+
+    model, x = build(args.size, args.device)
+    w = args.size
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} input=1x3x{w}x{w} "
+        f"internal_batch_size={args.batch} RIG evals={w - 1} IG evals={w}"
+    )
+    warm_up(model, x, args.batch)
+    times = {name: [] for name in METHODS}
+    for _ in range(args.repeats):  # interleaved, so drift hits both alike
+        for name in METHODS:
+            sync(args.device)
+            start = time.perf_counter()
+            attribute(name, model, x, args.batch)
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+    rig_t, ig_t = (statistics.median(times[n]) for n in METHODS)
+
+    # The SVD and every rank image of the same input, without the model.
+    sync(args.device)
+    start = time.perf_counter()
+    path = RankPath(x)
+    for _ in path.chunks(range(1, w), args.batch):
+        pass
+    sync(args.device)
+    overhead = time.perf_counter() - start
+
+    rig_mem, ig_mem = peak_memory("rig", args), peak_memory("ig", args)
+
+    # Throughput of rank-k images for a batch of 224×224×3 images.
+    images = torch.rand(16, 3, 224, 224, device=args.device)
+    low_rank(images[:2], 10)
+    sync(args.device)
+    start = time.perf_counter()
+    low_rank(images, 10)
+    sync(args.device)
+    per_image = (time.perf_counter() - start) / len(images)
+    start = time.perf_counter()
+    for _ in RankPath(images[:1]).chunks(range(225), 32):
+        pass
+    sync(args.device)
+    all_ranks = time.perf_counter() - start
+
+    print(f"{'':28}{'RIG':>10}{'IG':>10}{'ratio':>8}")
+    print(
+        f"{'wall time (s, median)':28}{rig_t:10.2f}{ig_t:10.2f}{rig_t / ig_t:8.3f}   target <= 1.10"
+    )
+    print(
+        f"{'time per gradient eval (ms)':28}{1e3 * rig_t / (w - 1):10.1f}"
+        f"{1e3 * ig_t / w:10.1f}{(rig_t / (w - 1)) / (ig_t / w):8.3f}"
+    )
+    print(
+        f"{'peak memory (MiB)':28}{rig_mem / 2**20:10.1f}{ig_mem / 2**20:10.1f}"
+        f"{rig_mem / ig_mem:8.3f}   target <= 1.2"
+    )
+    print(
+        f"SVD + all {w - 1} rank images, no model: {overhead:.3f} s "
+        f"= {100 * overhead / rig_t:.1f}% of RIG's time"
+    )
+    print(
+        f"low_rank(k=10), 224x224x3: {1 / per_image:.1f} images/s "
+        f"({1e3 * per_image:.1f} ms/image, batch of 16)"
+    )
+    print(
+        f"all 225 rank images of one 224x224x3 image: {all_ranks:.3f} s "
+        f"({225 / all_ranks:.0f} rank images/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
