@@ -588,8 +588,8 @@ class _Setting:
     def first(
         cls, images: Any, labels: Any, ranks: Any, reverse: bool, tensor_data: bool
     ) -> "_Setting":
-        name = "data" if tensor_data else "images in data batch 0"
-        images = check_images(images, name=name, ndim=4, layout="(N, C, H, W)")
+        if not tensor_data:  # a tensor was checked whole, up front
+            check_images(images, name="images in data batch 0", ndim=4, layout="(N, C, H, W)")
         width = min(images.shape[-2:])
         return cls(tuple(images.shape[1:]), _check_ranks(ranks, width), labels is not None, reverse)
 
