@@ -469,6 +469,17 @@ def test_bad_input_names_the_argument(inputs, kwargs, error, message):
         BlurIG(sin_model).attribute(x, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "inputs",
+    [np.zeros((1, 3, 4, 4)), [torch.rand(1, 3, 4, 4)], (torch.rand(1, 3, 4, 4), 2.0)],
+    ids=["numpy", "list", "tuple-with-float"],
+)
+def test_non_tensor_inputs_raise_type_error(inputs):
+    """Anything but a tensor or a tuple of tensors is a TypeError naming inputs."""
+    with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
+        BlurIG(sin_model).attribute(inputs)
+
+
 def test_mismatched_tuple_batch_sizes():
     """Tuple inputs with different N are refused before any model call."""
     with pytest.raises(ValueError, match="same batch size"):

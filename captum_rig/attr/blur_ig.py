@@ -12,14 +12,13 @@ from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from captum._utils.common import _format_tensor_into_tuples, _is_tuple
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
 from captum_rig._checks import NEGATIVE, check_images, check_int
-from captum_rig.attr._path import attribution_result, check_inputs, path_gradients
+from captum_rig.attr._path import attribution_result, format_inputs, path_gradients
 
 __all__ = ["BlurIntegratedGradients", "BlurIG", "gaussian_blur", "blur_sigmas"]
 
@@ -333,9 +332,7 @@ class BlurIntegratedGradients(GradientAttribution):
             >>> attr.shape, delta.shape
             (torch.Size([2, 1, 4, 4]), torch.Size([2]))
         """
-        is_inputs_tuple = _is_tuple(inputs)
-        formatted = _format_tensor_into_tuples(inputs)
-        check_inputs(formatted)
+        is_inputs_tuple, formatted = format_inputs(inputs)
         max_sigma = _check_real(max_sigma, name="max_sigma")
         n_steps = check_int(n_steps, name="n_steps", low=1)
         grad_step = _check_real(grad_step, name="grad_step", strict=True)
