@@ -5,8 +5,10 @@ References:
     arXiv:2012.03516.
 """
 
+from captum_rig.attr.blur_ig import BlurIG, BlurIntegratedGradients
 from captum_rig.attr.rig import RIG, RankIntegratedGradients
 from captum_rig.lowrank import RankPath, drop_top_ranks, low_rank
+from captum_rig.spectrum import RankSpectrum, rank_spectrum
 from captum_rig.transforms import DropTopRanks, LowRank
 
 __version__ = "0.1.0"
@@ -14,9 +16,13 @@ __version__ = "0.1.0"
 __all__ = [
     "RankIntegratedGradients",
     "RIG",
+    "BlurIntegratedGradients",
+    "BlurIG",
     "low_rank",
     "drop_top_ranks",
     "RankPath",
+    "rank_spectrum",
+    "RankSpectrum",
     "LowRank",
     "DropTopRanks",
 ]
