@@ -380,8 +380,9 @@ def load_model(
                 raise ValueError(
                     f"pretrained {name} has {categories} classes, got num_classes={num_classes}"
                 )
+            state = _pretrained_state_dict(name)  # fails fast offline, before building
             model = torchvision.models.get_model(name, weights=None)
-            model.load_state_dict(_pretrained_state_dict(name))
+            model.load_state_dict(state)
         else:
             model = torchvision.models.get_model(name, weights=None, **kwargs)
     else:
