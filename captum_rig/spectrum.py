@@ -36,6 +36,7 @@ from typing import (
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from captum_rig._checks import check_images, check_int
 from captum_rig.lowrank import RankPath
@@ -493,19 +494,14 @@ def rank_spectrum(
     device = _model_device(model) if device is None else torch.device(device)
     world_size, process = _world()
     batches, n_batches, presharded, tensor_data = _batches(data, labels, batch_size)
-    if presharded or world_size == 1:
-        mine = lambda i: True  # noqa: E731
-        n_mine = n_batches
-    else:
-        mine = lambda i: i % world_size == process  # noqa: E731
-        n_mine = None if n_batches is None else len(range(process, n_batches, world_size))
+    # This process counts the batches with index % stride == offset.
+    stride, offset = (1, 0) if presharded else (world_size, process)
+    n_mine = None if n_batches is None else len(range(offset, n_batches, stride))
     path = None
     if checkpoint is not None:
         path = os.fspath(checkpoint)
         if world_size > 1:
             path = f"{path}.{process}-of-{world_size}"
-
-    from tqdm.auto import tqdm
 
     bar = tqdm(
         total=n_mine,
@@ -526,7 +522,7 @@ def rank_spectrum(
                     state = _load_checkpoint(path, fingerprint, len(setting.ranks))
                 else:
                     setting.check_batch(index, images, batch_labels)
-                if not mine(index):
+                if index % stride != offset:
                     continue
                 if index < state.next_batch:  # counted before the interruption
                     bar.update()
@@ -553,7 +549,7 @@ def rank_spectrum(
     if world_size > 1:
         counts = _all_reduce(counts)
     n_images = int(counts[0])
-    if n_images == 0:  # every batch belonged to a checkpoint, or data had none
+    if n_images == 0:  # defensive: batches are checked to be non-empty
         raise ValueError("data must not be empty: no image was counted")
     m = len(setting.ranks)
     agree, correct = counts[1 : 1 + m].tolist(), counts[1 + m :].tolist()
