@@ -119,6 +119,9 @@ def test_blur_many_sigmas_dtypes_and_identity():
         ValueError, match=re.escape(NEGATIVE.format(name="sigma", low=0.0, value=-1.0))
     ):
         gaussian_blur(x, -1.0)
+    for bad in ["a", None, True]:
+        with pytest.raises(TypeError, match="sigma must be a real number"):
+            gaussian_blur(x, bad)
 
 
 # --- numerics against PAIR and analytic oracles ------------------------------------------

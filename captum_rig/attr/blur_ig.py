@@ -158,8 +158,8 @@ def _as_sigmas(sigma: Sigmas) -> Tuple[List[float], bool]:
             raise ValueError(f"sigma must be a number or 1-d, got shape {tuple(sigma.shape)}")
         is_scalar = sigma.dim() == 0
         values = sigma.reshape(-1).tolist()
-    elif isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
-        is_scalar, values = True, [sigma]
+    elif isinstance(sigma, (numbers.Number, str, bytes)) or not hasattr(sigma, "__iter__"):
+        is_scalar, values = True, [sigma]  # a non-number fails in _check_real, naming sigma
     else:
         is_scalar, values = False, list(sigma)
     name = "sigma" if is_scalar else "sigma[{}]"
