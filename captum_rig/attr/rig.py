@@ -10,7 +10,6 @@ from typing import Callable, List, Literal, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from captum._utils.common import _format_output
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
 from captum.attr._utils.attribution import GradientAttribution
@@ -18,7 +17,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_rig._checks import check_int
-from captum_rig.attr._path import format_inputs, path_gradients
+from captum_rig.attr._path import attribution_result, format_inputs, path_gradients
 from captum_rig.lowrank import RankPath
 
 __all__ = ["RankIntegratedGradients", "RIG", "paper_rank_weights"]
@@ -213,17 +212,16 @@ class RankIntegratedGradients(GradientAttribution):
         else:
             attributions = self._attribute_path(formatted, paths, n_steps, method, **run)
 
-        output = _format_output(is_inputs_tuple, attributions)
-        if not return_convergence_delta:
-            return output
-        delta = self.compute_convergence_delta(
+        return attribution_result(
+            self,
+            is_inputs_tuple,
             attributions,
-            tuple(torch.zeros_like(x) for x in formatted),
             formatted,
-            additional_forward_args=additional_forward_args,
+            lambda: tuple(torch.zeros_like(x) for x in formatted),  # x(0) = 0
             target=target,
+            additional_forward_args=additional_forward_args,
+            return_convergence_delta=return_convergence_delta,
         )
-        return output, delta
 
     def _attribute_paper(
         self,
