@@ -1,0 +1,499 @@
+"""Tests for captum_rig.stability: operator norms, Lipschitz bound, minimal distortion."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captum_rig.robustness import pgd_attack
+from captum_rig.stability import (
+    StabilityReport,
+    conv2d_operator_norm,
+    gaussian_minimal_distortion,
+    layer_operator_norms,
+    lipschitz_bound,
+    minimal_distortion,
+    stability_analysis,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread, no spinning workers fighting over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` with buffers, like captum_rig.models.Normalize."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+def chain_model(dtype=torch.float64) -> nn.Sequential:
+    """A plain chain with every supported layer type, on (N, 3, 8, 8) images."""
+    model = nn.Sequential(
+        Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]),
+        nn.Conv2d(3, 4, 3, stride=1, padding=1),
+        nn.BatchNorm2d(4),
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2d(3, stride=1, padding=1),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(3, stride=1, padding=1),
+        nn.Dropout(0.3),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 10),
+        nn.Tanh(),
+        nn.Linear(10, 5),
+    ).to(dtype)
+    with torch.no_grad():
+        model[2].running_mean.uniform_(-0.5, 0.5)
+        model[2].running_var.uniform_(0.1, 3.0)
+        model[2].weight.uniform_(-2, 2)
+    return model
+
+
+def full_matrix(forward, shape) -> torch.Tensor:
+    """The matrix of a linear map, by pushing an identity basis through it."""
+    n = math.prod(shape)
+    basis = torch.eye(n, dtype=torch.float64).view(n, *shape)
+    return forward(basis).reshape(n, -1).T
+
+
+def linear_two_class(w: torch.Tensor, b: float) -> nn.Module:
+    """Logits ``[0, w·x + b]``: predicts class 1 where ``w·x + b > 0``."""
+    linear = nn.Linear(w.numel(), 1).double()
+    with torch.no_grad():
+        linear.weight.copy_(w.reshape(1, -1))
+        linear.bias.fill_(b)
+
+    class TwoClass(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x):
+            z = self.linear(x.flatten(1))
+            return torch.cat([torch.zeros_like(z), z], dim=1)
+
+    return TwoClass()
+
+
+def hooks_left(model: nn.Module) -> list:
+    """Names of submodules that still carry forward (pre-)hooks."""
+    return [name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+
+
+# --------------------------------------------------------------------------- operator norms
+
+
+CONVS = {
+    "plain": dict(in_channels=2, out_channels=3, kernel_size=3),
+    "stride2-pad1": dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, padding=1),
+    "stride3-k2": dict(in_channels=1, out_channels=2, kernel_size=2, stride=3),
+    "dilation2-pad2": dict(in_channels=2, out_channels=2, kernel_size=3, padding=2, dilation=2),
+    "groups2": dict(in_channels=4, out_channels=2, kernel_size=3, padding=1, groups=2),
+    "rect": dict(in_channels=2, out_channels=3, kernel_size=(1, 3), stride=(2, 1)),
+    "circular": dict(
+        in_channels=2, out_channels=3, kernel_size=3, padding=1, padding_mode="circular"
+    ),
+    "reflect-stride2": dict(
+        in_channels=2,
+        out_channels=2,
+        kernel_size=3,
+        stride=2,
+        padding=1,
+        padding_mode="reflect",
+    ),  # fmt: skip
+    "same": dict(in_channels=2, out_channels=3, kernel_size=4, padding="same"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("size", [(6, 6), (7, 5)], ids=["6x6", "7x5"])
+@pytest.mark.parametrize("name", list(CONVS))
+def test_conv_norm_matches_full_matrix(name, size):
+    """Power iteration equals the largest singular value of the conv's full matrix."""
+    conv = nn.Conv2d(**CONVS[name])
+    shape = (conv.in_channels,) + size
+    weight = conv.weight.detach().double()
+    matrix = full_matrix(lambda v: conv._conv_forward(v, weight, None), shape)
+    exact = torch.linalg.matrix_norm(matrix, 2).item()
+    estimate = conv2d_operator_norm(conv, size)
+    assert estimate == pytest.approx(exact, rel=1e-9), f"{name}: {estimate} vs exact {exact}"
+    assert estimate <= exact * (1 + 1e-9), "power iteration must approach from below"
+
+
+def test_conv_norm_is_seeded_and_shape_forms_agree():
+    """Same seed, same number; (H, W), (C, H, W) and (N, C, H, W) sizes agree."""
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    a = conv2d_operator_norm(conv, (8, 8), n_iter=20, seed=1)
+    b = conv2d_operator_norm(conv, (3, 8, 8), n_iter=20, seed=1)
+    c = conv2d_operator_norm(conv, (5, 3, 8, 8), n_iter=20, seed=1)
+    assert a == b == c, f"input size forms disagree: {a}, {b}, {c}"
+
+
+def test_linear_norm_is_exact():
+    """nn.Linear's norm is its largest singular value."""
+    model = nn.Sequential(nn.Linear(7, 5))
+    (layer,) = layer_operator_norms(model, torch.rand(2, 7))
+    exact = torch.linalg.svdvals(model[0].weight.detach().double())[0].item()
+    assert layer.norm == pytest.approx(exact, rel=1e-12), "Linear norm is not exact"
+    assert layer.kind == "Linear" and layer.input_shape == (2, 7), layer
+
+
+def test_layer_norms_of_every_kind_match_full_matrices():
+    """Conv, BatchNorm, avg-pool norms equal their full matrices' on the seen sizes."""
+    model = chain_model().eval()
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    layers = {layer.name: layer for layer in layer_operator_norms(model, x)}
+    assert list(layers) == [str(i) for i in range(len(model))], "a layer call is missing"
+    # BatchNorm in eval mode: a diagonal scaling
+    bn = model[2]
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).abs().max().item()
+    assert layers["2"].norm == pytest.approx(scale), "BatchNorm norm"
+    # the avg-pool is linear: compare with its full matrix on the 6 × 4 × 4 input it sees
+    assert layers["7"].input_shape == (1, 6, 4, 4), layers["7"]
+    exact = torch.linalg.matrix_norm(full_matrix(model[7], (6, 4, 4)), 2).item()
+    assert layers["7"].norm == pytest.approx(exact, rel=1e-9), "avg-pool norm"
+    conv = model[5]
+    w = conv.weight.detach()
+    exact = torch.linalg.matrix_norm(
+        full_matrix(lambda v: conv._conv_forward(v, w, None), (4, 8, 8)), 2
+    ).item()
+    assert layers["5"].norm == pytest.approx(exact, rel=1e-9), "strided conv norm"
+    assert layers["0"].norm == pytest.approx(1 / 0.2), "normalization: max 1/std"
+    assert layers["3"].norm == 1.0 and layers["11"].norm == 1.0, "LeakyReLU(0.1), Tanh: 1"
+    assert layers["4"].norm == pytest.approx(3.0), "3×3 max-pool, stride 1: √9"
+    assert layers["8"].norm == 1.0 and layers["9"].norm == 1.0, "Dropout, Flatten: 1"
+
+
+@pytest.mark.parametrize(
+    "pool, expected",
+    [
+        (nn.MaxPool2d(2), 1.0),
+        (nn.MaxPool2d(3, stride=2), 2.0),
+        (nn.MaxPool2d(2, stride=1), 2.0),
+        (nn.AvgPool2d(2), 0.5),
+        (nn.AdaptiveAvgPool2d(1), 1 / 8),
+    ],
+    ids=["max2", "max3s2", "max2s1", "avg2", "adaptive-avg"],
+)
+def test_pooling_norms(pool, expected):
+    """Max-pool: √(windows per pixel); avg-pool over k×k disjoint windows: 1/k."""
+    (layer,) = layer_operator_norms(nn.Sequential(pool), torch.rand(1, 2, 8, 8))
+    assert layer.norm == pytest.approx(expected, rel=1e-6), f"{pool}: {layer.norm}"
+
+
+# --------------------------------------------------------------------------- Lipschitz bound
+
+
+def test_lipschitz_bound_above_empirical_ratios():
+    """‖f(x) − f(y)‖ / ‖x − y‖ never exceeds the bound, on random and close pairs."""
+    model = chain_model()
+    x = torch.rand(64, 3, 8, 8, dtype=torch.float64)
+    bound = lipschitz_bound(model, x[:1])
+    assert bound is not None and bound > 0, f"no bound for a plain chain: {bound}"
+    y = torch.rand_like(x)
+    close = x + 1e-4 * torch.randn_like(x)
+    model.eval()
+    with torch.no_grad():
+        for other in (y, close):
+            ratio = (model(x) - model(other)).norm(dim=1) / (x - other).flatten(1).norm(dim=1)
+            assert ratio.max().item() <= bound, f"ratio {ratio.max().item()} > bound {bound}"
+    # a gradient-ascended pair gets closer to the bound but still stays below it
+    delta = (1e-3 * torch.randn_like(x[:8])).requires_grad_(True)
+    optimizer = torch.optim.Adam([delta], lr=1e-3)
+    for _ in range(30):
+        ratio = (model(x[:8] + delta) - model(x[:8])).norm(dim=1) / delta.flatten(1).norm(dim=1)
+        optimizer.zero_grad()
+        (-ratio.sum()).backward()
+        optimizer.step()
+    assert ratio.max().item() <= bound, f"ascended ratio {ratio.max().item()} > bound {bound}"
+
+
+def test_lipschitz_bound_of_linear_chain():
+    """For Linear–Linear, the bound is ‖W2‖‖W1‖ ≥ ‖W2 W1‖ (the true constant)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Linear(6, 3)).double()
+    bound = lipschitz_bound(model, torch.rand(1, 3, 2, 2, dtype=torch.float64))
+    w1, w2 = model[1].weight.detach(), model[2].weight.detach()
+    product = (torch.linalg.matrix_norm(w1, 2) * torch.linalg.matrix_norm(w2, 2)).item()
+    assert bound == pytest.approx(product), "bound is not the product of the norms"
+    assert bound >= torch.linalg.matrix_norm(w2 @ w1, 2).item(), "bound below the truth"
+
+
+class Residual(nn.Module):
+    """y = relu(bn(conv(x)) + x), the addition in place as torchvision's BasicBlock."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.relu = nn.ReLU()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+
+    def forward(self, x):
+        out = self.bn(self.conv(x))
+        out += x
+        return self.head(self.relu(out))
+
+
+class Functional(nn.Module):
+    """A functional F.relu between two layers: invisible to module hooks."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x)) * 3)
+
+
+def test_no_bound_for_a_residual_block():
+    """An in-place residual addition is caught: no bound, layer norms still given."""
+    report = stability_analysis(Residual(), torch.rand(1, 3, 8, 8), norms=(), gaussian=False)
+    assert report.lipschitz_bound is None, f"a bound was computed: {report.lipschitz_bound}"
+    assert "not a plain chain" in report.lipschitz_note, report.lipschitz_note
+    assert [layer.norm is not None for layer in report.layers] == [True] * 5, report.layers
+
+
+@pytest.mark.parametrize(
+    "model",
+    [Functional(), nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2))],
+    ids=["functional", "unknown-layer"],
+)
+def test_no_bound_for_functional_ops_or_unknown_layers(model):
+    """Functional ops between layers or a layer with no known norm: no bound."""
+    x = torch.rand(1, 4)
+    assert lipschitz_bound(model, x) is None, "a bound was computed"
+    norms = [layer.norm for layer in layer_operator_norms(model, x)]
+    assert norms[0] is not None and norms[-1] is not None, f"Linear norms missing: {norms}"
+
+
+def test_resnet_layers_without_bound():
+    """A torchvision ResNet gets per-layer norms and no (wrong) chain bound."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(weights=None, num_classes=4)
+    x = torch.rand(1, 3, 16, 16)
+    layers = layer_operator_norms(model, x, n_iter=3)
+    assert sum(layer.kind == "Conv2d" for layer in layers) == 20, "conv calls missing"
+    assert lipschitz_bound(model, x, n_iter=3) is None, "residual net must not get a bound"
+    assert hooks_left(model) == [], "hooks left on the ResNet"
+
+
+def test_no_hooks_left_even_on_error():
+    """Hooks are removed after the analysis and after a forward pass that raises."""
+    model = chain_model()
+    stability_analysis(model, torch.rand(2, 3, 8, 8, dtype=torch.float64), n_bisect=2)
+    assert hooks_left(model) == [], "hooks left after stability_analysis"
+
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.layer(x)
+            raise RuntimeError("forward failed")
+
+    broken = Broken()
+    with pytest.raises(RuntimeError, match="forward failed"):
+        layer_operator_norms(broken, torch.rand(1, 4))
+    assert hooks_left(broken) == [], "hooks left after a failing forward"
+
+
+def test_model_state_restored():
+    """Training flags, parameters and the global RNG are left as they were."""
+    model = chain_model().train()
+    model[2].eval()
+    flags = [m.training for m in model.modules()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    images_copy = images.clone()
+    rng = torch.get_rng_state()
+    stability_analysis(model, images, n_bisect=2, steps=2)
+    assert [m.training for m in model.modules()] == flags, "training flags changed"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), f"model state {k} changed"
+    assert torch.equal(images, images_copy), "images modified"
+    assert torch.equal(torch.get_rng_state(), rng), "global RNG state changed"
+    assert all(p.grad is None for p in model.parameters()), "parameter gradients left"
+
+
+# --------------------------------------------------------------------------- distortion
+
+
+def two_class_setup():
+    """A 2-class linear model on 1×4×4 images and images near its boundary."""
+    w = torch.linspace(-1.0, 1.5, 16, dtype=torch.float64)
+    w[w.abs() < 0.1] = 0.3  # no zero weight
+    x = torch.full((6, 1, 4, 4), 0.5, dtype=torch.float64)
+    x += 0.02 * torch.randn(6, 1, 4, 4, dtype=torch.float64)
+    z_target = torch.tensor([-0.02, 0.03, -0.005, 0.01, 0.04, -0.03], dtype=torch.float64)
+    b = 0.0
+    # shift each image along w so that its logit w·x + b is z_target
+    z = x.flatten(1) @ w + b
+    x += ((z_target - z) / (w @ w)).view(-1, 1, 1, 1) * w.view(1, 1, 4, 4)
+    return linear_two_class(w, b), x, w, z_target
+
+
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+def test_pgd_minimal_distortion_matches_closed_form(norm):
+    """Linear 2-class model: distance |w·x+b|/‖w‖₂ (L2), /‖w‖₁ (L∞), within tolerance."""
+    model, x, w, z = two_class_setup()
+    dual = w.norm() if norm == "L2" else w.abs().sum()
+    exact = z.abs() / dual
+    result = minimal_distortion(model, x, norm=norm, max_eps=0.1, n_bisect=14)
+    tol = result.tolerance
+    assert tol == pytest.approx(0.1 / 2**14), "tolerance is max_eps / 2**n_bisect"
+    assert bool(result.found.all()), "every image is within max_eps of the boundary"
+    assert bool((result.values >= exact - 1e-9).all()), (
+        f"found a flip closer than the hyperplane: {result.values} < {exact}"
+    )
+    assert bool((result.values <= exact + tol + 1e-9).all()), f"{result.values} vs {exact}"
+    assert bool((result.budgets - tol <= exact + 1e-12).all()), "bracket misses the truth"
+    assert result.mean == pytest.approx(exact.mean().item(), abs=tol), "mean distortion"
+
+
+def test_pgd_minimal_distortion_bracket_on_a_convnet():
+    """At the returned radius PGD flips the prediction; ``tolerance`` below it does not."""
+    model = chain_model(torch.float32).eval()
+    x = torch.rand(5, 3, 8, 8)
+    result = minimal_distortion(model, x, norm="Linf", steps=5, n_bisect=8, batch_size=2)
+    y0 = model(x).argmax(1)
+    found = result.found
+    assert found.any(), "PGD with ε up to 1 should flip a random convnet"
+    adv = pgd_attack(
+        model,
+        x[found],
+        y0[found],
+        eps=result.budgets[found].float(),
+        steps=5,
+        random_start=False,
+    )
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) != y0[found]).all()), "no flip at the budget"
+    assert bool((result.values[found] <= result.budgets[found] + 1e-6).all()), (
+        "‖δ‖∞ exceeds the radius"
+    )
+    below = (result.budgets[found] - result.tolerance).clamp_min(0).float()
+    adv = pgd_attack(model, x[found], y0[found], eps=below, steps=5, random_start=False)
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) == y0[found]).all()), "flips below the bracket"
+
+
+def test_gaussian_minimal_distortion_matches_closed_form():
+    """Linear model: σ* = −z/(w·n) along the seeded noise n, found within tolerance."""
+    model, x, w, z = two_class_setup()
+    seed, max_sigma = 3, 0.05
+    result = gaussian_minimal_distortion(
+        model, x, n_bisect=14, max_sigma=max_sigma, seed=seed, batch_size=4
+    )
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.cat(
+        [torch.randn(x[i : i + 4].shape, generator=generator, dtype=x.dtype) for i in (0, 4)]
+    )
+    assert (max_sigma * noise.abs().max() + (x - 0.5).abs().max()) < 0.5, "clamping active"
+    sigma_star = -z / (noise.flatten(1) @ w)
+    crosses = (sigma_star > 0) & (sigma_star < max_sigma)
+    assert crosses.any() and (~crosses).any(), "the test wants both outcomes"
+    assert torch.equal(result.found, crosses), f"found {result.found} vs {crosses}"
+    tol = result.tolerance
+    budget = result.budgets[crosses]
+    assert bool((budget >= sigma_star[crosses]).all()), "flip below σ*"
+    assert bool((budget <= sigma_star[crosses] + tol + 1e-12).all()), "σ* outside the bracket"
+    expected_l2 = budget * noise[crosses].flatten(1).norm(dim=1)
+    assert torch.allclose(result.values[crosses], expected_l2), "values are not σ‖n‖₂"
+    assert bool(torch.isinf(result.values[~crosses]).all()), "no flip must give inf"
+    assert result.mean == pytest.approx(result.values[crosses].mean().item()), "mean"
+
+
+def test_gaussian_bracket_and_seed_on_a_convnet():
+    """Flip at the returned σ, none ``tolerance`` below; the seed fixes the result."""
+    model = chain_model(torch.float32).eval()
+    x = torch.rand(6, 3, 8, 8)
+    result = gaussian_minimal_distortion(model, x, n_bisect=8, max_sigma=2.0, seed=5)
+    again = gaussian_minimal_distortion(model, x, n_bisect=8, max_sigma=2.0, seed=5)
+    assert torch.equal(result.budgets, again.budgets), "same seed, different result"
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    y0 = model(x).argmax(1)
+    found = result.found
+    assert found.any(), "σ up to 2 should flip some predictions"
+    sigma = result.budgets[found].float().view(-1, 1, 1, 1)
+    with torch.no_grad():
+        at = model((x[found] + sigma * noise[found]).clamp(0, 1)).argmax(1)
+        below = (sigma - result.tolerance).clamp_min(0)
+        before = model((x[found] + below * noise[found]).clamp(0, 1)).argmax(1)
+    assert bool((at != y0[found]).all()), "no flip at the returned σ"
+    assert bool((before == y0[found]).all()), "a flip below the bracket"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_stability_report(tmp_path):
+    """stability_analysis returns layers, bound and three distortions; dict and markdown."""
+    model = chain_model()
+    images = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    report = stability_analysis(model, images, n_bisect=4, steps=3, n_iter=20)
+    assert isinstance(report, StabilityReport), "wrong return type"
+    assert sorted(report.distortions) == ["gaussian", "pgd_l2", "pgd_linf"], report.distortions
+    assert report.lipschitz_bound is not None, report.lipschitz_note
+    d = report.to_dict()
+    json.dumps(d)  # JSON-ready (NaN allowed)
+    assert len(d["layers"]) == len(model), "one layer entry per call"
+    assert d["distortions"]["pgd_l2"]["n_images"] == 4, d["distortions"]
+    md = report.to_markdown()
+    assert "| 1 | Conv2d | 1×3×8×8 |" in md, md
+    assert "Lipschitz upper bound (L2)" in md and "| pgd_linf | Linf |" in md, md
+    for line in md.splitlines():
+        if line.startswith("| 2 | BatchNorm2d"):
+            assert line.replace("\\|", "").count("|") == 6, f"unescaped | in {line}"
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input():
+    """Bad arguments raise TypeError/ValueError naming the argument."""
+    model = chain_model(torch.float32)
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(TypeError, match="images must be a floating point"):
+        stability_analysis(model, (x * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match=r"images must hold pixel values in \[0, 1\]"):
+        minimal_distortion(model, x + 1)
+    with pytest.raises(ValueError, match="images must not be empty"):
+        gaussian_minimal_distortion(model, x[:0])
+    with pytest.raises(ValueError, match="norm must be one of"):
+        minimal_distortion(model, x, norm="L0")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        stability_analysis(model, x, norms=("L2", "fro"))
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        minimal_distortion(model, x, steps=0)
+    with pytest.raises(ValueError, match="n_bisect must be >= 1"):
+        minimal_distortion(model, x, n_bisect=0)
+    with pytest.raises(ValueError, match="max_eps must be"):
+        minimal_distortion(model, x, max_eps=-1.0)
+    with pytest.raises(ValueError, match="max_sigma must be"):
+        gaussian_minimal_distortion(model, x, max_sigma=0.0)
+    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+        lipschitz_bound(model, x[:1], n_iter=0)
+    with pytest.raises(ValueError, match="input_size must be"):
+        conv2d_operator_norm(nn.Conv2d(3, 4, 3), (4, 8, 8))
+    with pytest.raises(TypeError, match="conv must be a torch.nn.Conv2d"):
+        conv2d_operator_norm(nn.Linear(3, 4), (8, 8))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        layer_operator_norms(lambda t: t, x)
