@@ -628,6 +628,11 @@ class _Mapped:
 # --------------------------------------------------------------------------- commands
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal only (tqdm's own rule), and never with --no-progress."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from captum_rig.demo import run_demo
 
@@ -717,6 +722,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         bar.close()
 
     fig = _explain_figure(rows, methods, maps, prep.categories)
+    if hasattr(fig, "__len__"):  # viz returned (fig, axes)
+        fig = fig[0]
     _save_figure(fig, out, fmt)
     for row in rows:
         name = _class_name(row["target"], prep.categories)
@@ -736,6 +743,20 @@ def _class_name(index: int, categories: Optional[Sequence[str]]) -> str:
 
 def _explain_figure(rows: List[Dict[str, Any]], methods: List[Any], maps: Dict, categories) -> Any:
     """A grid: one row per image, the image then one heat map per method."""
+    labels = [
+        f"{Path(r['path']).name}\ntarget {_class_name(r['target'], categories)}" for r in rows
+    ]
+    try:
+        from captum_rig.viz import plot_attributions
+    except ImportError:
+        plot_attributions = None
+    if plot_attributions is not None and len({tuple(r["x"].shape) for r in rows}) == 1:
+        images = torch.stack([r["x"] for r in rows])
+        attributions = {
+            m.title: torch.stack([maps[i, m.name] for i in range(len(rows))]) for m in methods
+        }
+        return plot_attributions(images, attributions, row_labels=labels)
+    # images of different sizes: one panel per image, each at its own size
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -747,10 +768,7 @@ def _explain_figure(rows: List[Dict[str, Any]], methods: List[Any], maps: Dict, 
         x = row["x"]
         image = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
         axes[i, 0].imshow(image, cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=1)
-        axes[i, 0].set_title(
-            f"{Path(row['path']).name}\ntarget {_class_name(row['target'], categories)}",
-            fontsize=8,
-        )
+        axes[i, 0].set_title(labels[i], fontsize=8)
         for j, method in enumerate(methods, start=1):
             heat = maps[i, method.name].abs().sum(0)
             scale = float(heat.flatten().quantile(0.995)) if heat.numel() > 1 else 0.0
@@ -804,17 +822,23 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
         checkpoint.unlink()
     elif args.resume and not checkpoint.exists():
         print(f"no checkpoint in {out}/: starting from the beginning", file=sys.stderr)
+    created = not out.exists()
     out.mkdir(exist_ok=True)
-    spectrum = rank_spectrum(
-        model,
-        loader,
-        ranks=args.ranks,
-        reverse=args.reverse,
-        batch_size=args.batch_size,
-        device=device,
-        progress=not args.no_progress,
-        checkpoint=checkpoint,
-    )
+    try:
+        spectrum = rank_spectrum(
+            model,
+            loader,
+            ranks=args.ranks,
+            reverse=args.reverse,
+            batch_size=args.batch_size,
+            device=device,
+            progress=_progress(args),
+            checkpoint=checkpoint,
+        )
+    except BaseException:
+        if created and not any(out.iterdir()):  # nothing to resume from: leave no trace
+            out.rmdir()
+        raise
     csv_path, png_path = out / "spectrum.csv", out / "spectrum.png"
     spectrum.to_csv(csv_path)
     fig, ax = spectrum.plot(label="agreement with full rank")
@@ -857,7 +881,7 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
         targeted=not args.untargeted,
         batch_size=args.batch_size,
         device=device,
-        progress=not args.no_progress,
+        progress=_progress(args),
         seed=args.seed,
     )
     print(report.to_markdown())
@@ -881,7 +905,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs ``captum-rig`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     Usage and input errors (``UsageError``, and ``ValueError``, ``TypeError``,
-    ``FileNotFoundError``, ``OSError`` from the library) print one line
+    ``FileNotFoundError``, ``OSError`` and ``WeightsUnavailableError`` from the library)
+    print one line
     ``captum-rig: error: ...`` to stderr and return 2; other exceptions are bugs and
     propagate with their traceback.
 
@@ -889,6 +914,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         >>> main(["lowrank", "no-such.png", "--rank", "1", "--out", "x.png"])
         2
     """
+    from captum_rig.loading import WeightsUnavailableError
+
     parser = build_parser()
     try:
         try:
@@ -896,7 +923,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except SystemExit as e:  # --help, --version
             return e.code if isinstance(e.code, int) else EXIT_OK
         return args.run(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, OSError) as e:
+    except (
+        UsageError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        OSError,
+        WeightsUnavailableError,
+    ) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -47,6 +47,7 @@ from torch import nn
 
 __all__ = [
     "TORCHVISION_PREFIX",
+    "WeightsUnavailableError",
     "Preprocessing",
     "load_model",
     "load_state_dict",
@@ -75,6 +76,11 @@ OFFLINE = (
     "at {cache} or pass --weights PATH"
 )
 DOWNLOAD_FAILED = "cannot download the pretrained weights of {name} ({url}): {why}"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights that are neither cached nor downloadable (e.g. offline)."""
+
 
 _SHOWN_KEYS = 3  # how many mismatching keys an error message names
 
@@ -228,12 +234,12 @@ def _pretrained_state_dict(name: str) -> Dict[str, Any]:
     url = weights.url
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
     if not cache.is_file() and not _online(url):
-        raise RuntimeError(OFFLINE.format(name=name, url=url, cache=cache))
+        raise WeightsUnavailableError(OFFLINE.format(name=name, url=url, cache=cache))
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError) as e:  # URLError is an OSError
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RuntimeError(DOWNLOAD_FAILED.format(name=name, url=url, why=why)) from None
+        raise WeightsUnavailableError(DOWNLOAD_FAILED.format(name=name, url=url, why=why)) from None
 
 
 def _first(keys: Sequence[str]) -> str:
@@ -355,7 +361,8 @@ def load_model(
             close names), a module or factory that cannot be found, a checkpoint that
             does not fit, ``weights`` together with ``pretrained``.
         FileNotFoundError: a factory file or checkpoint that does not exist.
-        RuntimeError: pretrained weights that cannot be had (offline).
+        WeightsUnavailableError: a RuntimeError: pretrained weights that cannot be had
+            (offline and not in the torch hub cache, or a failed download).
 
     Examples:
         >>> model = load_model("torchvision:resnet18", num_classes=10)

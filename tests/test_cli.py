@@ -1,0 +1,562 @@
+"""Tests for the ``captum-rig`` command: every subcommand, every user error, exit codes.
+
+Most tests call ``main([...])`` in-process (fast) and read ``capsys``; a few run the real
+command in a subprocess (``python -m captum_rig.cli`` and the ``captum-rig`` script).
+"""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captum_rig.cli import main, parse_ranks
+from captum_rig.loading import load_model
+from captum_rig.lowrank import drop_top_ranks, low_rank
+from captum_rig.methods import METHOD_NAMES
+
+NET = """
+from torch import nn
+
+def make(num_classes=5):
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, num_classes),
+    )
+
+def flat():
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run(capsys, *argv):
+    """main(argv) in-process: (exit code, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code, err, match=""):
+    """Exit 2, exactly one line 'captum-rig: error: ...' on stderr, no traceback."""
+    lines = err.strip().splitlines()
+    assert code == 2, f"exit code {code}, stderr: {err}"
+    assert len(lines) == 1, f"expected one stderr line, got: {err!r}"
+    assert lines[0].startswith("captum-rig: error: "), lines[0]
+    assert "Traceback" not in err, err
+    assert match in lines[0], f"{match!r} not in {lines[0]!r}"
+
+
+def write_png(path, h=12, w=16, mode="RGB", seed=0):
+    """A random PNG (or any Pillow format from the suffix) of size h×w."""
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if mode == "L" else (h, w, len(mode))
+    Image.fromarray((rng.random(shape) * 255).astype(np.uint8), mode=mode).save(path)
+    return Path(path)
+
+
+def files_in(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A folder with a model file, two RGB PNGs, a greyscale PNG and a checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text(NET)
+    write_png(tmp_path / "a.png", seed=0)
+    write_png(tmp_path / "b.png", seed=1)
+    write_png(tmp_path / "grey.png", mode="L")
+    spec = f"{tmp_path / 'net.py'}:make"
+    torch.save(load_model(spec).state_dict(), tmp_path / "net.pt")
+    torch.save(load_model(spec, num_classes=9).state_dict(), tmp_path / "nine.pt")
+    return tmp_path
+
+
+@pytest.fixture
+def labelled_folder(work):
+    """An image folder with two class subfolders of 8×8 PNGs."""
+    for c, name in enumerate(("cat", "dog")):
+        (work / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            write_png(work / "data" / name / f"{i}.png", 8, 8, seed=10 * c + i)
+    return work / "data"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_ranks_ranges_include_the_end_on_the_grid():
+    """a:b:s includes b when b is on the grid; lists and ranges mix; sorted, unique."""
+    assert parse_ranks("0:224:8")[-1] == 224, "0:224:8 must end at 224"
+    assert len(parse_ranks("0:224:8")) == 29, "0, 8, ..., 224"
+    assert parse_ranks("0:10:4") == [0, 4, 8], "10 is not on the grid"
+    assert parse_ranks("3:5") == [3, 4, 5], "a:b has step 1, inclusive"
+    assert parse_ranks("8,0:4:2, 2") == [0, 2, 4, 8], "comma lists, duplicates removed"
+
+
+@pytest.mark.parametrize("text", ["a", "1:2:3:4", "5:1", "0:8:0", "-1", ",", "1.5"])
+def test_parse_ranks_rejects(text):
+    """Malformed --ranks are a UsageError (a ValueError)."""
+    with pytest.raises(ValueError, match="--ranks"):
+        parse_ranks(text)
+
+
+def test_help_exits_zero(capsys):
+    """--help prints usage and returns 0, for the command and every subcommand."""
+    for argv in (["--help"], *([c, "--help"] for c in cli_commands())):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and "usage: captum-rig" in out, (argv, code, out)
+
+
+def cli_commands():
+    return ["demo", "explain", "lowrank", "spectrum", "robustness"]
+
+
+def test_methods_help_lists_the_registry(capsys):
+    """explain --help names every registered method (one registry, no second list)."""
+    _, out, _ = run(capsys, "explain", "--help")
+    for name in METHOD_NAMES:
+        assert name in out, f"{name} missing from --help"
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ([], "required"),
+        (["nonsense"], "invalid choice"),
+        (["lowrank", "a.png", "--out", "x.png"], "--rank"),
+        (["lowrank", "a.png", "--rank", "two", "--out", "x.png"], "invalid int"),
+        (["explain", "a.png"], "--model SPEC is required"),
+        (["explain", "a.png", "--model", "x:y", "--model", "z:w"], "one --model"),
+        (["explain", "a.png", "--model", "x:y", "--weights", "1", "--weights", "2"], "twice"),
+        (["explain", "a.png", "--model", "x:y", "--n-steps", "0"], "positive integer"),
+        (["explain", "a.png", "--model", "x:y", "--target", "cat"], "--target"),
+        (["robustness", "--model", "x:y", "--data", "d", "--eps", "big"], "4/255"),
+        (["robustness", "--model", "x:y", "--data", "d", "--norm", "l1"], "invalid choice"),
+        (["spectrum", "--model", "x:y", "--data", "d", "--ranks", "1:"], "--ranks"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, work, argv, match):
+    """argparse errors too are one line and exit 2 (not argparse's usage block)."""
+    code, out, err = run(capsys, *argv)
+    assert_user_error(code, err, match)
+    assert files_in(work) == ["a.png", "b.png", "grey.png", "net.pt", "net.py", "nine.pt"]
+
+
+# --------------------------------------------------------------------------- lowrank
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lowrank_writes_the_rank_k_image(capsys, work, reverse):
+    """lowrank writes a PNG of the input's size holding the rank-k (or reverse) image."""
+    argv = ["lowrank", "a.png", "--rank", 3, "--out", "low.png"] + (["--reverse"] * reverse)
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "wrote low.png" in out, out
+    written = np.asarray(Image.open("low.png"), dtype=np.float64) / 255
+    x = torch.from_numpy(np.asarray(Image.open("a.png"), dtype=np.float64) / 255)
+    x = x.permute(2, 0, 1)
+    expected = (drop_top_ranks if reverse else low_rank)(x, 3).clamp(0, 1).permute(1, 2, 0)
+    assert written.shape == (12, 16, 3), written.shape
+    assert np.abs(written - expected.numpy()).max() <= 0.5 / 255 + 1e-9, "rank-3 image"
+
+
+def test_lowrank_full_rank_and_rank_zero(capsys, work):
+    """Rank w gives the image back exactly; rank 0 a black image."""
+    assert run(capsys, "lowrank", "a.png", "--rank", 12, "--out", "full.png")[0] == 0
+    assert np.array_equal(np.asarray(Image.open("full.png")), np.asarray(Image.open("a.png")))
+    assert run(capsys, "lowrank", "a.png", "--rank", 0, "--out", "zero.png")[0] == 0
+    assert not np.asarray(Image.open("zero.png")).any(), "rank 0 is black"
+
+
+def test_lowrank_greyscale_and_rescale(capsys, work):
+    """A greyscale image stays greyscale; --rescale stretches min..max to 0..255."""
+    code, _, err = run(
+        capsys, "lowrank", "grey.png", "--rank", 2, "--reverse", "--rescale", "--out", "g.png"
+    )
+    assert code == 0, err
+    img = Image.open("g.png")
+    assert img.mode == "L" and img.size == (16, 12), (img.mode, img.size)
+    pixels = np.asarray(img)
+    assert pixels.min() == 0 and pixels.max() == 255, "rescaled to the full range"
+
+
+def test_lowrank_output_keeps_umask_permissions(capsys, work):
+    """The renamed temporary file gets ordinary permissions, not mkstemp's 0600."""
+    assert run(capsys, "lowrank", "a.png", "--rank", 1, "--out", "p.png")[0] == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat("p.png").st_mode & 0o777 == 0o666 & ~umask, oct(os.stat("p.png").st_mode)
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["a.png", "--rank", 13], "--rank must be in 0..12"),
+        (["a.png", "--rank", -1], "--rank must be in 0..12"),
+        (["missing.png", "--rank", 1], "no such image file: missing.png"),
+        (["net.py", "--rank", 1], "not an image file"),
+        (["truncated.png", "--rank", 1], "truncated.png"),
+        ([".", "--rank", 1], "is a folder"),
+    ],
+)
+def test_lowrank_errors(capsys, work, argv, match):
+    """Bad ranks and unreadable files: one line, exit 2, no output file."""
+    data = (work / "a.png").read_bytes()
+    (work / "truncated.png").write_bytes(data[: len(data) // 2])
+    before = files_in(work)
+    code, _, err = run(capsys, "lowrank", *argv, "--out", "out.png")
+    assert_user_error(code, err, match)
+    assert files_in(work) == before, "no output file, no temporary file"
+
+
+@pytest.mark.parametrize(
+    "out, match",
+    [("out.xyz", "must end in one of"), ("nodir/out.png", "does not exist"), (".", "folder")],
+)
+def test_lowrank_bad_output(capsys, work, out, match):
+    """An output with an unknown extension or in a missing folder is refused up front."""
+    code, _, err = run(capsys, "lowrank", "a.png", "--rank", 1, "--out", out)
+    assert_user_error(code, err, match)
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def figure_pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_explain_every_registered_method(capsys, work, method):
+    """explain runs every method of the registry and writes a figure that is not blank."""
+    code, out, err = run(
+        capsys, "explain", "a.png", "b.png", "--model", "net.py:make", "--weights", "net.pt",
+        "--methods", method, "--n-steps", 4, "--out", "fig.png", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "a.png: target" in out and "wrote fig.png" in out, out
+    pixels = figure_pixels(work / "fig.png")
+    assert pixels.std() > 10, "the figure is blank"
+    assert files_in(work).count("fig.png") == 1 and not [
+        f for f in files_in(work) if f.endswith(".tmp")
+    ], files_in(work)
+
+
+def test_explain_all_methods_target_and_sizes(capsys, work):
+    """Default methods (all), a fixed target, images of different sizes, --weights first."""
+    write_png(work / "small.png", 9, 9, seed=3)
+    code, out, err = run(
+        capsys, "explain", "a.png", "small.png", "--weights", "net.pt", "--model", "net.py:make",
+        "--target", 2, "--n-steps", 3, "--out", "fig.pdf",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.count("target 2") == 2, out
+    assert (work / "fig.pdf").read_bytes().startswith(b"%PDF"), "a PDF figure"
+
+
+def test_explain_auto_target_is_the_prediction(capsys, work):
+    """--target auto (the default) explains each image's predicted class."""
+    code, out, err = run(
+        capsys, "explain", "a.png", "--model", "net.py:make", "--methods", "saliency",
+        "--out", "fig.png",
+    )  # fmt: skip
+    assert code == 0, err
+    line = out.splitlines()[0]
+    target = line.split("target ")[1].split(" ")[0]
+    assert line.endswith(f"predicted {target}"), line
+
+
+def test_explain_image_size_and_normalization(capsys, work):
+    """--image-size resizes and crops; --mean/--std wrap the model with Normalize."""
+    code, out, err = run(
+        capsys, "explain", "a.png", "--model", "net.py:make", "--methods", "saliency",
+        "--image-size", 8, "--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2", "--out", "f.png",
+    )  # fmt: skip
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--methods", "rig,gradcam"], "unknown attribution method 'gradcam'"),
+        (["--methods", "rgi"], "did you mean rig"),
+        (["--methods", ","], "no attribution method"),
+        (["--target", 5], "--target 5 is out of range: the model has 5 classes"),
+        (["--target", -1], "out of range"),
+        (["--weights", "nine.pt"], "nine.pt does not fit"),
+        (["--weights", "net.py"], "cannot read checkpoint"),
+        (["--weights", "none.pt"], "no such file"),
+        (["--pretrained"], "torchvision specs only"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_explain_errors(capsys, work, extra, match):
+    """Bad methods, targets, checkpoints: one line, exit 2, no output file."""
+    before = files_in(work)
+    code, _, err = run(capsys, "explain", "a.png", "--model", "net.py:make", *extra)
+    assert_user_error(code, err, match)
+    assert files_in(work) == before, "no figure written"
+
+
+@pytest.mark.parametrize(
+    "image, model, match",
+    [
+        ("grey.png", "net.py:make", "grey.png is a greyscale image but the model takes RGB"),
+        ("missing.png", "net.py:make", "no such image file"),
+        ("net.py", "net.py:make", "not an image file"),
+        ("a.png", "torchvision:resnet19", "did you mean: resnet18"),
+        ("a.png", "nope.py:make", "no such file"),
+        ("a.png", "net.py:mkae", "did you mean: make"),
+        ("a.png", "resnet18", "model spec must be"),
+        ("a.png", "net.py:flat", "cannot take a.png"),
+    ],
+)
+def test_explain_input_errors(capsys, work, image, model, match):
+    """Bad images and model specs: one line, exit 2, no output file."""
+    before = files_in(work)
+    code, _, err = run(capsys, "explain", image, "--model", model, "--methods", "saliency")
+    assert_user_error(code, err, match)
+    assert files_in(work) == before, "no figure written"
+
+
+def test_explain_pretrained_offline(capsys, work, monkeypatch):
+    """--pretrained with no network and no cache: one line, at once."""
+    from captum_rig import loading
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(work / "hub"))
+    monkeypatch.setattr(loading, "_online", lambda url, timeout=3.0: False)
+    code, _, err = run(
+        capsys, "explain", "a.png", "--model", "torchvision:resnet18", "--pretrained"
+    )
+    assert_user_error(code, err, "no network")
+
+
+# --------------------------------------------------------------------------- spectrum
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_spectrum_on_a_labelled_folder(capsys, work, labelled_folder):
+    """spectrum writes spectrum.csv (one row per rank, with accuracy) and spectrum.png."""
+    code, out, err = run(
+        capsys, "spectrum", "--model", "net.py:make", "--weights", "net.pt",
+        "--data", labelled_folder, "--ranks", "0:8:4", "--batch-size", 4, "--out", "sp",
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = read_csv(work / "sp" / "spectrum.csv")
+    assert [int(r["rank"]) for r in rows] == [0, 4, 8], rows
+    assert float(rows[-1]["agreement"]) == 1.0, "full rank agrees with itself"
+    assert all(r["accuracy"] != "" and r["n_images"] == "6" for r in rows), rows
+    assert figure_pixels(work / "sp" / "spectrum.png").std() > 10, "blank plot"
+    assert files_in(work / "sp") == ["spectrum.csv", "spectrum.png"], "no checkpoint left"
+
+
+def test_spectrum_flat_folder_limit_reverse_resume(capsys, work, labelled_folder):
+    """A flat folder has no labels; --limit, --reverse and --resume (no checkpoint yet)."""
+    flat = work / "flat"
+    flat.mkdir()
+    for p in (labelled_folder / "cat").iterdir():
+        shutil.copy(p, flat / p.name)
+    code, out, err = run(
+        capsys, "spectrum", "--model", "net.py:make", "--data", flat, "--limit", 2,
+        "--reverse", "--resume", "--out", "sp",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "no checkpoint" in err, err
+    rows = read_csv(work / "sp" / "spectrum.csv")
+    assert len(rows) == 9 and rows[0]["accuracy"] == "" and rows[0]["n_images"] == "2", rows
+    assert float(rows[0]["agreement"]) == 1.0, "reverse rank 0 is the image itself"
+
+
+def test_spectrum_resume_uses_the_checkpoint(capsys, work, labelled_folder, monkeypatch):
+    """--resume passes the checkpoint in --out; without it a stale one is removed."""
+    seen = []
+    import captum_rig.spectrum as spectrum
+
+    real = spectrum.rank_spectrum
+
+    def spy(*args, **kwargs):
+        seen.append(Path(kwargs["checkpoint"]).exists())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spectrum, "rank_spectrum", spy)
+    (work / "sp").mkdir()
+    for resume in (True, False):
+        (work / "sp" / ".spectrum.ckpt").write_bytes(b"stale")
+        argv = ["spectrum", "--model", "net.py:make", "--data", labelled_folder, "--out", "sp"]
+        code, _, err = run(capsys, *argv, *(["--resume"] * resume))
+        if resume:
+            assert_user_error(code, err, "checkpoint")  # the library refuses a bad file
+        else:
+            assert code == 0, err
+    assert seen == [True, False], seen
+
+
+def _has_cifar_loader() -> bool:
+    try:
+        from captum_rig.data import load_cifar10  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_cifar_loader(), reason="captum_rig.data.load_cifar10 not there yet")
+def test_spectrum_on_fake_cifar10(capsys, work):
+    """cifar10:PATH reads a CIFAR-10 folder in torchvision's format."""
+    from captum_rig.synthetic import write_cifar10_folder
+
+    write_cifar10_folder(work / "cifar", n_train=5, n_test=6)
+    code, out, err = run(
+        capsys, "spectrum", "--model", "net.py:make", "--data", f"cifar10:{work / 'cifar'}",
+        "--ranks", "0,16,32", "--out", "sp",
+    )  # fmt: skip
+    assert code == 0, err
+    assert [r["n_images"] for r in read_csv(work / "sp" / "spectrum.csv")] == ["6"] * 3
+
+
+@pytest.mark.parametrize(
+    "data, extra, match",
+    [
+        ("empty", [], "no images"),
+        ("missing", [], "no such folder"),
+        ("cifar10:missing", [], "no such folder"),
+        ("data", ["--ranks", "0:40:8"], "must be in 0..8"),
+        ("greys", [], "greyscale image but the model takes RGB"),
+        ("mixed", [], "--image-size"),
+    ],
+)
+def test_spectrum_errors(capsys, work, labelled_folder, data, extra, match):
+    """Empty or missing folders, ranks beyond w, mismatched images: exit 2, no output."""
+    (work / "empty").mkdir()
+    (work / "empty" / "notes.txt").write_text("no images here")
+    (work / "greys").mkdir()
+    write_png(work / "greys" / "g.png", 8, 8, mode="L")
+    (work / "mixed").mkdir()
+    write_png(work / "mixed" / "a.png", 8, 8)
+    write_png(work / "mixed" / "b.png", 9, 8)
+    code, _, err = run(
+        capsys, "spectrum", "--model", "net.py:make", "--data", data, *extra, "--out", "sp"
+    )
+    assert_user_error(code, err, match)
+    assert not (work / "sp").exists(), "no output folder left behind"
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def test_robustness_two_models_side_by_side(capsys, work, labelled_folder):
+    """Two --model/--weights pairs: a Markdown table with both, and a CSV with two rows."""
+    code, out, err = run(
+        capsys, "robustness", "--model", "net.py:make", "--weights", "net.pt",
+        "--model", "net.py:make", "--data", labelled_folder, "--eps", "8/255", "--steps", 2,
+        "--out", "rob.csv", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "| net |" in out and "| make |" in out and "targeted Linf PGD" in out, out
+    rows = read_csv(work / "rob.csv")
+    assert [r["model"] for r in rows] == ["net", "make"], rows
+    assert all(r["n_images"] == "6" for r in rows), rows
+
+
+def test_robustness_untargeted_l2(capsys, work, labelled_folder):
+    """--untargeted --norm l2 reach evaluate_robustness; no --out: table only."""
+    code, out, err = run(
+        capsys, "robustness", "--model", "net.py:make", "--data", labelled_folder,
+        "--untargeted", "--norm", "L2", "--eps", "0.5", "--steps", 1, "--limit", 3,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "untargeted L2 PGD" in out and "3 images" in out, out
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--data", "flat"], "has no labels"),
+        (["--data", "data", "--out", "rob.txt"], "must end in one of .csv"),
+        (["--data", "data", "--weights", "nine.pt"], "nine.pt does not fit"),
+    ],
+)
+def test_robustness_errors(capsys, work, labelled_folder, extra, match):
+    """Unlabelled data, a bad --out, a misfit checkpoint: exit 2, no CSV."""
+    (work / "flat").mkdir()
+    write_png(work / "flat" / "x.png", 8, 8)
+    code, _, err = run(capsys, "robustness", "--model", "net.py:make", *extra)
+    assert_user_error(code, err, match)
+    assert not list(work.glob("*.csv")) and not list(work.glob("*.txt")), files_in(work)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_calls_run_demo(capsys, work, monkeypatch):
+    """demo --out DIR calls captum_rig.demo.run_demo(DIR) and lists the files it wrote."""
+    calls = []
+
+    def run_demo(out_dir):
+        calls.append(Path(out_dir))
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "figure.png").write_bytes(b"png")
+
+    fake = types.ModuleType("captum_rig.demo")
+    fake.run_demo = run_demo
+    monkeypatch.setitem(sys.modules, "captum_rig.demo", fake)
+    code, out, err = run(capsys, "demo", "--out", "d")
+    assert code == 0, err
+    assert calls == [Path("d")] and "figure.png" in out, (calls, out)
+
+
+# --------------------------------------------------------------------------- subprocess
+
+
+def subprocess_run(argv, cwd):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_module_entry_point_success_and_error(work):
+    """python -m captum_rig.cli: exit 0 on success, 2 and one clean line on a user error."""
+    ok = subprocess_run(
+        [sys.executable, "-m", "captum_rig.cli", "lowrank", "a.png", "--rank", "2", "--out",
+         "l.png"], work,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert Image.open(work / "l.png").size == (16, 12)
+    bad = subprocess_run(
+        [sys.executable, "-m", "captum_rig.cli", "explain", "grey.png", "--model", "net.py:make",
+         "--out", "f.png"], work,
+    )  # fmt: skip
+    assert_user_error(bad.returncode, bad.stderr, "greyscale")
+    assert not (work / "f.png").exists()
+
+
+def test_console_script(work):
+    """The installed captum-rig script runs the same main."""
+    script = Path(sys.executable).with_name("captum-rig")
+    if not script.exists():
+        script = shutil.which("captum-rig")
+    if not script:
+        pytest.skip("the captum-rig console script is not installed (pip install -e .)")
+    done = subprocess_run(
+        [str(script), "explain", "a.png", "--model", "net.py:make", "--methods", "rig,saliency",
+         "--n-steps", "3", "--out", "fig.png"], work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert figure_pixels(work / "fig.png").std() > 10, "blank figure"
+    bad = subprocess_run([str(script), "lowrank", "a.png", "--rank", "99", "--out", "x.png"], work)
+    assert_user_error(bad.returncode, bad.stderr, "--rank must be in 0..12")
