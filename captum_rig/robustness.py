@@ -147,7 +147,7 @@ def _logits(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
 
 
 @contextlib.contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
+def _eval_mode(*models: nn.Module) -> Iterator[None]:
     """Puts every module of ``models`` in eval mode and restores each flag afterwards."""
     flags = [(m, m.training) for model in models for m in model.modules()]
     try:
@@ -188,7 +188,8 @@ def attack_targets(
         (torch.Size([4]), True)
     """
     num_classes = check_int(num_classes, name="num_classes", low=2)
-    labels = _check_labels(labels, labels.shape[0] if isinstance(labels, Tensor) else -1)
+    n = labels.shape[0] if isinstance(labels, Tensor) and labels.dim() else 1
+    labels = _check_labels(labels, n)
     _check_label_range(labels, num_classes)
     if not isinstance(generator, torch.Generator):
         generator = torch.Generator().manual_seed(check_int(generator, name="generator"))
@@ -304,7 +305,7 @@ def pgd_attack(
     if seed is not None:
         cuda = [images.device.index or 0] if images.device.type == "cuda" else []
         fork = torch.random.fork_rng(devices=cuda)
-    with eval_mode(model), fork, torch.enable_grad():
+    with _eval_mode(model), fork, torch.enable_grad():
         if seed is not None:
             torch.manual_seed(seed)
         adv = attack(images, targets if targets is not None else labels)
@@ -610,7 +611,7 @@ def evaluate_robustness(
         desc="PGD",
         unit="batch",
     )
-    with eval_mode(*models.values()):
+    with _eval_mode(*models.values()):
         for index, (images, batch_labels) in enumerate(bar):
             batch_labels = batch_labels.cpu()
             targets = None

@@ -38,9 +38,9 @@ from captum_rig.robustness import (
     _check_norm,
     _check_pixels,
     _check_real,
+    _eval_mode,
     _logits,
     _model_device,
-    eval_mode,
     pgd_attack,
 )
 
@@ -297,8 +297,15 @@ def _pair(value: Any) -> Tuple[int, int]:
 
 
 def _normalize_stats(module: nn.Module) -> Optional[Tensor]:
-    """``std`` of a parameter-free ``(x - mean) / std`` layer (ours, torchvision's)."""
-    if list(module.parameters()) or not (hasattr(module, "mean") and hasattr(module, "std")):
+    """``std`` of a parameter-free ``(x - mean) / std`` layer named ``*Normaliz*``.
+
+    Matches :class:`captum_rig.models.Normalize` and torchvision's ``Normalize``.
+    """
+    if (
+        "normaliz" not in type(module).__name__.lower()
+        or list(module.parameters())
+        or not (hasattr(module, "mean") and hasattr(module, "std"))
+    ):
         return None
     try:
         std = torch.as_tensor(module.std, dtype=torch.float64).cpu()
@@ -358,7 +365,7 @@ def _trace(model: nn.Module, example_input: Tensor) -> Tuple[List[_Call], Option
     try:
         for name, module in model.named_modules():
             if next(module.children(), None) is None:
-                handles.append(module.register_forward_pre_hook(pre_hook(name)))
+                handles.append(module.register_forward_pre_hook(pre_hook(name or "(model)")))
                 handles.append(module.register_forward_hook(post_hook))
         x = example_input.detach()
         version = x._version
@@ -395,7 +402,7 @@ def _analyse(
     check_images(example_input, name="example_input", min_dim=1, layout="(N, ...)")
     n_iter = check_int(n_iter, name="n_iter", low=1)
     seed = check_int(seed, name="seed")
-    with eval_mode(model):
+    with _eval_mode(model):
         calls, broken = _trace(model, example_input)
         layers = []
         for call in calls:
@@ -437,8 +444,8 @@ def layer_operator_norms(
     - activations: ReLU, ReLU6, Hardtanh, Tanh, Softplus: 1; Sigmoid: 1/4; LeakyReLU:
       ``max(1, |slope|)``; ELU: ``max(1, α)``. Identity, Flatten, Unflatten, Dropout
       (eval): 1.
-    - a parameter-free layer with ``mean`` and ``std`` (``(x − mean)/std``, e.g.
-      :class:`captum_rig.models.Normalize`): ``max 1/|std|``.
+    - a parameter-free ``*Normalize*`` layer with ``mean`` and ``std`` (``(x − mean)/std``,
+      :class:`captum_rig.models.Normalize`, torchvision's ``Normalize``): ``max 1/|std|``.
     - anything else: ``norm=None``.
 
     Biases do not matter: the Lipschitz constant of an affine map is the norm of its
@@ -660,7 +667,7 @@ def minimal_distortion(
         )
 
     values, budgets = [], []
-    with eval_mode(model):
+    with _eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(device)
             best, hi = _bisect(model, x, perturb, max_eps, n_bisect)
@@ -723,7 +730,7 @@ def gaussian_minimal_distortion(
     generator = torch.Generator().manual_seed(seed)
 
     values, budgets = [], []
-    with eval_mode(model):
+    with _eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size]
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(device)

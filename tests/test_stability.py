@@ -497,3 +497,29 @@ def test_bad_input():
         conv2d_operator_norm(nn.Linear(3, 4), (8, 8))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         layer_operator_norms(lambda t: t, x)
+
+
+def test_torchvision_normalize_and_unnamed_root():
+    """torchvision's Normalize counts as max 1/std; a bare layer as model gets a name."""
+    transforms = pytest.importorskip("torchvision.transforms")
+    model = nn.Sequential(transforms.Normalize([0.5, 0.5], [0.25, 0.5]))
+    (layer,) = layer_operator_norms(model, torch.rand(1, 2, 4, 4))
+    assert layer.norm == pytest.approx(4.0), f"Normalize norm {layer.norm}"
+    (root,) = layer_operator_norms(nn.Linear(3, 2), torch.rand(1, 3))
+    assert root.name == "(model)" and root.norm is not None, root
+
+
+def test_same_numbers_on_every_device(device):
+    """Layer norms and the bound on the device equal the CPU ones; distortions run there."""
+    model = chain_model(torch.float32)
+    x = torch.rand(3, 3, 8, 8)
+    cpu = stability_analysis(model, x, n_bisect=3, steps=2, n_iter=30)
+    moved = chain_model(torch.float32)
+    moved.load_state_dict(model.state_dict())
+    on_device = stability_analysis(moved.to(device), x.to(device), n_bisect=3, steps=2, n_iter=30)
+    for a, b in zip(cpu.layers, on_device.layers):
+        if a.norm is not None:
+            assert b.norm == pytest.approx(a.norm, rel=1e-6), f"{a.name}: {a.norm} vs {b.norm}"
+    assert on_device.lipschitz_bound == pytest.approx(cpu.lipschitz_bound, rel=1e-6), "bound"
+    for name, result in on_device.distortions.items():
+        assert result.values.shape == (3,) and result.values.device.type == "cpu", name
