@@ -1,17 +1,15 @@
 """Shared fixtures: devices and dtypes, a CPU-friendly torch set-up."""
 
-import os
-
 import matplotlib
 import pytest
 import torch
 
 matplotlib.use("Agg")
 
-# Under pytest-xdist each worker gets one thread: two workers on two cores beat two
-# workers fighting over four threads.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# One thread per test process: the tests' tensors are tiny, and on a busy 2-core machine
+# two threads made small ops ~25x slower (contention). Under pytest-xdist, two workers on
+# two cores then use the machine fully.
+torch.set_num_threads(1)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

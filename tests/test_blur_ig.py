@@ -30,15 +30,6 @@ from captum_rig.attr.blur_ig import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sin_model(x: torch.Tensor) -> torch.Tensor:
     """f(x) = Σ sin(x) per example: element-wise, so every path's attribution is known."""
     return x.sin().flatten(1).sum(1)

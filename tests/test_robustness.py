@@ -99,15 +99,6 @@ def linear_two_class(margin: float, size: int = 4) -> tuple:
     return TwoClass(), x, w
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread, no spinning workers fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def data():
     """Sixteen 8×8 RGB images in [0, 1] with labels."""

@@ -20,15 +20,6 @@ from captum_rig.stability import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread, no spinning workers fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Normalize(nn.Module):
     """``(x - mean) / std`` with buffers, like captum_rig.models.Normalize."""
 
