@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the offline demo and write its figures")
     p.add_argument("--out", default="captum-rig-demo", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--methods",
+        help=f"comma-separated, from: {', '.join(METHOD_NAMES)} (default: all)",
+    )
     p.set_defaults(run=_cmd_demo)
 
     p = sub.add_parser("explain", help="attribution maps of images, one column per method")
@@ -635,9 +639,13 @@ def _progress(args: argparse.Namespace) -> bool:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from captum_rig.demo import run_demo
+    from captum_rig.methods import parse_methods
 
     out = Path(args.out).expanduser()
-    result = run_demo(out)
+    kwargs = {}
+    if args.methods is not None:
+        kwargs["methods"] = [m.name for m in parse_methods([args.methods])]
+    result = run_demo(out, **kwargs)
     files = result if isinstance(result, (list, tuple)) else None
     if isinstance(result, dict):
         files = list(result.values())

@@ -508,8 +508,8 @@ def test_demo_calls_run_demo(capsys, work, monkeypatch):
     """demo --out DIR calls captum_rig.demo.run_demo(DIR) and lists the files it wrote."""
     calls = []
 
-    def run_demo(out_dir):
-        calls.append(Path(out_dir))
+    def run_demo(out_dir, **kwargs):
+        calls.append((Path(out_dir), kwargs))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "figure.png").write_bytes(b"png")
 
@@ -518,7 +518,12 @@ def test_demo_calls_run_demo(capsys, work, monkeypatch):
     monkeypatch.setitem(sys.modules, "captum_rig.demo", fake)
     code, out, err = run(capsys, "demo", "--out", "d")
     assert code == 0, err
-    assert calls == [Path("d")] and "figure.png" in out, (calls, out)
+    assert calls == [(Path("d"), {})] and "figure.png" in out, (calls, out)
+    code, out, err = run(capsys, "demo", "--out", "d", "--methods", "saliency,rig")
+    assert code == 0, err
+    assert calls[-1] == (Path("d"), {"methods": ["saliency", "rig"]}), calls
+    code, out, err = run(capsys, "demo", "--out", "d", "--methods", "gradcam")
+    assert_user_error(code, err, "unknown attribution method 'gradcam'")
 
 
 # --------------------------------------------------------------------------- subprocess
