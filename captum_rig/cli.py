@@ -781,7 +781,7 @@ def _explain_figure(rows: List[Dict[str, Any]], methods: List[Any], maps: Dict, 
             heat = maps[i, method.name].abs().sum(0)
             scale = float(heat.flatten().quantile(0.995)) if heat.numel() > 1 else 0.0
             scale = scale if scale > 0 else float(heat.max()) or 1.0
-            axes[i, j].imshow((heat / scale).clamp(0, 1).numpy(), cmap="inferno", vmin=0, vmax=1)
+            axes[i, j].imshow((heat / scale).clamp(0, 1).numpy(), cmap="Blues", vmin=0, vmax=1)
             axes[i, j].set_title(method.title, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])

@@ -23,6 +23,9 @@ from captum_rig.lowrank import drop_top_ranks, low_rank
 from captum_rig.methods import METHOD_NAMES
 
 NET = """
+import os
+
+import torch
 from torch import nn
 
 def make(num_classes=5):
@@ -34,6 +37,24 @@ def make(num_classes=5):
 
 def flat():
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+
+
+class Flaky(nn.Module):
+    # make(), counting forward calls in $CALLS; Ctrl-C at call $FAIL_AT if set
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)  # the same model in every run
+        self.net = make()
+
+    def forward(self, x):
+        with open(os.environ["CALLS"], "a") as f:
+            f.write(".")
+        with open(os.environ["CALLS"]) as f:
+            calls = len(f.read())
+        if calls == int(os.environ.get("FAIL_AT", "0")):
+            raise KeyboardInterrupt
+        return self.net(x)
 """
 
 
@@ -406,6 +427,26 @@ def test_spectrum_resume_uses_the_checkpoint(capsys, work, labelled_folder, monk
         else:
             assert code == 0, err
     assert seen == [True, False], seen
+
+
+def test_spectrum_interrupted_then_resumed(capsys, work, labelled_folder, monkeypatch):
+    """Ctrl-C mid-run: exit 130, a checkpoint, no CSV; --resume then gives the full result."""
+    calls = work / "calls.txt"
+    monkeypatch.setenv("CALLS", str(calls))
+    argv = ["spectrum", "--model", "net.py:Flaky", "--data", labelled_folder, "--batch-size", 2]
+    assert run(capsys, *argv, "--out", "whole")[0] == 0
+    expected = read_csv(work / "whole" / "spectrum.csv")
+    total = len(calls.read_text())
+    calls.write_text("")
+    monkeypatch.setenv("FAIL_AT", str(total // 2 + 1))
+    code, _, err = run(capsys, *argv, "--out", "sp")
+    assert code == 130 and err.strip() == "captum-rig: interrupted", (code, err)
+    assert files_in(work / "sp") == [".spectrum.ckpt"], "only the checkpoint after Ctrl-C"
+    monkeypatch.delenv("FAIL_AT")
+    code, _, err = run(capsys, *argv, "--out", "sp", "--resume")
+    assert code == 0, err
+    assert read_csv(work / "sp" / "spectrum.csv") == expected, "resumed == uninterrupted"
+    assert ".spectrum.ckpt" not in files_in(work / "sp"), "checkpoint removed when done"
 
 
 def _has_cifar_loader() -> bool:
