@@ -195,6 +195,12 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
         action="store_true",
         help="do not put Normalize(mean, std) in front of the model",
     )
+    g.add_argument(
+        "--convert",
+        action="store_true",
+        help="convert greyscale images for an RGB model (and colour images for a "
+        "greyscale one) instead of refusing them",
+    )
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
@@ -367,7 +373,7 @@ def _save_figure(fig: Any, path: Path, fmt: str) -> None:
 # --------------------------------------------------------------------------- images
 
 
-def read_image(path: str, channels: Optional[int] = None) -> torch.Tensor:
+def _read_image(path: str, channels: Optional[int] = None, convert: bool = False) -> torch.Tensor:
     """Reads an image file as a float tensor ``(C, H, W)`` in [0, 1].
 
     Colour images (RGB, RGBA, palette, CMYK, ...) give ``C = 3`` (alpha dropped),
@@ -376,7 +382,9 @@ def read_image(path: str, channels: Optional[int] = None) -> torch.Tensor:
     Args:
         path (str): the file.
         channels (int, optional): channels the model takes; a mismatch (a greyscale image
-            for an RGB model, or the other way round) is a ValueError.
+            for an RGB model, or the other way round) is a ValueError unless ``convert``.
+        convert (bool): repeat a grey channel three times for an RGB model; take the
+            ITU-R 601 luma of a colour image for a greyscale model.
 
     Raises:
         FileNotFoundError: no such file.
@@ -411,6 +419,10 @@ def read_image(path: str, channels: Optional[int] = None) -> torch.Tensor:
     else:
         x = torch.from_numpy(array.astype(np.float32)).clamp(0, 1)
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+    if convert and (x.shape[0], channels) == (1, 3):
+        x = x.expand(3, -1, -1)
+    elif convert and (x.shape[0], channels) == (3, 1):
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
     if channels is not None and x.shape[0] != channels:
         kind = {1: "greyscale", 3: "RGB"}
         have, want = (
@@ -418,8 +430,8 @@ def read_image(path: str, channels: Optional[int] = None) -> torch.Tensor:
             kind.get(channels, f"{channels}-channel"),
         )
         raise ValueError(
-            f"{path} is a {have} image but the model takes {want} images; convert it first "
-            f"(e.g. PIL's Image.convert({'RGB' if channels == 3 else 'L'!r}))"
+            f"{path} is a {have} image but the model takes {want} images; pass --convert "
+            "to convert it"
         )
     return x.contiguous()
 
@@ -524,15 +536,18 @@ def _image_files(folder: Path) -> List[Path]:
 class _FileDataset:
     """Image files (and labels) → preprocessed ``(C, H, W)`` tensors of one size."""
 
-    def __init__(self, paths: List[Path], labels: Optional[List[int]], prep: Any) -> None:
-        self.paths, self.labels, self.prep = paths, labels, prep
+    def __init__(
+        self, paths: List[Path], labels: Optional[List[int]], prep: Any, convert: bool
+    ) -> None:
+        self.paths, self.labels, self.prep, self.convert = paths, labels, prep, convert
         self.size: Optional[Tuple[int, ...]] = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Any:
-        x = _prepare(read_image(str(self.paths[i]), self.prep.in_channels), self.prep)
+        x = _read_image(str(self.paths[i]), self.prep.in_channels, self.convert)
+        x = _prepare(x, self.prep)
         if self.size is None:
             self.size = tuple(x.shape)
         elif tuple(x.shape) != self.size:
@@ -570,7 +585,7 @@ def _open_data(args: argparse.Namespace, prep: Any, need_labels: bool) -> Tuple[
                 f"--data {source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder "
                 "or its class subfolders"
             )
-        dataset = _FileDataset(paths, labels, prep)
+        dataset = _FileDataset(paths, labels, prep, args.convert)
     if need_labels and not labelled:
         raise ValueError(
             f"--data {source} has no labels: use a folder with one subfolder per class, or "
@@ -678,9 +693,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     (entry,) = _models(args)
     for path in args.images:  # every file checked before the model is built
         if not Path(path).expanduser().is_file():
-            read_image(path)  # raises the right error
+            _read_image(path)  # raises the right error
     model, prep = _load(entry, args, device)
-    images = [_prepare(read_image(p, prep.in_channels), prep) for p in args.images]
+    images = [_prepare(_read_image(p, prep.in_channels, args.convert), prep) for p in args.images]
 
     rows = []
     with torch.no_grad():
@@ -794,7 +809,7 @@ def _cmd_lowrank(args: argparse.Namespace) -> int:
     from captum_rig.lowrank import drop_top_ranks, low_rank
 
     out, fmt = _output_file(args.out, _image_formats(), "--out")
-    x = read_image(args.image)
+    x = _read_image(args.image)
     width = min(x.shape[-2:])
     if not 0 <= args.rank <= width:
         raise ValueError(

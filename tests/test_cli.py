@@ -299,6 +299,15 @@ def test_explain_auto_target_is_the_prediction(capsys, work):
     assert line.endswith(f"predicted {target}"), line
 
 
+def test_explain_convert_greyscale(capsys, work):
+    """--convert repeats a grey channel for an RGB model instead of refusing the image."""
+    code, out, err = run(
+        capsys, "explain", "grey.png", "--model", "net.py:make", "--methods", "saliency",
+        "--convert", "--out", "f.png",
+    )  # fmt: skip
+    assert code == 0, err
+
+
 def test_explain_image_size_and_normalization(capsys, work):
     """--image-size resizes and crops; --mean/--std wrap the model with Normalize."""
     code, out, err = run(
@@ -334,7 +343,11 @@ def test_explain_errors(capsys, work, extra, match):
 @pytest.mark.parametrize(
     "image, model, match",
     [
-        ("grey.png", "net.py:make", "grey.png is a greyscale image but the model takes RGB"),
+        (
+            "grey.png",
+            "net.py:make",
+            "grey.png is a greyscale image but the model takes RGB images; pass --convert",
+        ),
         ("missing.png", "net.py:make", "no such image file"),
         ("net.py", "net.py:make", "not an image file"),
         ("a.png", "torchvision:resnet19", "did you mean: resnet18"),
