@@ -3,16 +3,27 @@
 ``LowRank(k)`` and ``DropTopRanks(k)`` are thin ``nn.Module`` wrappers around
 :func:`~captum_rig.low_rank` and :func:`~captum_rig.drop_top_ranks`, so they fit in a
 ``torchvision.transforms.Compose`` (after ``ToTensor``, in [0, 1] pixel space, before
-``Normalize``) or in front of a model.
+``Normalize``) or in front of a model. :class:`RankTruncatedDataset` precomputes (and
+caches on disk) the truncated copies of a whole dataset, for training on low-rank or
+high-rank-only images.
 """
 
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional, Tuple, Union
+
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from captum_rig._checks import check_images, check_int
 from captum_rig.lowrank import drop_top_ranks, low_rank
 
-__all__ = ["LowRank", "DropTopRanks"]
+__all__ = ["LowRank", "DropTopRanks", "RankTruncatedDataset"]
 
 
 class LowRank(nn.Module):
@@ -68,3 +79,245 @@ class DropTopRanks(LowRank):
         return images - super().forward(images)
 
 
+_KEY_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CACHE_FORMAT = 1
+
+
+class RankTruncatedDataset(Dataset):
+    r"""A dataset of rank-k (or top-k-removed) copies of another dataset's images.
+
+    Takes a map-style dataset of ``(image, label)`` items, images float tensors
+    ``(C, H, W)`` in [0, 1] pixel space (e.g. ``ToTensor()`` output, *before*
+    ``Normalize``), and precomputes, in batches of ``batch_size``, one SVD per image:
+    ``low_rank(image, k)``, or with ``reverse=True`` ``drop_top_ranks(image, k)``, the
+    paper's high-rank-only images (Sec. 5). Computing this once instead of in every epoch
+    is what makes training on low-rank data (paper Tables 2-3) cheap.
+
+    With ``cache_dir``, the truncated images are saved to
+    ``cache_dir/{key}_{mode}{k}.pt`` (``mode`` is ``lowrank`` or ``droptop``), written to a
+    temporary file and renamed when complete, and loaded (``weights_only=True``) on the
+    next construction instead of recomputed. A cache file whose length, image shape, rank,
+    mode or first image does not match ``dataset`` is rebuilt, with a warning.
+
+    ``transform`` and ``target_transform`` are applied on access, *after* the truncation:
+    put ``Normalize`` and augmentation (random crops, flips) there.
+
+    Args:
+        dataset (Dataset): map-style dataset of ``(image, label)`` items; images float
+            tensors ``(C, H, W)``, all of one shape; labels ints (or 0-dim int tensors).
+        k (int): rank kept (or, with ``reverse=True``, number of top ranks removed).
+        reverse (bool): if True, drop the top ``k`` ranks instead of keeping them.
+        cache_dir (str or PathLike, optional): folder for the cache file; None keeps
+            everything in memory only.
+        key (str, optional): names ``dataset`` in the cache file name, e.g.
+            ``"cifar10-train"``; required with ``cache_dir``. Letters, digits, ``.``,
+            ``_`` and ``-``.
+        batch_size (int): images per SVD batch. Default: 256.
+        transform (callable, optional): applied to each truncated image on access.
+        target_transform (callable, optional): applied to each label on access.
+        device (str or torch.device, optional): where to compute the SVDs (results are
+            kept on the CPU). Default: CPU.
+        storage_dtype (torch.dtype): dtype the truncated images are kept and cached in,
+            ``torch.float32`` (default) or ``torch.float16`` (half the memory and disk).
+
+    Attributes:
+        images (Tensor): ``(N, C, H, W)`` truncated images, before ``transform``.
+        labels (Tensor): ``(N,)`` int64.
+        cache_path (Path or None): the cache file.
+
+    Examples:
+        >>> data = [(torch.rand(3, 8, 8), i % 2) for i in range(5)]
+        >>> low = RankTruncatedDataset(data, k=2, batch_size=4)
+        >>> image, label = low[0]
+        >>> image.shape, int(torch.linalg.matrix_rank(image[0]))
+        (torch.Size([3, 8, 8]), 2)
+
+    References:
+        Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+        arXiv:2012.03516.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        k: int,
+        reverse: bool = False,
+        cache_dir: Optional[Union[str, os.PathLike]] = None,
+        key: Optional[str] = None,
+        batch_size: int = 256,
+        transform: Optional[Callable] = None,
+        target_transform: Optional[Callable] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        storage_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.k = check_int(k, name="k")
+        self.reverse = bool(reverse)
+        batch_size = check_int(batch_size, name="batch_size", low=1)
+        for name, fn in (("transform", transform), ("target_transform", target_transform)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+        if storage_dtype not in (torch.float32, torch.float16):
+            raise ValueError(
+                f"storage_dtype must be torch.float32 or torch.float16, got {storage_dtype}"
+            )
+        try:
+            n = len(dataset)
+        except TypeError:
+            raise TypeError(
+                f"dataset must be a map-style dataset with __len__ and __getitem__, got "
+                f"{type(dataset).__name__}"
+            ) from None
+        if n == 0:
+            raise ValueError("dataset must not be empty")
+        self.transform = transform
+        self.target_transform = target_transform
+        self.cache_path: Optional[Path] = None
+        if cache_dir is not None:
+            if not isinstance(key, str) or not _KEY_CHARS.match(key):
+                raise ValueError(
+                    "key must be a name for the dataset made of letters, digits, '.', '_' "
+                    f"and '-' (e.g. 'cifar10-train') when cache_dir is given, got {key!r}"
+                )
+            mode = "droptop" if self.reverse else "lowrank"
+            self.cache_path = Path(cache_dir) / f"{key}_{mode}{self.k}.pt"
+
+        first_image, first_label = self._item(dataset, 0)
+        loaded = self._load(n, first_image, first_label) if self.cache_path else None
+        if loaded is None:
+            images, labels = self._compute(dataset, n, batch_size, device, storage_dtype)
+            if self.cache_path is not None:
+                self._save(images, labels, first_image)
+        else:
+            images, labels = loaded
+        self.images, self.labels = images, labels
+
+    @staticmethod
+    def _item(dataset: Dataset, index: int) -> Tuple[Tensor, int]:
+        item = dataset[index]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise TypeError(
+                f"dataset items must be (image, label) pairs, got {type(item).__name__} at "
+                f"index {index}"
+            )
+        image, label = item[0], item[1]
+        if not isinstance(image, Tensor):
+            raise TypeError(
+                f"dataset images must be float tensors (C, H, W) in [0, 1], got "
+                f"{type(image).__name__} at index {index}; add transforms.ToTensor() to the "
+                "dataset (and keep Normalize for this wrapper's transform)"
+            )
+        check_images(image, name=f"dataset image {index}", ndim=3, layout="(C, H, W)")
+        if isinstance(label, Tensor):
+            if label.dim() != 0 or label.is_floating_point():
+                raise TypeError(f"dataset labels must be ints, got {label!r} at index {index}")
+            label = int(label)
+        elif isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise TypeError(f"dataset labels must be ints, got {label!r} at index {index}")
+        return image, int(label)
+
+    def _compute(
+        self,
+        dataset: Dataset,
+        n: int,
+        batch_size: int,
+        device: Optional[Union[str, torch.device]],
+        storage_dtype: torch.dtype,
+    ) -> Tuple[Tensor, Tensor]:
+        first, _ = self._item(dataset, 0)
+        images = torch.empty((n, *first.shape), dtype=storage_dtype)
+        labels = torch.empty(n, dtype=torch.int64)
+        truncate = drop_top_ranks if self.reverse else low_rank
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            batch = []
+            for i in range(start, stop):
+                image, label = self._item(dataset, i)
+                if image.shape != first.shape:
+                    raise ValueError(
+                        f"dataset images must all have one shape, got {tuple(first.shape)} "
+                        f"at index 0 and {tuple(image.shape)} at index {i}"
+                    )
+                batch.append(image)
+                labels[i] = label
+            x = torch.stack(batch)
+            if device is not None:
+                x = x.to(device)
+            with torch.no_grad():
+                images[start:stop] = truncate(x, self.k).to("cpu", storage_dtype)
+        return images, labels
+
+    def _load(
+        self, n: int, first_image: Tensor, first_label: int
+    ) -> Optional[Tuple[Tensor, Tensor]]:
+        path = self.cache_path
+        if path is None or not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt or foreign file: rebuild
+            warnings.warn(
+                f"rebuilding the rank cache {path}: it could not be read ({e})", stacklevel=3
+            )
+            return None
+        problem = None
+        if not isinstance(state, dict) or state.get("format") != _CACHE_FORMAT:
+            problem = "unknown format"
+        elif state.get("k") != self.k or state.get("reverse") != self.reverse:
+            problem = f"it holds k={state.get('k')}, reverse={state.get('reverse')}"
+        elif not isinstance(state.get("images"), Tensor) or not isinstance(
+            state.get("labels"), Tensor
+        ):
+            problem = "images or labels are missing"
+        elif state["images"].shape != (n, *first_image.shape) or state["labels"].shape != (n,):
+            problem = (
+                f"it holds images of shape {tuple(state['images'].shape)}, the dataset "
+                f"{(n, *first_image.shape)}"
+            )
+        elif int(state["labels"][0]) != first_label or not torch.equal(
+            state.get("first_image", torch.empty(0)), first_image.detach().cpu().float()
+        ):
+            problem = "its first image or label differs from the dataset's"
+        if problem is not None:
+            warnings.warn(f"rebuilding the rank cache {path}: {problem}", stacklevel=3)
+            return None
+        return state["images"], state["labels"]
+
+    def _save(self, images: Tensor, labels: Tensor, first_image: Tensor) -> None:
+        path = self.cache_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": _CACHE_FORMAT,
+            "k": self.k,
+            "reverse": self.reverse,
+            "images": images,
+            "labels": labels,
+            # the source's first image, to tell a different dataset under the same key
+            "first_image": first_image.detach().cpu().float(),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tuple[Any, Any]:
+        image = self.images[index].float()
+        label: Any = int(self.labels[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return image, label
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(k={self.k}, reverse={self.reverse}, n={len(self)}, "
+            f"cache_path={str(self.cache_path) if self.cache_path else None!r})"
+        )
