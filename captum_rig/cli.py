@@ -390,7 +390,7 @@ def _read_image(path: str, channels: Optional[int] = None, convert: bool = False
         FileNotFoundError: no such file.
         ValueError: a folder, a file Pillow cannot read, a channel mismatch.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -399,7 +399,8 @@ def _read_image(path: str, channels: Optional[int] = None, convert: bool = False
         raise ValueError(f"{path} is a folder, expected an image file")
     try:
         with Image.open(p) as img:
-            img.load()
+            img.load()  # decode now: a truncated file fails here
+            img = ImageOps.exif_transpose(img) or img  # as the image is shown
             grey = img.mode in _GREY_MODES
             if img.mode == "LA":
                 img = img.convert("L")
