@@ -377,6 +377,29 @@ def test_explain_pretrained_offline(capsys, work, monkeypatch):
     assert_user_error(code, err, "no network")
 
 
+def test_explain_pretrained_from_cache_names_classes(capsys, work, monkeypatch):
+    """--pretrained with the weights in the hub cache: no network, ImageNet class names."""
+    import torchvision
+
+    from captum_rig import loading
+
+    (work / "hub" / "checkpoints").mkdir(parents=True)
+    (work / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").write_bytes(b"")
+    state = torchvision.models.squeezenet1_1().state_dict()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(work / "hub"))
+    monkeypatch.setattr(loading, "_online", lambda url, timeout=3.0: pytest.fail("probed"))
+    monkeypatch.setattr(
+        torchvision.models._api.WeightsEnum, "get_state_dict", lambda self, **kw: state
+    )
+    code, out, err = run(
+        capsys, "explain", "a.png", "--model", "torchvision:squeezenet1_1", "--pretrained",
+        "--methods", "saliency", "--target", 281, "--out", "f.png",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "target 281 (tabby)" in out, out
+    assert Image.open("f.png").size[0] > 100, "a figure at the model's 224×224 input"
+
+
 # --------------------------------------------------------------------------- spectrum
 
 
