@@ -401,7 +401,7 @@ def plot_rig_channel_max(
         internal_batch_size=internal_batch_size,
     )
     kwargs.setdefault("sign", "all")
-    return plot_attributions(batch, {"RIG, Eq. 3 (max over channels)": attr}, **kwargs)
+    return plot_attributions(batch, {"RIG (Eq. 3, channel max)": attr}, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
