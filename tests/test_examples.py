@@ -31,6 +31,9 @@ SMOKE_ARGS: Dict[str, List[str]] = {
         "--synthetic-train", "32", "--synthetic-test", "16", "--batch-size", "16",
         "--out", "{tmp}/run", "--quiet",
     ],
+    "miniature_study.py": [
+        "--n-train", "24", "--n-test", "12", "--epochs", "1", "--out", "{tmp}", "--quiet",
+    ],
 }  # fmt: skip
 
 
