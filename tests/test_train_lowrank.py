@@ -37,7 +37,8 @@ def _argv(cifar, out, *extra):
     """Tiny-run arguments."""
     return [
         "--data", f"cifar10:{cifar}", "--model", "small_cnn", "--batch-size", "16",
-        "--lr", "0.05", "--out", str(out), "--threads", "1", "--quiet", *extra,
+        "--lr", "0.05", "--out", str(out), "--threads", str(torch.get_num_threads()),
+        "--quiet", *extra,
     ]  # fmt: skip
 
 
@@ -92,7 +93,7 @@ def test_train_normal_and_synthetic(train, tmp_path):
     argv = [
         "--data", "synthetic", "--synthetic-train", "60", "--synthetic-test", "30",
         "--model", "small_cnn", "--epochs", "1", "--batch-size", "20", "--out",
-        str(tmp_path), "--quiet", "--threads", "1", "--schedule", "step", "--no-augment",
+        str(tmp_path), "--quiet", "--schedule", "step", "--no-augment",
     ]  # fmt: skip
     assert train.main(argv) == 0, "synthetic run failed"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -116,3 +117,19 @@ def test_train_bad_arguments(train, tmp_path, capsys):
         train.main(["--reverse"])
     with pytest.raises(SystemExit):
         train.main(["--epochs", "0"])
+
+
+def test_miniature_study_tiny_run(tmp_path):
+    """The miniature study runs on a tiny budget and writes its numbers and a non-blank figure."""
+    import matplotlib.image
+
+    study = _load("miniature_study")
+    argv = ["--n-train", "60", "--n-test", "30", "--epochs", "1", "--out", str(tmp_path)]
+    argv += ["--threads", str(torch.get_num_threads())]
+    assert study.main([*argv, "--quiet"]) == 0, "study failed"
+    report = json.loads((tmp_path / "miniature_study.json").read_text())
+    for name in ("natural", "low-rank"):
+        assert len(report["accuracy"][name]["natural"]) == len(study.RANKS), report["accuracy"]
+        assert len(report["accuracy"][name]["reverse"]) == len(study.REVERSE_RANKS), report
+    pixels = matplotlib.image.imread(tmp_path / "miniature_study.png")
+    assert pixels.shape[0] > 200 and float(pixels[..., :3].std()) > 0.05, "figure looks blank"
