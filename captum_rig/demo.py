@@ -520,7 +520,7 @@ def _run_demo(
         x, y, masks = data.images[:n_images], data.labels[:n_images], data.masks[:n_images]
         with torch.no_grad():
             probs = torch.softmax(model(x), 1)
-        attrs = {m.title: m.attribute(model, x, target=y, n_steps=steps[m.name]) for m in chosen}
+        attrs = {m.title: _attribute(m, model, x, y, steps[m.name]) for m in chosen}
         labels = [f"{shape_names[int(t)]} (p={float(p[t]):.2f})" for t, p in zip(y, probs)]
         fig, _ = plot_attributions(
             x,
@@ -536,8 +536,7 @@ def _run_demo(
         with torch.no_grad():
             photo_class = int(model(xp).argmax(1))
         photo_attrs = {
-            m.title: m.attribute(model, xp, target=photo_class, n_steps=steps[m.name])
-            for m in chosen
+            m.title: _attribute(m, model, xp, photo_class, steps[m.name]) for m in chosen
         }
         fig, _ = plot_attributions(
             xp,
@@ -609,7 +608,7 @@ def _run_demo(
             if m is None:
                 a = torch.rand(xe.shape[0], 1, *xe.shape[2:], generator=g)
             else:
-                a = m.attribute(model, xe, target=ye, n_steps=steps[m.name])
+                a = _attribute(m, model, xe, ye, steps[m.name])
             seconds = time.perf_counter() - t0
             if m is not None:
                 energy, energy_tol = mask_energy(a, me), mask_energy(a, me, tolerance=2)
@@ -676,6 +675,15 @@ def _run_demo(
         )
         paths["report"].write_text(text, encoding="utf-8")
     return paths
+
+
+def _attribute(method: Any, model: nn.Module, x: Tensor, target: Any, n_steps: int) -> Tensor:
+    """One registered method's attributions; path methods batch 8 steps of all images."""
+    if not method.takes_steps:
+        return method.attribute(model, x, target=target)
+    return method.attribute(
+        model, x, target=target, n_steps=n_steps, internal_batch_size=8 * x.shape[0]
+    )
 
 
 def _write_scores(path: Path, rows: List[Dict[str, Any]]) -> None:

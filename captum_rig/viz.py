@@ -162,7 +162,8 @@ def _figure(figsize: Tuple[float, float]) -> Figure:
 def _new_figure(
     nrows: int, ncols: int, panel_size: float, use_pyplot: bool
 ) -> Tuple[Figure, np.ndarray]:
-    figsize = (panel_size * ncols, panel_size * nrows + 0.4)
+    # room above the panels for column titles (two lines) and a figure title
+    figsize = (panel_size * ncols, panel_size * nrows + 0.9)
     if use_pyplot:
         import matplotlib.pyplot as plt
 
@@ -401,7 +402,7 @@ def plot_rig_channel_max(
         internal_batch_size=internal_batch_size,
     )
     kwargs.setdefault("sign", "all")
-    return plot_attributions(batch, {"RIG (Eq. 3, channel max)": attr}, **kwargs)
+    return plot_attributions(batch, {"RIG, Eq. 3 (max)": attr}, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
