@@ -120,8 +120,6 @@ def test_all_zero_map_is_drawn_empty(image):
 
 def test_rig_channel_max_view(image):
     """Eq. (3) with the channel max: one map of shape (N, 1, H, W) per image, drawn."""
-    from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
-
     torch.manual_seed(0)
     conv = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3, padding=1),
@@ -132,7 +130,6 @@ def test_rig_channel_max_view(image):
     fig, axes = plot_rig_channel_max(conv, torch.stack([image, image]), target=1, n_steps=4)
     assert axes.shape == (2, 2), f"got {axes.shape}"
     assert _n_colours(fig) > 50, "figure looks blank"
-    assert BasicModel_ConvNet_One_Conv  # the captum testing helpers import
 
 
 def test_rank_gallery_panels_differ_and_sharpen(image):
