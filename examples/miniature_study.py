@@ -124,8 +124,16 @@ def plot(results: Dict[str, Dict[str, list]], path: Path, train_rank: int, chanc
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the study; writes the JSON and the figure; returns 0."""
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # main() may run in-process (tests)
+
+
+def _run(args: argparse.Namespace) -> int:
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     t0 = time.time()
     tr = make_shapes(args.n_train, seed=args.seed, cue=args.cue)
     te = make_shapes(args.n_test, seed=args.seed + 1, cue=args.cue)

@@ -195,11 +195,14 @@ def learning_rate(epoch: int, args: argparse.Namespace) -> float:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the training; returns 0, or 2 after printing a one-line error."""
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     try:
         return _run(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # main() may run in-process (tests)
 
 
 def _run(args: argparse.Namespace) -> int:
