@@ -518,7 +518,11 @@ def load_pixel_model(
     r""":func:`load_model`, wrapped so that it takes [0, 1] images, and its preprocessing.
 
     Args:
-        spec, weights, pretrained, num_classes, device: as in :func:`load_model`.
+        spec (str): as in :func:`load_model`.
+        weights (str or PathLike, optional): as in :func:`load_model`.
+        pretrained (bool): as in :func:`load_model`.
+        num_classes (int, optional): as in :func:`load_model`.
+        device (str or torch.device, optional): as in :func:`load_model`.
         mean (sequence of float, optional): overrides the preprocessing's mean.
         std (sequence of float, optional): overrides the preprocessing's std.
         normalize (bool): if False, never wrap (the model normalizes itself or takes

@@ -846,7 +846,8 @@ def stability_analysis(
             ``images[:1]``.
         norms (sequence of str): PGD norms for the minimal distortion, ``()`` for none.
         gaussian (bool): also the Gaussian-noise minimal distortion.
-        steps, n_bisect: as in :func:`minimal_distortion`.
+        steps (int): as in :func:`minimal_distortion`.
+        n_bisect (int): as in :func:`minimal_distortion`.
         n_iter (int): power iterations per convolution.
         max_sigma (float): as in :func:`gaussian_minimal_distortion`.
         batch_size (int): images per batch.

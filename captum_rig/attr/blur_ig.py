@@ -319,9 +319,9 @@ class BlurIntegratedGradients(GradientAttribution):
                 sigma (``max_sigma``, or ``sqrt(max_sigma)`` with ``sqrt``).
 
         Returns:
-            - **attributions** (Tensor or tuple[Tensor, ...]): shape and dtype of
-              ``inputs``, tuple in, tuple out.
-            - **delta** (Tensor, only if ``return_convergence_delta``): shape ``(N,)``.
+            attributions (Tensor or tuple[Tensor, ...]): shape and dtype of
+                ``inputs``, tuple in, tuple out; with ``return_convergence_delta``, the
+                pair ``(attributions, delta)``, delta of shape ``(N,)``.
 
         Examples:
             >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv

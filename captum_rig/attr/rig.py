@@ -171,9 +171,10 @@ class RankIntegratedGradients(GradientAttribution):
                 complete.
 
         Returns:
-            - **attributions** (Tensor or tuple[Tensor, ...]): shape of ``inputs``
-              (``(N, 1, H, W)`` with ``channel_reduction="max"``), tuple in, tuple out.
-            - **delta** (Tensor, only if ``return_convergence_delta``): shape ``(N,)``.
+            attributions (Tensor or tuple[Tensor, ...]): shape of ``inputs``
+                (``(N, 1, H, W)`` with ``channel_reduction="max"``), tuple in, tuple
+                out; with ``return_convergence_delta``, the pair
+                ``(attributions, delta)``, delta of shape ``(N,)``.
 
         Examples:
             >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
