@@ -219,8 +219,11 @@ def image_folder(
 
     Args:
         root (str or PathLike): the folder.
-        size, resize, channels, convert: as in :func:`load_image`; give ``size`` when the
-            files differ in size and you batch them.
+        size (int or tuple, optional): as in :func:`load_image`; give it when the files
+            differ in size and you batch them.
+        resize (int, optional): as in :func:`load_image`.
+        channels (int, optional): as in :func:`load_image`.
+        convert (bool): as in :func:`load_image`.
         transform (callable, optional): applied to each image tensor after loading.
         target_transform (callable, optional): applied to each label.
 
