@@ -18,17 +18,16 @@ References:
 """
 
 import argparse
-import contextlib
 import importlib
-import os
 import sys
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from captum_rig._context import atomic_path
 
 __all__ = ["main", "parse_ranks", "build_parser"]
 
@@ -318,22 +317,6 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- files
 
 
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yields a temporary path beside ``path``; renames it to ``path`` on success only."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plain open() would not
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
 def _output_file(text: str, formats: Dict[str, str], what: str) -> Tuple[Path, str]:
     """Checks an output path before any work: folder exists, known extension."""
     path = Path(text).expanduser()
@@ -364,7 +347,7 @@ def _save_figure(fig: Any, path: Path, fmt: str) -> None:
     import matplotlib.pyplot as plt
 
     try:
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
@@ -461,7 +444,7 @@ def _write_image(x: torch.Tensor, path: Path, fmt: str, rescale: bool) -> None:
     img = Image.fromarray(np.ascontiguousarray(array))
     if fmt == "JPEG" and img.mode not in ("L", "RGB"):
         img = img.convert("RGB")
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         img.save(tmp, format=fmt)
 
 

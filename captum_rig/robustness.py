@@ -24,7 +24,6 @@ import io
 import math
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
@@ -33,6 +32,7 @@ import torchattacks
 from torch import Tensor, nn
 
 from captum_rig._checks import check_images, check_int
+from captum_rig._context import atomic_path, eval_mode
 
 __all__ = [
     "attack_targets",
@@ -144,19 +144,6 @@ def _logits(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(BAD_LOGITS.format(name=name, shape=shape))
     return out
-
-
-@contextlib.contextmanager
-def _eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Puts every module of ``models`` in eval mode and restores each flag afterwards."""
-    flags = [(m, m.training) for model in models for m in model.modules()]
-    try:
-        for model in models:
-            model.eval()
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 # --------------------------------------------------------------------------- attack
@@ -305,7 +292,7 @@ def pgd_attack(
     if seed is not None:
         cuda = [images.device.index or 0] if images.device.type == "cuda" else []
         fork = torch.random.fork_rng(devices=cuda)
-    with _eval_mode(model), fork, torch.enable_grad():
+    with eval_mode(model), fork, torch.enable_grad():
         if seed is not None:
             torch.manual_seed(seed)
         adv = attack(images, targets if targets is not None else labels)
@@ -454,22 +441,13 @@ class RobustnessReport:
         The file is written under a temporary name in the same folder and renamed when
         complete, so a failure never leaves a half-written file at ``path``.
         """
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
         settings = {name: getattr(self, name) for name in self._SETTINGS}
-        fd, tmp = tempfile.mkstemp(prefix=".robustness-", suffix=".csv.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                header = list(self.rows[0].to_dict()) if self.rows else ["model"]
-                writer = csv.DictWriter(f, fieldnames=header + list(settings))
-                writer.writeheader()
-                for row in self.rows:
-                    writer.writerow({**row.to_dict(), **settings})
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            header = list(self.rows[0].to_dict()) if self.rows else ["model"]
+            writer = csv.DictWriter(f, fieldnames=header + list(settings))
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({**row.to_dict(), **settings})
 
     def to_markdown(self) -> str:
         """A Markdown table in percent, like the paper's Table 2, with the settings below.
@@ -611,7 +589,7 @@ def evaluate_robustness(
         desc="PGD",
         unit="batch",
     )
-    with _eval_mode(*models.values()):
+    with eval_mode(*models.values()):
         for index, (images, batch_labels) in enumerate(bar):
             batch_labels = batch_labels.cpu()
             targets = None

@@ -18,7 +18,6 @@ import csv
 import itertools
 import math
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import (
     Any,
@@ -39,6 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_rig._checks import check_images, check_int
+from captum_rig._context import atomic_path, eval_mode
 from captum_rig.lowrank import RankPath
 
 __all__ = [
@@ -152,13 +152,10 @@ class RankSpectrum:
             ]
             for i, k in enumerate(self.ranks)
         ]
-
-        def write(f):
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(_CSV_COLUMNS)
             w.writerows(rows)
-
-        _atomic_write(path, write, mode="w")
 
     @classmethod
     def from_csv(cls, path: PathLike) -> "RankSpectrum":
@@ -380,18 +377,6 @@ def _fractions(values: Any, name: str) -> List[float]:
     return out
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------------------
 # Algorithm 1
 # --------------------------------------------------------------------------------------
@@ -512,7 +497,7 @@ def rank_spectrum(
     setting: Optional[_Setting] = None
     state: Optional[_State] = None
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for index, (images, batch_labels) in enumerate(batches):
                 if setting is None:
                     setting = _Setting.first(images, batch_labels, ranks, reverse, tensor_data)
@@ -800,32 +785,12 @@ def _model_device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
-@contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:  # each module's own flag, not the root's for all
-            m.training = training
-
-
 # -- checkpoints and processes ---------------------------------------------------------
 
 
 def _save_checkpoint(path: str, fingerprint: Dict[str, Any], state: _State) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"fingerprint": fingerprint, "state": state.to_dict()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _load_checkpoint(path: Optional[str], fingerprint: Dict[str, Any], m: int) -> _State:

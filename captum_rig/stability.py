@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_rig._checks import check_images, check_int
+from captum_rig._context import eval_mode
 from captum_rig.robustness import (
     _check_model,
     _check_norm,
     _check_pixels,
     _check_real,
-    _eval_mode,
     _logits,
     _model_device,
     pgd_attack,
@@ -402,7 +402,7 @@ def _analyse(
     check_images(example_input, name="example_input", min_dim=1, layout="(N, ...)")
     n_iter = check_int(n_iter, name="n_iter", low=1)
     seed = check_int(seed, name="seed")
-    with _eval_mode(model):
+    with eval_mode(model):
         calls, broken = _trace(model, example_input)
         layers = []
         for call in calls:
@@ -667,7 +667,7 @@ def minimal_distortion(
         )
 
     values, budgets = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(device)
             best, hi = _bisect(model, x, perturb, max_eps, n_bisect)
@@ -730,7 +730,7 @@ def gaussian_minimal_distortion(
     generator = torch.Generator().manual_seed(seed)
 
     values, budgets = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size]
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(device)

@@ -24,7 +24,6 @@ References:
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -34,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from captum_rig._checks import check_int
+from captum_rig._context import atomic_path
 
 __all__ = [
     "SHAPES",
@@ -349,15 +349,8 @@ CIFAR10_CLASSES = (
 
 
 def _dump_atomic(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
 
 
 def write_cifar10_folder(

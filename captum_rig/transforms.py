@@ -10,7 +10,6 @@ high-rank-only images.
 
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Tuple, Union
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from captum_rig._checks import check_images, check_int
+from captum_rig._context import atomic_path
 from captum_rig.lowrank import drop_top_ranks, low_rank
 
 __all__ = ["LowRank", "DropTopRanks", "RankTruncatedDataset"]
@@ -294,15 +294,8 @@ class RankTruncatedDataset(Dataset):
             # the source's first image, to tell a different dataset under the same key
             "first_image": first_image.detach().cpu().float(),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(state, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     def __len__(self) -> int:
         return self.images.shape[0]
