@@ -139,11 +139,9 @@ def _page_id(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=_page_id)
 def test_page_code_runs(page: Path, tmp_path: Path):
     """Every Python block of the page runs, in order, in one fresh namespace."""
-    if not python_blocks(page):
-        pytest.skip(f"{_page_id(page)} has no Python code")
     run_page(page, tmp_path)
     # The figures the page embeds from docs/img/ and owns are written by its own code.
     if page.name in FIGURE_PAGES:
@@ -355,16 +353,18 @@ def _modules() -> List[str]:
 MODULES = _modules()
 
 
-@pytest.mark.parametrize("name", MODULES)
-def test_doctests(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The ``Examples:`` of every docstring of the module run as doctests."""
+def _doctests(name: str) -> List[doctest.DocTest]:
     module = importlib.import_module(name)
     globs = dict(vars(module))
     globs.update(torch=torch, nn=torch.nn)
     finder = doctest.DocTestFinder(exclude_empty=True)
-    tests = [t for t in finder.find(module, name, globs=globs) if t.examples]
-    if not tests:
-        pytest.skip(f"{name} has no doctests")
+    return [t for t in finder.find(module, name, globs=globs) if t.examples]
+
+
+@pytest.mark.parametrize("name", [m for m in MODULES if _doctests(m)])
+def test_doctests(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The ``Examples:`` of every docstring of the module run as doctests."""
+    tests = _doctests(name)
     monkeypatch.chdir(tmp_path)
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
