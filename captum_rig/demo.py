@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from captum_rig.models import Normalize
+
 __all__ = [
     "ASSETS",
     "PHOTOS",
@@ -71,18 +73,6 @@ SHAPES_MEAN = (0.5, 0.5, 0.5)
 SHAPES_STD = (0.25, 0.25, 0.25)
 
 
-class _Standardize(nn.Module):
-    """``(x - mean) / std`` per channel; buffers, so they travel in the ``state_dict``."""
-
-    def __init__(self, mean, std) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-
-
 def build_demo_model(num_classes: int = 6) -> nn.Sequential:
     r"""The demo's tiny CNN (≈ 24k parameters), randomly initialised.
 
@@ -110,7 +100,7 @@ def build_demo_model(num_classes: int = 6) -> nn.Sequential:
         return layers + [nn.ReLU()] + ([nn.MaxPool2d(2)] if pool else [])
 
     return nn.Sequential(
-        _Standardize(SHAPES_MEAN, SHAPES_STD),
+        Normalize(SHAPES_MEAN, SHAPES_STD),
         *block(3, 16, True),
         *block(16, 32, True),
         *block(32, 64, False),
