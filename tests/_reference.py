@@ -47,3 +47,19 @@ class CallLog(nn.Module):
     def forward(self, x, *args):
         self.seen.append(x.detach().clone())
         return self.model(x, *args)
+
+
+class LinearTwoClass(nn.Module):
+    """Logits ``[0, w·x + b]``: predicts class 1 exactly where ``w·x + b > 0``, so the
+    smallest perturbation that flips it has a closed form (distance to a hyperplane)."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(w.numel(), 1).to(w.dtype)
+        with torch.no_grad():
+            self.linear.weight.copy_(w.reshape(1, -1))
+            self.linear.bias.fill_(b)
+
+    def forward(self, x):
+        z = self.linear(x.flatten(1))
+        return torch.cat([torch.zeros_like(z), z], dim=1)

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import LinearTwoClass
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -82,21 +83,7 @@ def linear_two_class(margin: float, size: int = 4) -> tuple:
     w = torch.where(torch.arange(d) % 3 == 0, -1.0, 1.0).double()
     x = torch.full((1, 1, size, size), 0.5, dtype=torch.float64)
     b = -margin - float(w @ x.flatten())
-    linear = nn.Linear(d, 1).double()
-    with torch.no_grad():
-        linear.weight.copy_(w[None])
-        linear.bias.fill_(b)
-
-    class TwoClass(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = linear
-
-        def forward(self, x):
-            z = self.linear(x.flatten(1))
-            return torch.cat([torch.zeros_like(z), z], dim=1)
-
-    return TwoClass(), x, w
+    return LinearTwoClass(w, b), x, w
 
 
 @pytest.fixture

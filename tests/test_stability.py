@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import LinearTwoClass
 from torch import nn
 
 from captum_rig.robustness import pgd_attack
@@ -65,21 +66,7 @@ def full_matrix(forward, shape) -> torch.Tensor:
 
 def linear_two_class(w: torch.Tensor, b: float) -> nn.Module:
     """Logits ``[0, w·x + b]``: predicts class 1 where ``w·x + b > 0``."""
-    linear = nn.Linear(w.numel(), 1).double()
-    with torch.no_grad():
-        linear.weight.copy_(w.reshape(1, -1))
-        linear.bias.fill_(b)
-
-    class TwoClass(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = linear
-
-        def forward(self, x):
-            z = self.linear(x.flatten(1))
-            return torch.cat([torch.zeros_like(z), z], dim=1)
-
-    return TwoClass()
+    return LinearTwoClass(w.double(), b)
 
 
 def hooks_left(model: nn.Module) -> list:
