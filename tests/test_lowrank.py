@@ -12,20 +12,20 @@ from captum_rig import _checks as checks
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 3, 7, 12), (2, 1, 12, 5), (9, 4)])
-def test_matches_per_channel_numpy_svd(shape, dtype):
+def test_matches_per_channel_numpy_svd(shape, dtype, device):
     """Every rank-k image equals a literal per-image, per-channel numpy SVD truncation."""
     x = torch.rand(shape, dtype=dtype)
     tol = 1e-10 if dtype == torch.float64 else 2e-5
     for k in range(min(shape[-2:]) + 2):
         expected = numpy_rank_k(x.numpy(), k)
-        got = low_rank(x, k)
-        assert got.dtype == dtype and got.shape == x.shape, "dtype/shape must be kept"
-        np.testing.assert_allclose(got.double().numpy(), expected, atol=tol, err_msg=f"k={k}")
+        got = low_rank(x.to(device), k)
+        assert got.dtype == dtype and got.shape == x.shape and got.device.type == device.type
+        np.testing.assert_allclose(got.double().cpu().numpy(), expected, atol=tol, err_msg=f"k={k}")
 
 
-def test_eckart_young_error_identity():
+def test_eckart_young_error_identity(device):
     """||x - x_k||_F^2 equals the sum of the dropped squared singular values."""
-    x = torch.rand(3, 2, 10, 7, dtype=torch.float64)
+    x = torch.rand(3, 2, 10, 7, dtype=torch.float64, device=device)
     s = torch.linalg.svdvals(x)
     for k in range(8):
         err = (x - low_rank(x, k)).pow(2).sum((-2, -1))
@@ -147,9 +147,9 @@ def test_property_shape_dtype_rank(batch, h, w, k, dtype):
 class TestRankPath:
     """The rank path: one SVD, every rank image, the continuous path between them."""
 
-    def test_integer_points_are_rank_images(self, dtype):
+    def test_integer_points_are_rank_images(self, dtype, device):
         """x(k) == low_rank(x, k) for every integer k, and reverse == drop_top_ranks."""
-        x = torch.rand(2, 3, 7, 9, dtype=dtype)
+        x = torch.rand(2, 3, 7, 9, dtype=dtype, device=device)
         path = RankPath(x)
         assert path.width == 7
         ranks = list(range(8))

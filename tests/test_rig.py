@@ -1,5 +1,6 @@
 """RankIntegratedGradients against a plain loop of Eq. (3), analytic oracles and Captum."""
 
+import copy
 import math
 
 import numpy as np
@@ -47,10 +48,12 @@ class TestPaperMethod:
     """method="paper": Eq. (3) of arXiv:2012.03516."""
 
     @pytest.mark.parametrize("shape", [(2, 3, 6, 6), (1, 3, 5, 8), (2, 3, 9, 4)])
-    def test_matches_plain_loop(self, model, shape):
-        """Per channel, equal to a plain loop over ranks with numpy SVDs."""
+    def test_matches_plain_loop(self, model, shape, device):
+        """Per channel, equal to a plain loop over ranks with numpy SVDs (on CPU)."""
         x = torch.rand(shape, dtype=torch.float64)
-        torch.testing.assert_close(RIG(model).attribute(x, target=2), eq3_loop(model, x, 2))
+        expected = eq3_loop(model, x, 2)
+        got = RIG(copy.deepcopy(model).to(device)).attribute(x.to(device), target=2)
+        torch.testing.assert_close(got.cpu(), expected)
 
     def test_channel_max_matches_plain_loop(self, model):
         """channel_reduction="max" is the paper's exact channel-max form, (N, 1, H, W)."""
@@ -117,18 +120,18 @@ class TestPathMethod:
     """method=<Captum rule>: the complete integral along the continuous rank path."""
 
     @pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle", "riemann_trapezoid"])
-    def test_analytic_sin_model(self, method):
+    def test_analytic_sin_model(self, method, device):
         """For F = Σ sin(x) the exact attribution of pixel i is sin(x_i)."""
-        x = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+        x = torch.rand(2, 3, 6, 5, dtype=torch.float64, device=device)
         attr = RIG(SinModel()).attribute(x, target=0, method=method, n_steps=300)
         torch.testing.assert_close(attr, torch.sin(x), atol=5e-5, rtol=0)
 
     @pytest.mark.parametrize("method", PATH_METHODS)
-    def test_exactly_complete_for_linear_models(self, method):
+    def test_exactly_complete_for_linear_models(self, method, device):
         """Any rule, any n_steps: a linear model's attributions are exactly a ⊙ x, the same
         as Captum's IntegratedGradients with a zero baseline."""
-        lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 7 * 6, 4)).double()
-        x = torch.rand(2, 3, 7, 6, dtype=torch.float64)
+        lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 7 * 6, 4)).double().to(device)
+        x = torch.rand(2, 3, 7, 6, dtype=torch.float64, device=device)
         attr, delta = RIG(lin).attribute(
             x, target=1, method=method, n_steps=5, return_convergence_delta=True
         )
@@ -176,9 +179,10 @@ class TestCaptumCitizenship:
     """Captum's conventions: batches, tuples, targets, extra args, its own tools."""
 
     @pytest.mark.parametrize("method", ["paper", "gausslegendre"])
-    def test_batch_equals_per_example(self, model, method):
+    def test_batch_equals_per_example(self, model, method, device):
         """A batch gives each example what it gets alone, with per-example targets."""
-        x = torch.rand(3, 3, 6, 6, dtype=torch.float64)
+        model = model.to(device)
+        x = torch.rand(3, 3, 6, 6, dtype=torch.float64, device=device)
         target = [0, 3, 1]
         batch = RIG(model).attribute(x, target=target, method=method, n_steps=12)
         for i in range(3):
