@@ -492,6 +492,13 @@ def _load(entry: Dict[str, Any], args: argparse.Namespace, device: Any) -> Tuple
     )
     if args.image_size is not None:
         prep = replace(prep, resize_size=args.image_size, crop_size=args.image_size)
+    if entry["spec"].startswith("torchvision:") and not (entry["weights"] or entry["pretrained"]):
+        # A randomly initialised classifier explains nothing; say so rather than let its
+        # noise maps pass for an explanation.
+        print(
+            f"note: {entry['spec']} has random weights (give --weights PATH or --pretrained)",
+            file=sys.stderr,
+        )
     return model, prep
 
 

@@ -642,3 +642,23 @@ def test_console_script(work):
     assert figure_pixels(work / "fig.png").std() > 10, "blank figure"
     bad = subprocess_run([str(script), "lowrank", "a.png", "--rank", "99", "--out", "x.png"], work)
     assert_user_error(bad.returncode, bad.stderr, "--rank must be in 0..12")
+
+
+def test_random_torchvision_weights_are_announced(capsys, tmp_path):
+    """A torchvision model without --weights/--pretrained is said to be random, once."""
+    import argparse
+
+    import torchvision
+
+    from captum_rig import cli
+
+    args = argparse.Namespace(
+        num_classes=None, mean=None, std=None, no_normalize=False, image_size=None
+    )
+    entry = {"spec": "torchvision:resnet18", "weights": None, "pretrained": False}
+    cli._load(entry, args, "cpu")
+    assert capsys.readouterr().err.count("has random weights") == 1
+    weights = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    cli._load({**entry, "weights": str(weights)}, args, "cpu")
+    assert "random weights" not in capsys.readouterr().err
