@@ -5,6 +5,7 @@ Run from the repository root::
 
     python scripts/make_demo_assets.py            # photos and both models
     python scripts/make_demo_assets.py --photos   # photos only (no training)
+    python scripts/make_demo_assets.py --out /tmp/assets --n-train 120 --epochs 1  # a try
 
 Photos: three photographs bundled with scikit-image, each public domain or CC0 (see
 ``captum_rig/assets/PHOTOS_LICENSE.md``), centre-cropped to a square and resized to
@@ -25,10 +26,9 @@ References:
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from captum_rig import low_rank
+from captum_rig._context import atomic_path
 from captum_rig.demo import (
     ASSETS,
     DEMO_MODELS,
@@ -55,19 +56,11 @@ LOW_RANK = 8
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped data must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
-def make_photos(size: int = PHOTO_SIZE) -> None:
+def make_photos(out: Path = ASSETS, size: int = PHOTO_SIZE) -> None:
     """Writes the photos: centre square crop, Lanczos resize to ``size``×``size``."""
     import skimage.data
 
@@ -78,19 +71,21 @@ def make_photos(size: int = PHOTO_SIZE) -> None:
         top, left = (h - side) // 2, (w - side) // 2
         crop = Image.fromarray(array[top : top + side, left : left + side]).convert("RGB")
         crop = crop.resize((size, size), Image.Resampling.LANCZOS)
-        _atomic(ASSETS / f"{name}.png", lambda tmp, im=crop: im.save(tmp, format="PNG"))
+        _atomic(out / f"{name}.png", lambda tmp, im=crop: im.save(tmp, format="PNG"))
         print(f"wrote {name}.png ({size}x{size}) from skimage.data.{info['skimage']}()")
 
 
-def train_model(images: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.nn.Module:
+def train_model(
+    images: torch.Tensor, labels: torch.Tensor, seed: int, epochs: int = EPOCHS
+) -> torch.nn.Module:
     """Adam with a one-cycle schedule, plain cross-entropy, no augmentation."""
     torch.manual_seed(seed)
     model = build_demo_model()
-    steps = EPOCHS * ((len(images) + BATCH - 1) // BATCH)
+    steps = epochs * ((len(images) + BATCH - 1) // BATCH)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps)
     model.train()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         perm = torch.randperm(len(images))
         for i in range(0, len(images), BATCH):
             idx = perm[i : i + BATCH]
@@ -102,18 +97,18 @@ def train_model(images: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.
     return model.eval()
 
 
-def make_models() -> dict:
+def make_models(out: Path = ASSETS, n_train: int = N_TRAIN, epochs: int = EPOCHS) -> dict:
     """Trains and writes both demo models; returns their metadata."""
-    train = make_shapes(N_TRAIN, seed=TRAIN_SEED)
+    train = make_shapes(n_train, seed=TRAIN_SEED)
     test = make_shapes(600, seed=SHAPES_TEST_SEED)
     sets = {"natural": train.images, "lowrank8": low_rank(train.images, LOW_RANK)}
     meta = {}
     for i, (name, images) in enumerate(sets.items()):
         t0 = time.perf_counter()
-        model = train_model(images, train.labels, seed=i)
+        model = train_model(images, train.labels, seed=i, epochs=epochs)
         seconds = time.perf_counter() - t0
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        _atomic(ASSETS / DEMO_MODELS[name], lambda tmp, s=state: torch.save(s, tmp))
+        _atomic(out / DEMO_MODELS[name], lambda tmp, s=state: torch.save(s, tmp))
         acc = evaluate_accuracy(model, test.images, test.labels)
         acc_lr = evaluate_accuracy(model, low_rank(test.images, LOW_RANK), test.labels)
         meta[name] = {
@@ -129,32 +124,35 @@ def make_models() -> dict:
         )
     meta["_settings"] = {
         "dataset": "captum_rig.synthetic.make_shapes(size=32)",
-        "n_train": N_TRAIN,
+        "n_train": n_train,
         "train_seed": TRAIN_SEED,
         "n_test": 600,
         "test_seed": SHAPES_TEST_SEED,
-        "epochs": EPOCHS,
+        "epochs": epochs,
         "batch_size": BATCH,
         "optimizer": "Adam, OneCycleLR max_lr=1e-2",
         "torch": torch.__version__,
     }
     text = json.dumps(meta, indent=2) + "\n"
-    _atomic(ASSETS / "demo_models.json", lambda tmp: Path(tmp).write_text(text))
+    _atomic(out / "demo_models.json", lambda tmp: Path(tmp).write_text(text))
     return meta
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", action="store_true", help="only the photos")
     parser.add_argument("--models", action="store_true", help="only the models")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=ASSETS, help="folder (default: the package's)")
+    parser.add_argument("--n-train", type=int, default=N_TRAIN, help="training images per model")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs per model")
+    args = parser.parse_args(argv)
     np.random.seed(0)
-    ASSETS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     both = not (args.photos or args.models)
     if args.photos or both:
-        make_photos()
+        make_photos(args.out)
     if args.models or both:
-        make_models()
+        make_models(args.out, args.n_train, args.epochs)
 
 
 if __name__ == "__main__":
