@@ -63,3 +63,20 @@ class LinearTwoClass(nn.Module):
     def forward(self, x):
         z = self.linear(x.flatten(1))
         return torch.cat([torch.zeros_like(z), z], dim=1)
+
+
+# The source of a user's model file: a small CNN factory ``make(num_classes=5)`` for
+# 3×H×W images. CLI and loading tests append their own factories and write it to disk.
+USER_MODEL_SOURCE = """
+import os
+
+import torch
+from torch import nn
+
+def make(num_classes=5):
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, num_classes),
+    )
+"""

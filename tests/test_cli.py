@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _reference import USER_MODEL_SOURCE
 from PIL import Image
 
 from captum_rig.cli import main, parse_ranks
@@ -22,18 +23,9 @@ from captum_rig.loading import load_model
 from captum_rig.lowrank import drop_top_ranks, low_rank
 from captum_rig.methods import METHOD_NAMES
 
-NET = """
-import os
-
-import torch
-from torch import nn
-
-def make(num_classes=5):
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, num_classes),
-    )
+NET = (
+    USER_MODEL_SOURCE
+    + """
 
 def flat():
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
@@ -56,6 +48,7 @@ class Flaky(nn.Module):
             raise KeyboardInterrupt
         return self.net(x)
 """
+)
 
 
 # --------------------------------------------------------------------------- helpers

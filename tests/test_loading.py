@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from _reference import USER_MODEL_SOURCE
 from torch import nn
 
 from captum_rig import loading
@@ -17,16 +18,9 @@ from captum_rig.loading import (
     model_preprocessing,
 )
 
-NET = """
-import torch
-from torch import nn
-
-def make(num_classes=5):
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, num_classes),
-    )
+NET = (
+    USER_MODEL_SOURCE
+    + """
 
 def fixed():
     return make(3)
@@ -42,6 +36,7 @@ class Nets:
 
 NOT_CALLABLE = 1
 """
+)
 
 
 @pytest.fixture

@@ -350,13 +350,15 @@ class TestCaptumCitizenship:
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_precision_inputs(self, dtype):
-        """Half inputs work (SVD upcast) and come back in their dtype."""
-        model = TinyConvNet().to(dtype)
+        """Half inputs work (SVD upcast), come back in their dtype and match float32 to
+        half precision."""
+        model = TinyConvNet()
         x = torch.rand(1, 3, 8, 8)
-        attr = RIG(model).attribute(x.to(dtype), target=0)
-        assert attr.dtype == dtype
-        ref = RIG(TinyConvNet().float().requires_grad_(False)).attribute(x, target=0)
-        assert ref.shape == attr.shape and bool(torch.isfinite(attr.float()).all())
+        ref = RIG(model).attribute(x, target=0)
+        attr = RIG(copy.deepcopy(model).to(dtype)).attribute(x.to(dtype), target=0)
+        assert attr.dtype == dtype and attr.shape == ref.shape
+        error = (attr.float() - ref).abs().max() / ref.abs().max()
+        assert error < 0.05, f"relative error {error:.3g} in {dtype}"
 
     def test_cuda_matches_cpu(self, model, cuda_device):
         """CPU and CUDA agree to float tolerance, for both methods."""
