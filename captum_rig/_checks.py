@@ -4,6 +4,8 @@ The message templates live here, in one place, so that tests can match them and 
 function words the same problem the same way.
 """
 
+import math
+import numbers
 import operator
 from typing import Any, Optional
 
@@ -22,6 +24,9 @@ NOT_FINITE = "{name} contains NaN or Inf values"
 NOT_AN_INT = "{name} must be an integer, got {got!r}"
 NEGATIVE = "{name} must be >= {low}, got {value}"
 OUT_OF_RANGE = "{name} must be in {low}..{high}, got {value}"
+NOT_A_REAL = "{name} must be a real number, got {got!r}"
+NOT_FINITE_NUMBER = "{name} must be finite, got {value}"
+NOT_POSITIVE = "{name} must be > 0, got {value}"
 
 
 def check_images(
@@ -73,4 +78,24 @@ def check_int(value: Any, name: str, low: int = 0, high: Optional[int] = None) -
         raise ValueError(NEGATIVE.format(name=name, low=low, value=value))
     if high is not None and value > high:
         raise ValueError(OUT_OF_RANGE.format(name=name, low=low, high=high, value=value))
+    return value
+
+
+def check_real(value: object, name: str, low: float = 0.0, strict: bool = False) -> float:
+    """Returns ``value`` as a Python float, or raises naming ``name``.
+
+    Accepts Python/NumPy reals and 0-dim real tensors; rejects bools, NaN, Inf, and values
+    below ``low`` (or equal to it when ``strict``).
+    """
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(NOT_A_REAL.format(name=name, got=value))
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(NOT_FINITE_NUMBER.format(name=name, value=value))
+    if strict and value <= low:
+        raise ValueError(NOT_POSITIVE.format(name=name, value=value))
+    if value < low:
+        raise ValueError(NEGATIVE.format(name=name, low=low, value=value))
     return value

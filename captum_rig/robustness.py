@@ -22,7 +22,6 @@ import contextlib
 import csv
 import io
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
@@ -31,7 +30,7 @@ import torch
 import torchattacks
 from torch import Tensor, nn
 
-from captum_rig._checks import check_images, check_int
+from captum_rig._checks import check_images, check_int, check_real
 from captum_rig._context import atomic_path, eval_mode
 
 __all__ = [
@@ -46,9 +45,7 @@ NORMS = ("Linf", "L2")
 
 # Message templates (the shared ones live in captum_rig._checks).
 UNKNOWN_NORM = "norm must be one of {choices}, got {got!r}"
-NOT_A_NUMBER = "{name} must be a real number, got {got!r}"
 NOT_NON_NEGATIVE = "{name} must be a finite number >= 0, got {value}"
-NOT_POSITIVE = "{name} must be a finite number > 0, got {value}"
 NOT_IN_BOX = (
     "{name} must hold pixel values in [0, 1] (the model should contain its normalization), "
     "got values in [{low:.4g}, {high:.4g}]"
@@ -73,16 +70,6 @@ WRONG_DEVICE = "device is {device} but model {name!r} lives on {got}; move the m
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_real(value: Any, name: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(NOT_A_NUMBER.format(name=name, got=value))
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        template = NOT_POSITIVE if positive else NOT_NON_NEGATIVE
-        raise ValueError(template.format(name=name, value=value))
-    return value
 
 
 def _check_norm(norm: Any) -> str:
@@ -264,7 +251,7 @@ def pgd_attack(
             raise ValueError(PER_IMAGE_EPS)
         eps = _per_image(eps.detach().to(images), n, "eps")
     else:
-        eps = _check_real(eps, "eps")
+        eps = check_real(eps, "eps")
         if eps == 0:
             return images.detach().clone()
     if alpha is None:
@@ -272,7 +259,7 @@ def pgd_attack(
     elif isinstance(alpha, Tensor):
         alpha = _per_image(alpha.detach().to(images), n, "alpha")
     else:
-        alpha = _check_real(alpha, "alpha", positive=True)
+        alpha = check_real(alpha, "alpha", strict=True)
     if isinstance(alpha, Tensor):
         alpha = alpha.view(n, 1, 1, 1)
     if per_image:
@@ -559,9 +546,9 @@ def evaluate_robustness(
     if not models:
         raise ValueError(NO_MODELS)
     models = {str(name): _check_model(m, f"models[{name!r}]") for name, m in models.items()}
-    eps = _check_real(eps, "eps")
+    eps = check_real(eps, "eps")
     steps = check_int(steps, name="steps", low=1)
-    alpha = eps / 4 if alpha is None else _check_real(alpha, "alpha", positive=True)
+    alpha = eps / 4 if alpha is None else check_real(alpha, "alpha", strict=True)
     norm = _check_norm(norm)
     batch_size = check_int(batch_size, name="batch_size", low=1)
     seed = check_int(seed, name="seed")

@@ -32,13 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_rig._checks import check_images, check_int
+from captum_rig._checks import check_images, check_int, check_real
 from captum_rig._context import eval_mode
 from captum_rig.robustness import (
     _check_model,
     _check_norm,
     _check_pixels,
-    _check_real,
     _logits,
     _model_device,
     pgd_attack,
@@ -658,7 +657,7 @@ def minimal_distortion(
     steps = check_int(steps, name="steps", low=1)
     if max_eps is None:
         max_eps = 1.0 if norm == "Linf" else math.sqrt(images[0].numel())
-    max_eps = _check_real(max_eps, "max_eps", positive=True)
+    max_eps = check_real(max_eps, "max_eps", strict=True)
     device = _model_device(model)
 
     def perturb(x: Tensor, y0: Tensor, eps: Tensor, index: Tensor) -> Tensor:
@@ -724,7 +723,7 @@ def gaussian_minimal_distortion(
         Szegedy et al. Intriguing properties of neural networks. arXiv:1312.6199.
     """
     model, n_bisect, batch_size = _check_distortion_args(model, images, n_bisect, batch_size)
-    max_sigma = _check_real(max_sigma, "max_sigma", positive=True)
+    max_sigma = check_real(max_sigma, "max_sigma", strict=True)
     seed = check_int(seed, name="seed")
     device = _model_device(model)
     generator = torch.Generator().manual_seed(seed)

@@ -19,10 +19,15 @@ from captum.testing.helpers.basic_models import BasicModel_ConvNet
 from scipy import ndimage
 from torch import nn
 
-from captum_rig._checks import NEGATIVE, NOT_FINITE, NOT_FLOAT, WRONG_DIMS
-from captum_rig.attr.blur_ig import (
+from captum_rig._checks import (
+    NEGATIVE,
+    NOT_FINITE,
     NOT_FINITE_NUMBER,
+    NOT_FLOAT,
     NOT_POSITIVE,
+    WRONG_DIMS,
+)
+from captum_rig.attr.blur_ig import (
     BlurIG,
     BlurIntegratedGradients,
     blur_sigmas,

@@ -17,7 +17,7 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_rig._checks import NEGATIVE, check_images, check_int
+from captum_rig._checks import check_images, check_int, check_real
 from captum_rig.attr._path import attribution_result, format_inputs, path_gradients
 
 __all__ = ["BlurIntegratedGradients", "BlurIG", "gaussian_blur", "blur_sigmas"]
@@ -25,31 +25,8 @@ __all__ = ["BlurIntegratedGradients", "BlurIG", "gaussian_blur", "blur_sigmas"]
 # scipy.ndimage.gaussian_filter's default: the kernel is cut at 4 sigma.
 TRUNCATE = 4.0
 
-NOT_A_REAL = "{name} must be a real number, got {got!r}"
-NOT_FINITE_NUMBER = "{name} must be finite, got {value}"
-NOT_POSITIVE = "{name} must be > 0, got {value}"
 
 Sigmas = Union[float, Sequence[float], Tensor]
-
-
-def _check_real(value: object, name: str, low: float = 0.0, strict: bool = False) -> float:
-    """Returns ``value`` as a Python float, or raises naming ``name``.
-
-    Accepts Python/NumPy reals and 0-dim real tensors; rejects bools, NaN, Inf, and values
-    below ``low`` (or equal to it when ``strict``).
-    """
-    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_complex():
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(NOT_A_REAL.format(name=name, got=value))
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(NOT_FINITE_NUMBER.format(name=name, value=value))
-    if strict and value <= low:
-        raise ValueError(NOT_POSITIVE.format(name=name, value=value))
-    if value < low:
-        raise ValueError(NEGATIVE.format(name=name, low=low, value=value))
-    return value
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -159,11 +136,11 @@ def _as_sigmas(sigma: Sigmas) -> Tuple[List[float], bool]:
         is_scalar = sigma.dim() == 0
         values = sigma.reshape(-1).tolist()
     elif isinstance(sigma, (numbers.Number, str, bytes)) or not hasattr(sigma, "__iter__"):
-        is_scalar, values = True, [sigma]  # a non-number fails in _check_real, naming sigma
+        is_scalar, values = True, [sigma]  # a non-number fails in check_real, naming sigma
     else:
         is_scalar, values = False, list(sigma)
     name = "sigma" if is_scalar else "sigma[{}]"
-    return [_check_real(v, name.format(i)) for i, v in enumerate(values)], is_scalar
+    return [check_real(v, name.format(i)) for i, v in enumerate(values)], is_scalar
 
 
 def gaussian_blur(x: Tensor, sigma: Sigmas) -> Tensor:
@@ -333,9 +310,9 @@ class BlurIntegratedGradients(GradientAttribution):
             (torch.Size([2, 1, 4, 4]), torch.Size([2]))
         """
         is_inputs_tuple, formatted = format_inputs(inputs)
-        max_sigma = _check_real(max_sigma, name="max_sigma")
+        max_sigma = check_real(max_sigma, name="max_sigma")
         n_steps = check_int(n_steps, name="n_steps", low=1)
-        grad_step = _check_real(grad_step, name="grad_step", strict=True)
+        grad_step = check_real(grad_step, name="grad_step", strict=True)
 
         sigmas = blur_sigmas(max_sigma, n_steps, bool(sqrt))
         paths = tuple(_BlurPath(x) for x in formatted)
