@@ -8,8 +8,10 @@ caches on disk) the truncated copies of a whole dataset, for training on low-ran
 high-rank-only images.
 """
 
+import hashlib
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Tuple, Union
@@ -80,7 +82,7 @@ class DropTopRanks(LowRank):
 
 
 _KEY_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: keyed on a digest of every image and label, and on the dtype
 
 
 class RankTruncatedDataset(Dataset):
@@ -96,8 +98,11 @@ class RankTruncatedDataset(Dataset):
     With ``cache_dir``, the truncated images are saved to
     ``cache_dir/{key}_{mode}{k}.pt`` (``mode`` is ``lowrank`` or ``droptop``), written to a
     temporary file and renamed when complete, and loaded (``weights_only=True``) on the
-    next construction instead of recomputed. A cache file whose length, image shape, rank,
-    mode or first image does not match ``dataset`` is rebuilt, with a warning.
+    next construction instead of recomputed. The cache records a SHA-256 digest of every
+    source image and label and the ``storage_dtype``; a cache file whose rank, mode, dtype,
+    length, image shape or digest does not match is rebuilt, with a warning naming what
+    differs. Checking the digest reads the whole dataset once (no SVD). ``cache_dir`` is
+    created and checked for writability before any work starts.
 
     ``transform`` and ``target_transform`` are applied on access, *after* the truncation:
     put ``Normalize`` and augmentation (random crops, flips) there.
@@ -181,12 +186,14 @@ class RankTruncatedDataset(Dataset):
             mode = "droptop" if self.reverse else "lowrank"
             self.cache_path = Path(cache_dir) / f"{key}_{mode}{self.k}.pt"
 
-        first_image, first_label = self._item(dataset, 0)
-        loaded = self._load(n, first_image, first_label) if self.cache_path else None
+            _check_writable_folder(Path(cache_dir), "cache_dir")
+
+        self.storage_dtype = storage_dtype
+        loaded = self._load(dataset, n) if self.cache_path else None
         if loaded is None:
-            images, labels = self._compute(dataset, n, batch_size, device, storage_dtype)
+            images, labels, digest = self._compute(dataset, n, batch_size, device)
             if self.cache_path is not None:
-                self._save(images, labels, first_image)
+                self._save(images, labels, digest)
         else:
             images, labels = loaded
         self.images, self.labels = images, labels
@@ -221,34 +228,45 @@ class RankTruncatedDataset(Dataset):
         n: int,
         batch_size: int,
         device: Optional[Union[str, torch.device]],
-        storage_dtype: torch.dtype,
-    ) -> Tuple[Tensor, Tensor]:
+    ) -> Tuple[Tensor, Tensor, str]:
+        """Truncates every image, one SVD per batch; returns images, labels and digest."""
         first, _ = self._item(dataset, 0)
-        images = torch.empty((n, *first.shape), dtype=storage_dtype)
+        images = torch.empty((n, *first.shape), dtype=self.storage_dtype)
         labels = torch.empty(n, dtype=torch.int64)
+        digest = _Digest(first.shape)
         truncate = drop_top_ranks if self.reverse else low_rank
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             batch = []
             for i in range(start, stop):
-                image, label = self._item(dataset, i)
-                if image.shape != first.shape:
-                    raise ValueError(
-                        f"dataset images must all have one shape, got {tuple(first.shape)} "
-                        f"at index 0 and {tuple(image.shape)} at index {i}"
-                    )
+                image, label = self._checked_item(dataset, i, first.shape)
+                digest.add(image, label)
                 batch.append(image)
                 labels[i] = label
             x = torch.stack(batch)
             if device is not None:
                 x = x.to(device)
             with torch.no_grad():
-                images[start:stop] = truncate(x, self.k).to("cpu", storage_dtype)
-        return images, labels
+                images[start:stop] = truncate(x, self.k).to("cpu", self.storage_dtype)
+        return images, labels, digest.hexdigest()
 
-    def _load(
-        self, n: int, first_image: Tensor, first_label: int
-    ) -> Optional[Tuple[Tensor, Tensor]]:
+    def _checked_item(self, dataset: Dataset, i: int, shape: torch.Size) -> Tuple[Tensor, int]:
+        image, label = self._item(dataset, i)
+        if image.shape != shape:
+            raise ValueError(
+                f"dataset images must all have one shape, got {tuple(shape)} at index 0 and "
+                f"{tuple(image.shape)} at index {i}"
+            )
+        return image, label
+
+    def _digest(self, dataset: Dataset, n: int) -> str:
+        first, _ = self._item(dataset, 0)
+        digest = _Digest(first.shape)
+        for i in range(n):
+            digest.add(*self._checked_item(dataset, i, first.shape))
+        return digest.hexdigest()
+
+    def _load(self, dataset: Dataset, n: int) -> Optional[Tuple[Tensor, Tensor]]:
         path = self.cache_path
         if path is None or not path.exists():
             return None
@@ -259,42 +277,42 @@ class RankTruncatedDataset(Dataset):
                 f"rebuilding the rank cache {path}: it could not be read ({e})", stacklevel=3
             )
             return None
-        problem = None
-        if not isinstance(state, dict) or state.get("format") != _CACHE_FORMAT:
-            problem = "unknown format"
-        elif state.get("k") != self.k or state.get("reverse") != self.reverse:
-            problem = f"it holds k={state.get('k')}, reverse={state.get('reverse')}"
-        elif not isinstance(state.get("images"), Tensor) or not isinstance(
-            state.get("labels"), Tensor
-        ):
-            problem = "images or labels are missing"
-        elif state["images"].shape != (n, *first_image.shape) or state["labels"].shape != (n,):
-            problem = (
-                f"it holds images of shape {tuple(state['images'].shape)}, the dataset "
-                f"{(n, *first_image.shape)}"
-            )
-        elif int(state["labels"][0]) != first_label or not torch.equal(
-            state.get("first_image", torch.empty(0)), first_image.detach().cpu().float()
-        ):
-            problem = "its first image or label differs from the dataset's"
+        problem = self._mismatch(state, dataset, n)
         if problem is not None:
             warnings.warn(f"rebuilding the rank cache {path}: {problem}", stacklevel=3)
             return None
         return state["images"], state["labels"]
 
-    def _save(self, images: Tensor, labels: Tensor, first_image: Tensor) -> None:
-        path = self.cache_path
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _mismatch(self, state: Any, dataset: Dataset, n: int) -> Optional[str]:
+        """What makes the cached ``state`` another run's, or None when it is this one's."""
+        if not isinstance(state, dict) or state.get("format") != _CACHE_FORMAT:
+            return "unknown format"
+        if state.get("k") != self.k or state.get("reverse") != self.reverse:
+            return f"it holds k={state.get('k')}, reverse={state.get('reverse')}"
+        images, labels = state.get("images"), state.get("labels")
+        if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+            return "images or labels are missing"
+        if images.dtype != self.storage_dtype:
+            return f"it holds {images.dtype}, storage_dtype is {self.storage_dtype}"
+        first, _ = self._item(dataset, 0)
+        if images.shape != (n, *first.shape) or labels.shape != (n,):
+            return (
+                f"it holds images of shape {tuple(images.shape)}, the dataset {(n, *first.shape)}"
+            )
+        if state.get("digest") != self._digest(dataset, n):
+            return "the dataset's images or labels differ from those it was built from"
+        return None
+
+    def _save(self, images: Tensor, labels: Tensor, digest: str) -> None:
         state = {
             "format": _CACHE_FORMAT,
             "k": self.k,
             "reverse": self.reverse,
             "images": images,
             "labels": labels,
-            # the source's first image, to tell a different dataset under the same key
-            "first_image": first_image.detach().cpu().float(),
+            "digest": digest,
         }
-        with atomic_path(path) as tmp:
+        with atomic_path(self.cache_path) as tmp:
             torch.save(state, tmp)
 
     def __len__(self) -> int:
@@ -314,3 +332,28 @@ class RankTruncatedDataset(Dataset):
             f"{type(self).__name__}(k={self.k}, reverse={self.reverse}, n={len(self)}, "
             f"cache_path={str(self.cache_path) if self.cache_path else None!r})"
         )
+
+
+class _Digest:
+    """SHA-256 of a stream of (image, label) items, as float32 bytes and int64 labels."""
+
+    def __init__(self, shape: torch.Size) -> None:
+        self._hash = hashlib.sha256(repr(tuple(shape)).encode())
+
+    def add(self, image: Tensor, label: int) -> None:
+        pixels = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        self._hash.update(pixels.tobytes())
+        self._hash.update(int(label).to_bytes(8, "little", signed=True))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _check_writable_folder(folder: Path, name: str) -> None:
+    """Creates ``folder`` if needed and proves it writable, before any work is done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{name} {str(folder)!r} is not a writable folder: {e.strerror}") from None

@@ -186,9 +186,53 @@ def test_dataset_cache_rebuilt_on_other_content(pairs, tmp_path):
     """A cache for other images of the same shape and length is rebuilt, with a warning."""
     RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
     other = _Pairs(torch.rand(10, 3, 8, 8), pairs.labels)
-    with pytest.warns(UserWarning, match="first image or label differs"):
+    with pytest.warns(UserWarning, match="images or labels differ"):
         data = RankTruncatedDataset(other, k=2, cache_dir=tmp_path, key="t")
     assert torch.allclose(data[0][0], low_rank(other.images[0], 2), atol=1e-5), "stale cache"
+
+
+@pytest.mark.parametrize("where", ["image", "label"])
+def test_dataset_cache_rebuilt_when_a_later_item_changed(pairs, tmp_path, where):
+    """Changing one pixel or one label of the last item (not the first) rebuilds the cache."""
+    RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
+    images, labels = pairs.images.clone(), pairs.labels.clone()
+    if where == "image":
+        images[-1, 0, 0, 0] += 0.25
+    else:
+        labels[-1] = labels[-1] + 1
+    with pytest.warns(UserWarning, match="images or labels differ"):
+        data = RankTruncatedDataset(_Pairs(images, labels), k=2, cache_dir=tmp_path, key="t")
+    assert torch.allclose(data[9][0], low_rank(images[9], 2), atol=1e-5), "stale image served"
+    assert data[9][1] == int(labels[9]), "stale label served"
+
+
+def test_dataset_cache_keyed_on_storage_dtype(pairs, tmp_path):
+    """A float32 cache is not served when float16 is asked for (and the reverse)."""
+    RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
+    with pytest.warns(UserWarning, match="storage_dtype is torch.float16"):
+        half = RankTruncatedDataset(
+            pairs, k=2, cache_dir=tmp_path, key="t", storage_dtype=torch.float16
+        )
+    assert half.images.dtype == torch.float16, "float32 cache served for float16"
+    again = RankTruncatedDataset(
+        pairs, k=2, cache_dir=tmp_path, key="t", storage_dtype=torch.float16
+    )
+    assert again.images.dtype == torch.float16, "the float16 cache was not saved"
+
+
+def test_dataset_cache_dir_checked_before_work(pairs, tmp_path, svd_calls):
+    """A cache_dir that cannot be a folder fails at once, naming cache_dir, before any SVD."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cache_dir .* is not a writable folder"):
+        RankTruncatedDataset(pairs, k=2, cache_dir=blocker / "sub", key="t")
+    assert svd_calls == [], "work was done before the cache_dir check"
+
+
+def test_dataset_cache_dir_created(pairs, tmp_path):
+    """A missing cache_dir (and its parents) is created."""
+    data = RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path / "a" / "b", key="t")
+    assert data.cache_path.exists(), "cache not written into the new folder"
 
 
 def test_dataset_cache_rebuilt_on_shape_mismatch(pairs, tmp_path):
