@@ -3,11 +3,12 @@
 
 Usage::
 
-    python benchmarks/bench_demo.py [--threads 2] [--repeat 1] [--quick]
+    python benchmarks/bench_demo.py [--threads 2] [--repeat 1] [--quick] [--log]
 
-Prints seconds per stage (setup, comparison figures, rank galleries, rank spectra,
-scores, report) and the total, then ``total / 60 s``. ``--quick`` runs the small settings
-the tests use. Timings only; nothing is asserted.
+Prints seconds per stage (setup, attributions, rank galleries, rank spectra, scores,
+report) and the total, then ``total / 60 s``. ``--quick`` runs the small settings the
+tests use; ``--log`` prints each stage as it starts, as ``captum-rig demo`` does. Timings
+only; nothing is asserted.
 """
 
 import argparse
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="runs (default 1)")
     parser.add_argument("--quick", action="store_true", help="the tests' small settings")
+    parser.add_argument("--log", action="store_true", help="print each stage as it starts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else {}
@@ -34,7 +36,7 @@ def main() -> None:
         timings: dict = {}
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
-            run_demo(out, timings=timings, **settings)
+            run_demo(out, timings=timings, log=print if args.log else None, **settings)
             total = time.perf_counter() - t0
         print(f"run {run + 1} ({args.threads} threads{', quick' if args.quick else ''}):")
         for stage, seconds in timings.items():

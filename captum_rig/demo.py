@@ -3,7 +3,9 @@
 :func:`run_demo` (``captum-rig demo --out DIR``) needs nothing but the package: the
 synthetic shapes (:mod:`captum_rig.synthetic`), two small CNNs trained on them and three
 public-domain / CC0 photographs, shipped in ``captum_rig/assets/`` (rebuilt by
-``scripts/make_demo_assets.py``).
+``scripts/make_demo_assets.py``). This module only orchestrates: the maps come from
+:mod:`captum_rig.methods`, their scores from :mod:`captum_rig.metrics`, every figure from
+:mod:`captum_rig.viz`.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -14,13 +16,16 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from captum_rig.models import Normalize
+from captum_rig._checks import check_int
+from captum_rig.metrics import deletion_insertion, mask_energy
+from captum_rig.models import ASSETS, DEMO_MODELS, build_demo_model, load_demo_model
 
 __all__ = [
     "ASSETS",
@@ -30,13 +35,8 @@ __all__ = [
     "load_demo_model",
     "load_photo",
     "evaluate_accuracy",
-    "mask_energy",
-    "deletion_insertion",
     "run_demo",
 ]
-
-ASSETS = Path(__file__).resolve().parent / "assets"
-"""Folder of the shipped demo data."""
 
 PHOTOS: Dict[str, Dict[str, str]] = {
     "chelsea": {
@@ -60,76 +60,8 @@ PHOTOS: Dict[str, Dict[str, str]] = {
 }
 """The shipped photographs: ``assets/<name>.png``, 128×128 RGB, from scikit-image."""
 
-DEMO_MODELS: Dict[str, str] = {
-    "natural": "demo_natural.pt",
-    "lowrank8": "demo_lowrank8.pt",
-}
-"""Demo model name → weights file in :data:`ASSETS` (a ``state_dict``)."""
-
 SHAPES_TEST_SEED = 2
 """Seed of the synthetic test split the demo models were scored on (train seed: 1)."""
-
-SHAPES_MEAN = (0.5, 0.5, 0.5)
-SHAPES_STD = (0.25, 0.25, 0.25)
-
-
-def build_demo_model(num_classes: int = 6) -> nn.Sequential:
-    r"""The demo's tiny CNN (≈ 24k parameters), randomly initialised.
-
-    Per-channel standardization first (the model takes [0, 1] pixels, so that ranks are
-    truncated in pixel space), then three 3×3 conv + BatchNorm + ReLU blocks (16, 32, 64
-    channels, max-pooling after the first two), global average pooling and a linear head.
-    Works on any image size ``>= 4``; trained on 32×32.
-
-    Args:
-        num_classes (int): number of outputs. Default: 6, the synthetic shapes.
-
-    Returns:
-        nn.Sequential: maps ``(N, 3, H, W)`` images in [0, 1] to ``(N, num_classes)``
-        logits.
-
-    Examples:
-        >>> build_demo_model()(torch.rand(2, 3, 32, 32)).shape
-        torch.Size([2, 6])
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-
-    def block(c_in: int, c_out: int, pool: bool) -> list:
-        layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
-        return layers + [nn.ReLU()] + ([nn.MaxPool2d(2)] if pool else [])
-
-    return nn.Sequential(
-        Normalize(SHAPES_MEAN, SHAPES_STD),
-        *block(3, 16, True),
-        *block(16, 32, True),
-        *block(32, 64, False),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, num_classes),
-    )
-
-
-def load_demo_model(name: str = "natural") -> nn.Sequential:
-    r"""A shipped demo model, in eval mode, weights loaded with ``weights_only=True``.
-
-    Args:
-        name (str): ``"natural"`` (trained on the synthetic shapes as they are) or
-            ``"lowrank8"`` (trained on their rank-8 approximations).
-
-    Returns:
-        nn.Sequential: :func:`build_demo_model` with the trained weights.
-
-    Examples:
-        >>> load_demo_model("natural")(torch.rand(1, 3, 32, 32)).shape
-        torch.Size([1, 6])
-    """
-    if name not in DEMO_MODELS:
-        raise ValueError(f"name must be one of {list(DEMO_MODELS)}, got {name!r}")
-    model = build_demo_model()
-    state = torch.load(ASSETS / DEMO_MODELS[name], map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def load_photo(name: str = "chelsea") -> Tensor:
@@ -168,159 +100,6 @@ def evaluate_accuracy(
 
 
 # --------------------------------------------------------------------------------------
-# Scoring attributions against known object masks
-# --------------------------------------------------------------------------------------
-
-
-def _pixel_importance(attributions: Tensor) -> Tensor:
-    """``(N, C, H, W)`` → ``(N, H·W)``: absolute attribution summed over channels."""
-    if not isinstance(attributions, Tensor) or attributions.dim() != 4:
-        raise ValueError(
-            "attributions must be a tensor of shape (N, C, H, W), got "
-            f"{getattr(attributions, 'shape', type(attributions).__name__)}"
-        )
-    return attributions.detach().abs().sum(1).flatten(1).double()
-
-
-def mask_energy(attributions: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
-    r"""Share of each map's absolute attribution that lies on the object mask.
-
-    The energy-based pointing game: ``Σ_{p ∈ mask} Σ_c |a_{c,p}| / Σ_p Σ_c |a_{c,p}|``.
-    1 means all attribution is on the object; a map spread evenly over the image scores
-    the mask's area fraction. An all-zero map scores NaN.
-
-    Args:
-        attributions (Tensor): ``(N, C, H, W)``.
-        masks (Tensor): ``(N, H, W)`` bool, True on the object.
-        tolerance (int): grow each mask by this many pixels first (a square
-            neighbourhood), so that attribution on the object's outline counts as on
-            the object, like the pointing game's tolerance margin. Default: 0.
-
-    Returns:
-        Tensor: ``(N,)`` float64 in [0, 1].
-
-    Examples:
-        >>> a = torch.zeros(1, 3, 4, 4); a[0, :, 0, 0] = 1.0
-        >>> m = torch.zeros(1, 4, 4, dtype=torch.bool); m[0, :2, :2] = True
-        >>> mask_energy(a, m)
-        tensor([1.], dtype=torch.float64)
-    """
-    mass = _pixel_importance(attributions)
-    if not isinstance(masks, Tensor) or tuple(masks.shape) != (
-        attributions.shape[0],
-        *attributions.shape[2:],
-    ):
-        raise ValueError(
-            f"masks must have shape (N, H, W) = {(attributions.shape[0], *attributions.shape[2:])}"
-            f", got {getattr(masks, 'shape', type(masks).__name__)}"
-        )
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
-        raise ValueError(f"tolerance must be an int >= 0, got {tolerance!r}")
-    region = _dilate(masks, tolerance) if tolerance else masks
-    on = (mass * region.flatten(1).to(mass.device, mass.dtype)).sum(1)
-    total = mass.sum(1)
-    return torch.where(total > 0, on / total.clamp_min(1e-300), torch.nan)
-
-
-def _dilate(masks: Tensor, pixels: int) -> Tensor:
-    region = masks.unsqueeze(1).double()
-    return torch.nn.functional.max_pool2d(region, 2 * pixels + 1, 1, pixels)[:, 0] > 0
-
-
-def mean_colour_baseline(images: Tensor) -> Tensor:
-    """Each image replaced by its per-channel mean colour (shape information removed)."""
-    return images.mean(dim=(-2, -1), keepdim=True).expand_as(images)
-
-
-@torch.no_grad()
-def deletion_insertion(
-    model: Callable[[Tensor], Tensor],
-    images: Tensor,
-    attributions: Tensor,
-    target: Tensor,
-    n_steps: int = 16,
-    baseline: Optional[Tensor] = None,
-    batch_size: int = 512,
-) -> Dict[str, Tensor]:
-    r"""Deletion and insertion curves (Petsiuk et al., RISE, 2018) and their AUCs.
-
-    Pixels are ranked by absolute attribution summed over channels (most important
-    first; ties by pixel index). At step ``s = 0..n_steps`` the top
-    ``round(s / n_steps · H·W)`` pixels (all channels) are
-
-    - **deleted**: replaced by the baseline in the image: the target's softmax
-      probability should fall fast, so a *lower* area under the curve is better;
-    - **inserted**: copied from the image into the baseline: the probability should rise
-      fast, a *higher* area is better.
-
-    The area is the trapezoid rule over the deleted/inserted fraction in [0, 1].
-
-    Args:
-        model (Callable): takes ``(N, C, H, W)`` images, returns logits ``(N, classes)``.
-        images (Tensor): ``(N, C, H, W)``.
-        attributions (Tensor): ``(N, C', H, W)``, ``C'`` = ``C`` or 1.
-        target (Tensor): ``(N,)`` class indices scored.
-        n_steps (int): number of steps. Default: 16.
-        baseline (Tensor, optional): ``(N, C, H, W)`` what deleted pixels become and
-            insertion starts from. Default: :func:`mean_colour_baseline` (each image's
-            mean colour: no shape left, not far from the image's colour statistics).
-        batch_size (int): images per forward pass.
-
-    Returns:
-        dict: ``fractions`` ``(n_steps + 1,)``; ``deletion`` and ``insertion`` curves
-        ``(N, n_steps + 1)``; ``deletion_auc`` and ``insertion_auc`` ``(N,)``.
-    """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        raise ValueError(
-            f"images must be a tensor (N, C, H, W), got {getattr(images, 'shape', images)}"
-        )
-    n, c, h, w = images.shape
-    importance = _pixel_importance(attributions)
-    if importance.shape != (n, h * w):
-        raise ValueError(
-            f"attributions must have shape ({n}, C, {h}, {w}), got {tuple(attributions.shape)}"
-        )
-    target = torch.as_tensor(target, device=images.device).reshape(-1)
-    if target.numel() != n:
-        raise ValueError(f"target must hold one class per image ({n}), got {target.numel()}")
-    if baseline is None:
-        baseline = mean_colour_baseline(images)
-    if baseline.shape != images.shape:
-        raise ValueError(
-            f"baseline must have the images' shape {tuple(images.shape)}, "
-            f"got {tuple(baseline.shape)}"
-        )
-    # position of every pixel in the ranking (0 = most important), stable for ties
-    order = torch.argsort(-importance, dim=1, stable=True)
-    position = torch.empty_like(order)
-    position.scatter_(1, order, torch.arange(h * w).expand(n, -1).contiguous())
-    counts = [round(s / n_steps * h * w) for s in range(n_steps + 1)]
-    fractions = torch.tensor([k / (h * w) for k in counts], dtype=torch.float64)
-
-    def curve(start: Tensor, end: Tensor) -> Tensor:
-        # step s: the top counts[s] pixels taken from `end`, the rest from `start`
-        chosen = torch.stack([position < k for k in counts], 1).view(n, -1, 1, h, w)
-        mixed = torch.where(chosen, end.unsqueeze(1), start.unsqueeze(1)).reshape(-1, c, h, w)
-        probs = []
-        for i in range(0, mixed.shape[0], batch_size):
-            probs.append(torch.softmax(model(mixed[i : i + batch_size]).double(), dim=1))
-        p = torch.cat(probs).view(n, n_steps + 1, -1)
-        return p.gather(2, target.view(n, 1, 1).expand(n, n_steps + 1, 1))[..., 0]
-
-    deletion = curve(images, baseline)
-    insertion = curve(baseline, images)
-    return {
-        "fractions": fractions,
-        "deletion": deletion,
-        "insertion": insertion,
-        "deletion_auc": torch.trapezoid(deletion, fractions, dim=1),
-        "insertion_auc": torch.trapezoid(insertion, fractions, dim=1),
-    }
-
-
-# --------------------------------------------------------------------------------------
 # The demo job
 # --------------------------------------------------------------------------------------
 
@@ -335,30 +114,46 @@ OUTPUTS = {
     "scores": "scores.csv",
     "report": "report.md",
 }
-"""What :func:`run_demo` writes: key of the returned dict → file name."""
+"""What :func:`run_demo` writes: key → file name, in the order of the returned list."""
 
 _SPECTRUM_RANKS = (1, 2, 4, 8, 16, 32)
 # Ranks the spectra are computed at: every rank up to 6, then sparser (32 is full).
 _SPECTRUM_GRID = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32)
+_MODEL_TITLES = {"natural": "natural", "lowrank8": "trained on rank 8"}
 
 
-class _Stage:
-    """Times the demo's stages into a dict, in seconds."""
+@dataclass
+class _State:
+    """What the demo's stages share: the settings, the inputs, and results so far."""
 
-    def __init__(self, timings: Dict[str, float], name: str) -> None:
-        self.timings, self.name = timings, name
+    methods: List[Any]
+    n_images: int
+    n_eval: int
+    n_spectrum: int
+    n_steps: int
+    score_steps: int
+    photo: str
+    dpi: int
+    paths: Dict[str, Path] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+    models: Dict[str, nn.Module] = field(default_factory=dict)
+    data: Any = None  # the synthetic shapes: images, labels, masks
+    picture: Optional[Tensor] = None
+    shape_names: Sequence[str] = ()
+    photo_class: str = ""
+    spectra: Dict[bool, Dict[str, Any]] = field(default_factory=dict)
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    accuracies: Dict[str, float] = field(default_factory=dict)
 
-    def __enter__(self) -> None:
-        self.t0 = time.perf_counter()
+    @property
+    def model(self) -> nn.Module:
+        """The model every attribution explains."""
+        return self.models["natural"]
 
-    def __exit__(self, *exc) -> None:
-        self.timings[self.name] = time.perf_counter() - self.t0
-
-
-def _check_count(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+    @property
+    def titles(self) -> str:
+        """The methods' titles, comma-separated."""
+        return ", ".join(m.title for m in self.methods)
 
 
 def _save_figure(fig, path: Path, dpi: int) -> None:
@@ -366,6 +161,14 @@ def _save_figure(fig, path: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
     plt.close(fig)  # a no-op for standalone Figures, frees pyplot ones
+
+
+def _two_panels() -> Tuple[Any, Any]:
+    """A standalone figure with two axes side by side (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    return fig, fig.subplots(1, 2)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -384,7 +187,8 @@ def run_demo(
     photo: str = "chelsea",
     dpi: int = 110,
     timings: Optional[Dict[str, float]] = None,
-) -> Dict[str, Path]:
+    log: Optional[Callable[[str], None]] = None,
+) -> List[Path]:
     r"""Runs the demo and writes its figures, scores and a Markdown report to ``out_dir``.
 
     Everything comes from the package: the synthetic shapes test split (seed
@@ -401,9 +205,12 @@ def run_demo(
       and with its top ranks removed.
     - ``rank_spectra.png``: accuracy against rank, kept and removed, for both models.
     - ``deletion_insertion.png`` and ``scores.csv``: mean deletion/insertion curves and
-      per-method scores on ``n_eval`` images (see :func:`mask_energy`,
-      :func:`deletion_insertion`; deleted pixels become the image's mean colour).
-    - ``report.md``: ties it together, with the numbers.
+      per-method scores on ``n_eval`` images (see
+      :func:`captum_rig.metrics.mask_energy` and
+      :func:`captum_rig.metrics.deletion_insertion`; deleted pixels become the image's
+      mean colour).
+    - ``report.md``: ties it together, with the numbers; its text follows the methods
+      that were run.
 
     All files are first written to a temporary folder inside ``out_dir`` and moved into
     place (``os.replace``) only when every one is complete: a failed run leaves no
@@ -421,250 +228,129 @@ def run_demo(
         n_steps (int): path steps of RIG (ranks), IG and BlurIG. Default: 32.
         score_steps (int): deletion/insertion steps. Default: 16.
         photo (str): which shipped photo (see :data:`PHOTOS`). Default: ``"chelsea"``.
-        dpi (int): figure resolution. Default: 110.
+        dpi (int): figure resolution, at least 10. Default: 110.
         timings (dict, optional): filled with the seconds each stage took.
+        log (Callable[[str], None], optional): called with one line as each of the six
+            stages starts, e.g. ``"[2/6] attributions: RIG, Saliency on 4 synthetic
+            images and the photo chelsea"``; ``print`` shows the progress.
 
     Returns:
-        dict[str, Path]: :data:`OUTPUTS` key → path of the written file.
+        list[Path]: the written files, in the order of :data:`OUTPUTS` (``report.md``
+        last).
+
+    Examples:
+        >>> paths = run_demo("demo-output", methods=["saliency"], n_images=1, n_eval=2,
+        ...                  n_spectrum=4, n_steps=2, score_steps=2, dpi=20, log=print)
+        [1/6] setup: 2 demo models, 4 synthetic shapes, the photo chelsea
+        [2/6] attributions: Saliency on 1 synthetic image and the photo chelsea
+        [3/6] rank galleries: the photo chelsea, top ranks kept and removed
+        [4/6] rank spectra: 2 models on 4 synthetic images, 16 ranks, kept and removed
+        [5/6] scores: mask energy and deletion/insertion of Saliency on 2 synthetic images
+        [6/6] report: report.md
+        >>> paths[-1].name
+        'report.md'
     """
+    state = _check_arguments(
+        out_dir, methods, n_images, n_eval, n_spectrum, n_steps, score_steps, photo, dpi
+    )
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be a callable taking one str, got {type(log).__name__}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".captum-rig-demo-"))
+    try:
+        state.paths = {key: staging / name for key, name in OUTPUTS.items()}
+        _run_demo(state, log)
+        written = []
+        for tmp in state.paths.values():
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out / tmp.name)
+            written.append(out / tmp.name)
+        return written
+    finally:
+        if timings is not None:
+            timings.update(state.timings)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_arguments(
+    out_dir, methods, n_images, n_eval, n_spectrum, n_steps, score_steps, photo, dpi
+) -> _State:
+    """run_demo's arguments checked, as a fresh state; raises before anything is written."""
     from captum_rig.methods import METHOD_NAMES, parse_methods
-    from captum_rig.synthetic import SHAPES, make_shapes
 
     chosen = parse_methods(list(METHOD_NAMES) if methods is None else list(methods))
-    n_images = _check_count(n_images, "n_images", 1)
-    n_eval = _check_count(n_eval, "n_eval", 1)
-    n_spectrum = _check_count(n_spectrum, "n_spectrum", 1)
-    n_steps = _check_count(n_steps, "n_steps", 1)
-    score_steps = _check_count(score_steps, "score_steps", 1)
-    dpi = _check_count(dpi, "dpi", 10)
     if photo not in PHOTOS:
         raise ValueError(f"photo must be one of {list(PHOTOS)}, got {photo!r}")
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out_dir {str(out)!r} exists and is not a folder")
-    timings = {} if timings is None else timings
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".captum-rig-demo-"))
-    try:
-        paths = _run_demo(
-            staging,
-            chosen,
-            n_images,
-            n_eval,
-            n_spectrum,
-            n_steps,
-            score_steps,
-            photo,
-            dpi,
-            timings,
-            make_shapes,
-            SHAPES,
-        )
-        written = {}
-        for key, tmp in paths.items():
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out / tmp.name)
-            written[key] = out / tmp.name
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _run_demo(
-    staging: Path,
-    chosen: List[Any],
-    n_images: int,
-    n_eval: int,
-    n_spectrum: int,
-    n_steps: int,
-    score_steps: int,
-    photo: str,
-    dpi: int,
-    timings: Dict[str, float],
-    make_shapes: Callable,
-    shape_names: Sequence[str],
-) -> Dict[str, Path]:
-    from matplotlib.figure import Figure
-
-    from captum_rig.spectrum import plot_spectra, rank_spectrum
-    from captum_rig.viz import (
-        plot_attributions,
-        plot_curves,
-        plot_rank_gallery,
-        plot_rig_channel_max,
+    return _State(
+        methods=chosen,
+        n_images=check_int(n_images, "n_images", low=1),
+        n_eval=check_int(n_eval, "n_eval", low=1),
+        n_spectrum=check_int(n_spectrum, "n_spectrum", low=1),
+        n_steps=check_int(n_steps, "n_steps", low=1),
+        score_steps=check_int(score_steps, "score_steps", low=1),
+        photo=photo,
+        dpi=check_int(dpi, "dpi", low=10),
     )
 
-    paths = {key: staging / name for key, name in OUTPUTS.items()}
-    steps = {m.name: n_steps for m in chosen}
 
-    with _Stage(timings, "setup"):
-        models = {name: load_demo_model(name) for name in DEMO_MODELS}
-        model = models["natural"]
-        data = make_shapes(max(n_images, n_eval, n_spectrum), seed=SHAPES_TEST_SEED)
-        picture = load_photo(photo)
+def _images(n: int) -> str:
+    return f"{n} synthetic image" + ("" if n == 1 else "s")
 
-    # (i) comparison figures -----------------------------------------------------------
-    with _Stage(timings, "comparison figures"):
-        x, y, masks = data.images[:n_images], data.labels[:n_images], data.masks[:n_images]
-        with torch.no_grad():
-            probs = torch.softmax(model(x), 1)
-        attrs = {m.title: _attribute(m, model, x, y, steps[m.name]) for m in chosen}
-        labels = [f"{shape_names[int(t)]} (p={float(p[t]):.2f})" for t, p in zip(y, probs)]
-        fig, _ = plot_attributions(
-            x,
-            attrs,
-            masks=masks,
-            row_labels=labels,
-            shared_scale=True,
-            title="Natural model, true class; object outlined; shared scale",
-        )
-        _save_figure(fig, paths["comparison_shapes"], dpi)
 
-        xp = picture.unsqueeze(0)
-        with torch.no_grad():
-            photo_class = int(model(xp).argmax(1))
-        photo_attrs = {
-            m.title: _attribute(m, model, xp, photo_class, steps[m.name]) for m in chosen
-        }
-        fig, _ = plot_attributions(
-            xp,
-            photo_attrs,
-            method="blended_heat_map",
-            row_labels=[f"{photo} → {shape_names[photo_class]}"],
-            title="The shapes model on a photo (per-map scale)",
-            panel_size=2.4,
-        )
-        _save_figure(fig, paths["comparison_photo"], dpi)
+def _stages(s: _State) -> List[Tuple[str, str, Callable[[_State], None]]]:
+    """The demo's stages in order: name, what it does (for the log), function."""
+    n_data = max(s.n_images, s.n_eval, s.n_spectrum)
+    return [
+        ("setup", f"2 demo models, {n_data} synthetic shapes, the photo {s.photo}", _setup),
+        (
+            "attributions",
+            f"{s.titles} on {_images(s.n_images)} and the photo {s.photo}",
+            _attribution_figures,
+        ),
+        ("rank galleries", f"the photo {s.photo}, top ranks kept and removed", _rank_galleries),
+        (
+            "rank spectra",
+            f"2 models on {_images(s.n_spectrum)}, {len(_SPECTRUM_GRID)} ranks, kept and removed",
+            _rank_spectra,
+        ),
+        (
+            "scores",
+            f"mask energy and deletion/insertion of {s.titles} on {_images(s.n_eval)}",
+            _scores,
+        ),
+        ("report", OUTPUTS["report"], _write_report),
+    ]
 
-        fig, _ = plot_rig_channel_max(
-            model,
-            x,
-            target=y,
-            n_steps=n_steps,
-            masks=masks,
-            row_labels=labels,
-            title="RIG, Eq. (3): max over channels",
-        )
-        _save_figure(fig, paths["rig_channel_max"], dpi)
 
-    # (ii) rank galleries ---------------------------------------------------------------
-    with _Stage(timings, "rank galleries"):
-        fig, _ = plot_rank_gallery(picture, title=f"{photo}: rank-k images (kept)")
-        _save_figure(fig, paths["rank_gallery"], dpi)
-        fig, _ = plot_rank_gallery(
-            picture, reverse=True, title=f"{photo}: top k ranks removed (mid-grey = 0)"
-        )
-        _save_figure(fig, paths["rank_gallery_reverse"], dpi)
+def _run_demo(state: _State, log: Optional[Callable[[str], None]]) -> None:
+    """Runs every stage, announcing each through ``log`` and timing it."""
+    stages = _stages(state)
+    for i, (name, detail, stage) in enumerate(stages, 1):
+        if log is not None:
+            log(f"[{i}/{len(stages)}] {name}: {detail}")
+        t0 = time.perf_counter()
+        stage(state)
+        state.timings[name] = time.perf_counter() - t0
 
-    # (iii) rank spectra ------------------------------------------------------------------
-    with _Stage(timings, "rank spectra"):
-        xs, ys = data.images[:n_spectrum], data.labels[:n_spectrum]
-        titles = {"natural": "natural", "lowrank8": "trained on rank 8"}
-        spectra = {
-            reverse: {
-                titles[name]: rank_spectrum(
-                    m,
-                    xs,
-                    ranks=list(_SPECTRUM_GRID),
-                    labels=ys,
-                    reverse=reverse,
-                    batch_size=512,
-                    progress=False,
-                )
-                for name, m in models.items()
-            }
-            for reverse in (False, True)
-        }
-        fig = Figure(figsize=(9, 3.4), layout="constrained")
-        axes = fig.subplots(1, 2)
-        for ax, reverse in zip(axes, (False, True)):
-            plot_spectra(spectra[reverse], ax=ax, metric="accuracy")
-            ax.axhline(1 / len(shape_names), color="grey", lw=0.8, ls=":")
-        axes[0].set_title("rank-k images (top k kept)")
-        axes[1].set_title("top k ranks removed")
-        fig.suptitle(f"Accuracy on {len(xs)} synthetic test images; dotted: chance")
-        _save_figure(fig, paths["rank_spectra"], dpi)
 
-    # (v) quantitative comparison ---------------------------------------------------------
-    with _Stage(timings, "scores"):
-        xe, ye, me = data.images[:n_eval], data.labels[:n_eval], data.masks[:n_eval]
-        rows, curves_del, curves_ins = [], {}, {}
-        g = torch.Generator().manual_seed(0)
-        candidates = [(m.title, m.name, m) for m in chosen] + [("random order", "random", None)]
-        for title, name, m in candidates:
-            t0 = time.perf_counter()
-            if m is None:
-                a = torch.rand(xe.shape[0], 1, *xe.shape[2:], generator=g)
-            else:
-                a = _attribute(m, model, xe, ye, steps[m.name])
-            seconds = time.perf_counter() - t0
-            if m is not None:
-                energy, energy_tol = mask_energy(a, me), mask_energy(a, me, tolerance=2)
-            else:  # a random map's expected share: the mask's area
-                energy = me.flatten(1).double().mean(1)
-                energy_tol = _dilate(me, 2).flatten(1).double().mean(1)
-            di = deletion_insertion(model, xe, a, ye, n_steps=score_steps)
-            curves_del[title] = (di["fractions"].tolist(), di["deletion"].mean(0).tolist())
-            curves_ins[title] = (di["fractions"].tolist(), di["insertion"].mean(0).tolist())
-            rows.append(
-                {
-                    "method": name,
-                    "title": title,
-                    "mask_energy": float(energy.nanmean()),
-                    "mask_energy_sd": float(energy[~energy.isnan()].std())
-                    if int((~energy.isnan()).sum()) > 1
-                    else float("nan"),
-                    "mask_energy_2px": float(energy_tol.nanmean()),
-                    "deletion_auc": float(di["deletion_auc"].mean()),
-                    "insertion_auc": float(di["insertion_auc"].mean()),
-                    "seconds": seconds if m is not None else float("nan"),
-                }
-            )
-        fig = Figure(figsize=(9, 3.4), layout="constrained")
-        axes = fig.subplots(1, 2)
-        plot_curves(
-            curves_del,
-            ax=axes[0],
-            xlabel="fraction of pixels deleted",
-            ylabel="p(true class)",
-            title="Deletion (lower is better)",
-        )
-        plot_curves(
-            curves_ins,
-            ax=axes[1],
-            xlabel="fraction of pixels inserted",
-            ylabel="p(true class)",
-            title="Insertion (higher is better)",
-        )
-        fig.suptitle(f"Mean over {len(xe)} synthetic images; baseline: each image's mean colour")
-        _save_figure(fig, paths["deletion_insertion"], dpi)
-        _write_scores(paths["scores"], rows)
+# -- stage 1: setup ---------------------------------------------------------------------
 
-    # (iv) the report -------------------------------------------------------------------
-    with _Stage(timings, "report"):
-        accuracies = {
-            name: evaluate_accuracy(m, data.images[:n_spectrum], data.labels[:n_spectrum])
-            for name, m in models.items()
-        }
-        area = float(me.flatten(1).double().mean())
-        text = _report(
-            rows,
-            accuracies,
-            spectra,
-            area,
-            photo,
-            shape_names[photo_class],
-            n_images,
-            n_eval,
-            n_spectrum,
-            n_steps,
-            score_steps,
-            timings,
-        )
-        paths["report"].write_text(text, encoding="utf-8")
-    return paths
+
+def _setup(s: _State) -> None:
+    from captum_rig.synthetic import SHAPES, make_shapes
+
+    s.models = {name: load_demo_model(name) for name in DEMO_MODELS}
+    s.data = make_shapes(max(s.n_images, s.n_eval, s.n_spectrum), seed=SHAPES_TEST_SEED)
+    s.picture = load_photo(s.photo)
+    s.shape_names = SHAPES
+
+
+# -- stage 2: attribution figures -------------------------------------------------------
 
 
 def _attribute(method: Any, model: nn.Module, x: Tensor, target: Any, n_steps: int) -> Tensor:
@@ -676,17 +362,231 @@ def _attribute(method: Any, model: nn.Module, x: Tensor, target: Any, n_steps: i
     )
 
 
+def _attribution_figures(s: _State) -> None:
+    from captum_rig.viz import plot_attributions, plot_rig_channel_max
+
+    x, y = s.data.images[: s.n_images], s.data.labels[: s.n_images]
+    masks = s.data.masks[: s.n_images]
+    with torch.no_grad():
+        probs = torch.softmax(s.model(x), 1)
+    labels = [f"{s.shape_names[int(t)]} (p={float(p[t]):.2f})" for t, p in zip(y, probs)]
+    attrs = {m.title: _attribute(m, s.model, x, y, s.n_steps) for m in s.methods}
+    fig, _ = plot_attributions(
+        x,
+        attrs,
+        masks=masks,
+        row_labels=labels,
+        shared_scale=True,
+        title="Natural model, true class; object outlined; shared scale",
+    )
+    _save_figure(fig, s.paths["comparison_shapes"], s.dpi)
+
+    fig, _ = plot_rig_channel_max(
+        s.model,
+        x,
+        target=y,
+        n_steps=s.n_steps,
+        masks=masks,
+        row_labels=labels,
+        title="RIG, Eq. (3): max over channels",
+    )
+    _save_figure(fig, s.paths["rig_channel_max"], s.dpi)
+    _photo_figure(s)
+
+
+def _photo_figure(s: _State) -> None:
+    from captum_rig.viz import plot_attributions
+
+    xp = s.picture.unsqueeze(0)
+    with torch.no_grad():
+        predicted = int(s.model(xp).argmax(1))
+    s.photo_class = s.shape_names[predicted]
+    attrs = {m.title: _attribute(m, s.model, xp, predicted, s.n_steps) for m in s.methods}
+    fig, _ = plot_attributions(
+        xp,
+        attrs,
+        method="blended_heat_map",
+        row_labels=[f"{s.photo} → {s.photo_class}"],
+        title="The shapes model on a photo (per-map scale)",
+        panel_size=2.4,
+    )
+    _save_figure(fig, s.paths["comparison_photo"], s.dpi)
+
+
+# -- stage 3: rank galleries ------------------------------------------------------------
+
+
+def _rank_galleries(s: _State) -> None:
+    from captum_rig.viz import plot_rank_gallery
+
+    fig, _ = plot_rank_gallery(s.picture, title=f"{s.photo}: rank-k images (kept)")
+    _save_figure(fig, s.paths["rank_gallery"], s.dpi)
+    fig, _ = plot_rank_gallery(
+        s.picture, reverse=True, title=f"{s.photo}: top k ranks removed (mid-grey = 0)"
+    )
+    _save_figure(fig, s.paths["rank_gallery_reverse"], s.dpi)
+
+
+# -- stage 4: rank spectra --------------------------------------------------------------
+
+
+def _rank_spectra(s: _State) -> None:
+    from captum_rig.spectrum import rank_spectrum
+    from captum_rig.viz import plot_spectra
+
+    xs, ys = s.data.images[: s.n_spectrum], s.data.labels[: s.n_spectrum]
+    s.spectra = {
+        reverse: {
+            _MODEL_TITLES[name]: rank_spectrum(
+                m,
+                xs,
+                ranks=list(_SPECTRUM_GRID),
+                labels=ys,
+                reverse=reverse,
+                batch_size=512,
+                progress=False,
+            )
+            for name, m in s.models.items()
+        }
+        for reverse in (False, True)
+    }
+    fig, axes = _two_panels()
+    for ax, reverse in zip(axes, (False, True)):
+        plot_spectra(s.spectra[reverse], ax=ax, metric="accuracy")
+        ax.axhline(1 / len(s.shape_names), color="grey", lw=0.8, ls=":")
+    axes[0].set_title("rank-k images (top k kept)")
+    axes[1].set_title("top k ranks removed")
+    fig.suptitle(f"Accuracy on {len(xs)} synthetic test images; dotted: chance")
+    _save_figure(fig, s.paths["rank_spectra"], s.dpi)
+
+
+# -- stage 5: scores against the object masks -------------------------------------------
+
+
+def _mean_sd(values: Tensor) -> Tuple[float, float]:
+    """Mean and standard deviation of the finite values (sd NaN for fewer than two)."""
+    finite = values[~values.isnan()]
+    sd = float(finite.std()) if finite.numel() > 1 else float("nan")
+    return float(finite.mean()) if finite.numel() else float("nan"), sd
+
+
+def _score(s: _State, title: str, name: str, maps: Tensor, seconds: float) -> Dict[str, Any]:
+    """One row of scores.csv, and the mean deletion/insertion curves of ``maps``."""
+    x, y = s.data.images[: s.n_eval], s.data.labels[: s.n_eval]
+    masks = s.data.masks[: s.n_eval]
+    if name == "random":
+        # a random map's expected share of the mask is that of an even spread
+        maps_for_energy = torch.ones(len(x), 1, *x.shape[2:])
+    else:
+        maps_for_energy = maps
+    energy, energy_sd = _mean_sd(mask_energy(maps_for_energy, masks))
+    energy_2px, _ = _mean_sd(mask_energy(maps_for_energy, masks, tolerance=2))
+    di = deletion_insertion(s.model, x, maps, y, n_steps=s.score_steps)
+    return {
+        "method": name,
+        "title": title,
+        "mask_energy": energy,
+        "mask_energy_sd": energy_sd if name != "random" else float("nan"),
+        "mask_energy_2px": energy_2px,
+        "deletion_auc": float(di["deletion_auc"].mean()),
+        "insertion_auc": float(di["insertion_auc"].mean()),
+        "seconds": seconds,
+        "curves": {
+            key: (di["fractions"].tolist(), di[key].mean(0).tolist())
+            for key in ("deletion", "insertion")
+        },
+    }
+
+
+def _scores(s: _State) -> None:
+    x, y = s.data.images[: s.n_eval], s.data.labels[: s.n_eval]
+    for m in s.methods:
+        t0 = time.perf_counter()
+        maps = _attribute(m, s.model, x, y, s.n_steps)
+        s.rows.append(_score(s, m.title, m.name, maps, time.perf_counter() - t0))
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(x.shape[0], 1, *x.shape[2:], generator=g)
+    s.rows.append(_score(s, "random order", "random", noise, float("nan")))
+    _deletion_insertion_figure(s)
+    _write_scores(s.paths["scores"], s.rows)
+
+
+def _deletion_insertion_figure(s: _State) -> None:
+    from captum_rig.viz import plot_curves
+
+    fig, axes = _two_panels()
+    for ax, key, verb, better in zip(
+        axes, ("deletion", "insertion"), ("deleted", "inserted"), ("lower", "higher")
+    ):
+        plot_curves(
+            {r["title"]: r["curves"][key] for r in s.rows},
+            ax=ax,
+            xlabel=f"fraction of pixels {verb}",
+            ylabel="p(true class)",
+            title=f"{key.capitalize()} ({better} is better)",
+        )
+    fig.suptitle(f"Mean over {s.n_eval} synthetic images; baseline: each image's mean colour")
+    _save_figure(fig, s.paths["deletion_insertion"], s.dpi)
+
+
 def _write_scores(path: Path, rows: List[Dict[str, Any]]) -> None:
     import csv
 
+    fields = [k for k in rows[0] if k != "curves"]
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
-def _lowrank_remark(kept) -> str:
-    s = kept.get("trained on rank 8")
+# -- stage 6: the report ----------------------------------------------------------------
+
+
+def _write_report(s: _State) -> None:
+    s.accuracies = {
+        name: evaluate_accuracy(m, s.data.images[: s.n_spectrum], s.data.labels[: s.n_spectrum])
+        for name, m in s.models.items()
+    }
+    s.paths["report"].write_text(_report(s), encoding="utf-8")
+
+
+def _report(s: _State) -> str:
+    """report.md: every section, its text following the methods that were run."""
+    sections = (
+        _report_intro,
+        _report_spectra,
+        _report_galleries,
+        _report_attributions,
+        _report_scores,
+        _report_run,
+    )
+    return "\n".join(line for section in sections for line in [*section(s), ""])
+
+
+def _report_intro(s: _State) -> List[str]:
+    return [
+        "# captum-rig demo",
+        "",
+        "The singular value perspective on model robustness (Jere, Kumar, Koushanfar, "
+        "arXiv:2012.03516) on a toy problem that ships with captum-rig: 32×32 synthetic "
+        "shapes (six classes, known object masks) and two small CNNs, one trained on the "
+        "images as they are (*natural*) and one on their rank-8 approximations.",
+    ]
+
+
+def _spectrum_sentence(label: str, s: Any) -> str:
+    acc = s.accuracy
+    best = max(range(len(acc)), key=lambda i: (acc[i], -i))
+    reach = next(k for k, a in zip(s.ranks, acc) if a >= 0.9 * acc[best])
+    full = acc[s.ranks.index(max(s.ranks))]
+    return (
+        f"*{label}* reaches 90% of its best accuracy ({acc[best]:.2f}, at rank "
+        f"{s.ranks[best]}) from rank {reach} on, and scores {full:.2f} on the full images."
+    )
+
+
+def _lowrank_remark(kept: Dict[str, Any]) -> str:
+    s = kept.get(_MODEL_TITLES["lowrank8"])
     if s is None or s.accuracy is None:
         return ""
     at = dict(zip(s.ranks, s.accuracy))
@@ -699,170 +599,197 @@ def _lowrank_remark(kept) -> str:
     return ""
 
 
-def _report(
-    rows,
-    accuracies,
-    spectra,
-    area,
-    photo,
-    photo_class,
-    n_images,
-    n_eval,
-    n_spectrum,
-    n_steps,
-    score_steps,
-    timings,
-) -> str:
-    import captum
-
-    methods = [r for r in rows if r["method"] != "random"]
-    random = next(r for r in rows if r["method"] == "random")
-    best_energy = max(methods, key=lambda r: r["mask_energy"])
-    best_del = min(methods, key=lambda r: r["deletion_auc"])
-    best_ins = max(methods, key=lambda r: r["insertion_auc"])
-    rig = next((r for r in methods if r["method"] == "rig"), None)
-
-    def spectrum_row(label: str, s) -> str:
-        acc = dict(zip(s.ranks, s.accuracy))
-        return (
-            f"| {label} | "
-            + " | ".join(_fmt(acc.get(k, float("nan")), 2) for k in _SPECTRUM_RANKS)
-            + " |"
-        )
-
-    kept, removed = spectra[False], spectra[True]
-
-    def spectrum_sentence(label: str, s) -> str:
-        acc = s.accuracy
-        best = max(range(len(acc)), key=lambda i: (acc[i], -i))
-        reach = next(k for k, a in zip(s.ranks, acc) if a >= 0.9 * acc[best])
-        full = acc[s.ranks.index(max(s.ranks))]
-        return (
-            f"*{label}* reaches 90% of its best accuracy ({acc[best]:.2f}, at rank "
-            f"{s.ranks[best]}) from rank {reach} on, and scores {full:.2f} on the full "
-            "images."
-        )
-
+def _spectrum_table(spectra: Dict[str, Any]) -> List[str]:
     lines = [
-        "# captum-rig demo",
-        "",
-        "The singular value perspective on model robustness (Jere, Kumar, Koushanfar, "
-        "arXiv:2012.03516) on a toy problem that ships with captum-rig: 32×32 synthetic "
-        "shapes (six classes, known object masks) and two small CNNs, one trained on the "
-        "images as they are (*natural*) and one on their rank-8 approximations.",
-        "",
+        "| model | " + " | ".join(f"k={k}" for k in _SPECTRUM_RANKS) + " |",
+        "|---|" + "---|" * len(_SPECTRUM_RANKS),
+    ]
+    for label, spectrum in spectra.items():
+        acc = dict(zip(spectrum.ranks, spectrum.accuracy))
+        cells = " | ".join(_fmt(acc.get(k, float("nan")), 2) for k in _SPECTRUM_RANKS)
+        lines.append(f"| {label} | {cells} |")
+    return lines
+
+
+def _report_spectra(s: _State) -> List[str]:
+    kept, removed = s.spectra[False], s.spectra[True]
+    sentences = " ".join(_spectrum_sentence(label, sp) for label, sp in kept.items())
+    return [
         "## The models and their rank spectra",
         "",
-        f"Test accuracy on {n_spectrum} held-out synthetic images: natural "
-        f"**{accuracies['natural']:.3f}**, trained on rank 8 **{accuracies['lowrank8']:.3f}** "
-        "(chance: 0.167).",
+        f"Test accuracy on {s.n_spectrum} held-out synthetic images: natural "
+        f"**{s.accuracies['natural']:.3f}**, trained on rank 8 "
+        f"**{s.accuracies['lowrank8']:.3f}** (chance: {1 / len(s.shape_names):.3f}).",
         "",
-        "![rank spectra](rank_spectra.png)",
+        f"![rank spectra]({OUTPUTS['rank_spectra']})",
         "",
-        " ".join(spectrum_sentence(label, s) for label, s in kept.items()) + _lowrank_remark(kept),
+        sentences + _lowrank_remark(kept),
         "",
         "Accuracy on rank-k images (top k singular values of every channel kept):",
         "",
-        "| model | " + " | ".join(f"k={k}" for k in _SPECTRUM_RANKS) + " |",
-        "|---|" + "---|" * len(_SPECTRUM_RANKS),
-        *(spectrum_row(label, s) for label, s in kept.items()),
+        *_spectrum_table(kept),
         "",
         "and with the top k removed:",
         "",
-        "| model | " + " | ".join(f"k={k}" for k in _SPECTRUM_RANKS) + " |",
-        "|---|" + "---|" * len(_SPECTRUM_RANKS),
-        *(spectrum_row(label, s) for label, s in removed.items()),
-        "",
+        *_spectrum_table(removed),
+    ]
+
+
+def _report_galleries(s: _State) -> List[str]:
+    return [
         "## Low-rank images",
         "",
-        f"The photo *{photo}* (128×128) keeps its outline from a few ranks on and gets "
+        f"The photo *{s.photo}* (128×128) keeps its outline from a few ranks on and gets "
         "sharper as ranks are added; removing the top ranks leaves the high-rank residue "
         "(edges and texture). The residues are roughly zero-mean and shrink as more ranks "
         "are removed, so each panel is shown as mid-grey + gain × residue with its gain "
         "in the title.",
         "",
-        "![rank gallery](rank_gallery.png)",
+        f"![rank gallery]({OUTPUTS['rank_gallery']})",
         "",
-        "![rank gallery, reverse](rank_gallery_reverse.png)",
-        "",
+        f"![rank gallery, reverse]({OUTPUTS['rank_gallery_reverse']})",
+    ]
+
+
+def _report_attributions(s: _State) -> List[str]:
+    names = [m.name for m in s.methods]
+    one = len(s.methods) == 1
+    lines = [
         "## Attributions",
         "",
-        f"Maps for the natural model and the true class on {n_images} synthetic images "
+        f"Maps for the natural model and the true class on {s.n_images} synthetic images "
         "(object outlined in orange). All maps share one colour scale: each map is divided "
         "by its total absolute attribution, so equal colour means an equal share of the "
-        "map's attribution mass. Column titles name the methods: "
-        + ", ".join(r["title"] for r in methods)
-        + ".",
+        "map's attribution mass. "
+        + (f"Method: {s.titles}." if one else f"Column titles name the methods: {s.titles}."),
         "",
-        "![comparison](comparison_shapes.png)",
-        "",
-        "Blur IG blurs with zero padding (as PAIR's reference implementation does), so its "
-        "path darkens the image border and part of its attribution can land there.",
+        f"![comparison]({OUTPUTS['comparison_shapes']})",
+    ]
+    if "blurig" in names:
+        lines += [
+            "",
+            "Blur IG blurs with zero padding (as PAIR's reference implementation does), so "
+            "its path darkens the image border and part of its attribution can land there.",
+        ]
+    return lines + [
         "",
         "RIG in the exact form of the paper's Eq. (3), each rank's gradient maxed over the "
         "colour channels (one map per image; signed, red negative, green positive):",
         "",
-        "![RIG channel max](rig_channel_max.png)",
+        f"![RIG channel max]({OUTPUTS['rig_channel_max']})",
         "",
-        f"The same methods on the photo ({photo}); the model has only seen shapes (it calls "
-        f"the photo a *{photo_class}*), so this shows what the methods do on a natural "
-        "image, not what a photo classifier looks at. Per-map colour scale.",
+        f"The same {'method' if one else 'methods'} on the photo ({s.photo}); the model has "
+        f"only seen shapes (it calls the photo a *{s.photo_class}*), so this shows what "
+        f"{'the method does' if one else 'the methods do'} on a natural image, not what a "
+        "photo classifier looks at. Per-map colour scale.",
         "",
-        "![photo](comparison_photo.png)",
-        "",
+        f"![photo]({OUTPUTS['comparison_photo']})",
+    ]
+
+
+def _join(words: Sequence[str]) -> str:
+    """``["a", "b", "c"]`` → ``"a, b and c"``."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _steps_sentence(s: _State) -> str:
+    """Which methods took ``n_steps`` path steps; empty when none did."""
+    path = [m for m in s.methods if m.takes_steps]
+    if not path:
+        return ""
+    rig = " (RIG: ranks)" if any(m.name == "rig" for m in path) else ""
+    return f" {_join([m.title for m in path])} used {s.n_steps} steps{rig}."
+
+
+def _report_scores(s: _State) -> List[str]:
+    area = float(s.data.masks[: s.n_eval].flatten(1).double().mean())
+    lines = [
         "## Scores against the object masks",
         "",
-        f"On {n_eval} held-out synthetic images, true class. *Mask energy*: the share of a "
-        "map's absolute attribution (summed over channels) that falls on the object; a "
+        f"On {s.n_eval} held-out synthetic images, true class. *Mask energy*: the share of "
+        "a map's absolute attribution (summed over channels) that falls on the object; a "
         f"map spread evenly would score the mask's mean area, **{area:.3f}**. The ±2 px "
         "column counts the object grown by 2 pixels (edges sit on the outline; a random "
         "map scores the grown area). "
         "*Deletion / insertion* (Petsiuk et al. 2018): pixels ranked by absolute "
-        f"attribution are replaced in {score_steps} equal steps by the image's mean colour "
-        "(deletion: the true class's probability should fall, lower area is better), or "
-        "copied into the mean-colour image (insertion: higher is better); areas by the "
-        "trapezoid rule over the fraction of pixels. *Random order* ranks pixels at random. "
-        f"RIG, IG and BlurIG used {n_steps} steps (RIG: ranks).",
+        f"attribution are replaced in {s.score_steps} equal steps by the image's mean "
+        "colour (deletion: the true class's probability should fall, lower area is "
+        "better), or copied into the mean-colour image (insertion: higher is better); "
+        "areas by the trapezoid rule over the fraction of pixels. *Random order* ranks "
+        "pixels at random." + _steps_sentence(s),
         "",
+        *_score_table(s.rows),
+        "",
+        *_verdict(s.rows, area),
+        f"![deletion and insertion]({OUTPUTS['deletion_insertion']})",
+        "",
+        f"Per-method numbers are also in `{OUTPUTS['scores']}`. These are scores on one "
+        "toy problem and one small model, seeded and reproducible, not a benchmark.",
+    ]
+    return lines
+
+
+def _score_table(rows: List[Dict[str, Any]]) -> List[str]:
+    lines = [
         "| method | mask energy ↑ | mask energy ±2 px ↑ | deletion AUC ↓ | insertion AUC ↑ "
         "| time (s) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         energy = _fmt(r["mask_energy"])
-        if r["method"] != "random" and r["mask_energy_sd"] == r["mask_energy_sd"]:
+        if r["mask_energy_sd"] == r["mask_energy_sd"]:  # not NaN
             energy += f" ± {r['mask_energy_sd']:.3f}"
         lines.append(
             f"| {r['title']} | {energy} | {_fmt(r['mask_energy_2px'])} | "
-            f"{_fmt(r['deletion_auc'])} | "
-            f"{_fmt(r['insertion_auc'])} | {_fmt(r['seconds'], 2)} |"
+            f"{_fmt(r['deletion_auc'])} | {_fmt(r['insertion_auc'])} | "
+            f"{_fmt(r['seconds'], 2)} |"
         )
-    lines += [
-        "",
-        f"Most mass on the object: **{best_energy['title']}** "
-        f"({best_energy['mask_energy']:.3f}); fastest drop under deletion: "
-        f"**{best_del['title']}** ({best_del['deletion_auc']:.3f}); fastest rise under "
-        f"insertion: **{best_ins['title']}** ({best_ins['insertion_auc']:.3f}). Random "
-        f"order: deletion {random['deletion_auc']:.3f}, insertion "
-        f"{random['insertion_auc']:.3f}.",
-    ]
+    return lines
+
+
+def _verdict(rows: List[Dict[str, Any]], area: float) -> List[str]:
+    """The best method per score (only when several ran), and RIG against an even spread."""
+    methods = [r for r in rows if r["method"] != "random"]
+    random = next(r for r in rows if r["method"] == "random")
+    against = (
+        f"Random order: deletion {random['deletion_auc']:.3f}, insertion "
+        f"{random['insertion_auc']:.3f}."
+    )
+    if len(methods) > 1:
+        best_energy = max(methods, key=lambda r: r["mask_energy"])
+        best_del = min(methods, key=lambda r: r["deletion_auc"])
+        best_ins = max(methods, key=lambda r: r["insertion_auc"])
+        lines = [
+            f"Most mass on the object: **{best_energy['title']}** "
+            f"({best_energy['mask_energy']:.3f}); fastest drop under deletion: "
+            f"**{best_del['title']}** ({best_del['deletion_auc']:.3f}); fastest rise under "
+            f"insertion: **{best_ins['title']}** ({best_ins['insertion_auc']:.3f}). {against}",
+            "",
+        ]
+    else:
+        only = methods[0]
+        lines = [
+            f"{only['title']}: deletion {only['deletion_auc']:.3f}, insertion "
+            f"{only['insertion_auc']:.3f}. {against}",
+            "",
+        ]
+    rig = next((r for r in methods if r["method"] == "rig"), None)
     if rig is not None:
         lines += [
-            "",
             f"RIG puts {rig['mask_energy']:.1%} of its attribution mass on the object "
             f"against {area:.1%} for an even spread.",
+            "",
         ]
-    lines += [
-        "",
-        "![deletion and insertion](deletion_insertion.png)",
-        "",
-        "Per-method numbers are also in `scores.csv`. These are scores on one toy "
-        "problem and one small model, seeded and reproducible, not a benchmark.",
-        "",
+    return lines
+
+
+def _report_run(s: _State) -> List[str]:
+    import captum
+
+    seconds = ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items())
+    return [
         "## Run",
         "",
         f"captum-rig demo, torch {torch.__version__}, captum {captum.__version__}. "
-        "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + ".",
-        "",
+        f"Methods: {s.titles}. Seconds per stage: {seconds}.",
     ]
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Tests for captum_rig.demo: shipped assets, demo models, scores, and the demo job."""
+"""Tests for captum_rig.demo: shipped assets, demo models, and the demo job."""
 
 import csv
 
@@ -19,11 +19,9 @@ from captum_rig.demo import (
     PHOTOS,
     SHAPES_TEST_SEED,
     build_demo_model,
-    deletion_insertion,
     evaluate_accuracy,
     load_demo_model,
     load_photo,
-    mask_energy,
     run_demo,
 )
 from captum_rig.methods import METHODS
@@ -34,10 +32,22 @@ SMALL = dict(n_images=2, n_eval=6, n_spectrum=24, n_steps=4, score_steps=4, dpi=
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
-    """One small demo run shared by the tests that only read its output."""
+    """One small demo run with every method, shared by the tests that only read its output."""
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, **SMALL)
+    lines, timings = [], {}
+
+    def log(line):
+        # what the staging folder holds when a stage is announced
+        made = sorted(p.name for p in out.glob(".captum-rig-demo-*/*"))
+        lines.append((line, made))
+
+    paths = run_demo(out, log=log, timings=timings, **SMALL)
+    return out, paths, lines, timings
+
+
+def _by_key(paths):
+    return {key: p for key, p in zip(OUTPUTS, paths)}
 
 
 # -- assets ------------------------------------------------------------------------------
@@ -99,102 +109,93 @@ def test_asset_loader_errors():
         build_demo_model(0)
 
 
-# -- scores ------------------------------------------------------------------------------
-
-
-def test_mask_energy_oracle():
-    """All mass on the mask scores 1, none scores 0, uniform scores the mask's area."""
-    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
-    masks[:, :2, :] = True
-    a = torch.zeros(3, 3, 4, 4)
-    a[0, :, 0, 0] = -2.0  # sign does not matter
-    a[1, :, 3, 3] = 1.0
-    a[2] = 1.0
-    np.testing.assert_allclose(mask_energy(a, masks).numpy(), [1.0, 0.0, 0.5])
-    assert torch.isnan(mask_energy(torch.zeros(1, 3, 4, 4), masks[:1])).all(), "zero map: NaN"
-    with pytest.raises(ValueError, match="masks must have shape"):
-        mask_energy(a, masks[:, :3])
-
-
-class _RegionModel(torch.nn.Module):
-    """Class 1 logit grows with the brightness of the top-left quadrant; class 0 is 0."""
-
-    def forward(self, x):
-        s = 20 * (x[:, :, :4, :4].mean((1, 2, 3)) - 0.5)
-        return torch.stack([torch.zeros_like(s), s], 1)
-
-
-def test_deletion_insertion_oracle():
-    """Deleting the region the model reads first drops p fastest; ends are the two images."""
-    images = torch.ones(2, 3, 8, 8)
-    good = torch.zeros(2, 1, 8, 8)
-    good[..., :4, :4] = 1.0  # the region the model reads
-    bad = 1.0 - good
-    target = torch.tensor([1, 1])
-    baseline = torch.zeros_like(images)
-    r_good = deletion_insertion(_RegionModel(), images, good, target, 4, baseline=baseline)
-    r_bad = deletion_insertion(_RegionModel(), images, bad, target, 4, baseline=baseline)
-    p_image, p_base = torch.sigmoid(torch.tensor(10.0)), torch.sigmoid(torch.tensor(-10.0))
-    for r in (r_good, r_bad):
-        assert r["deletion"].shape == (2, 5) and r["fractions"].tolist() == [0, 0.25, 0.5, 0.75, 1]
-        torch.testing.assert_close(r["deletion"][:, 0].float(), p_image.expand(2))
-        torch.testing.assert_close(r["deletion"][:, -1].float(), p_base.expand(2))
-        torch.testing.assert_close(r["insertion"][:, 0].float(), p_base.expand(2))
-    assert (r_good["deletion_auc"] < r_bad["deletion_auc"] - 0.3).all(), "good map deletes faster"
-    assert (r_good["insertion_auc"] > r_bad["insertion_auc"] + 0.3).all(), "and inserts faster"
-
-
-def test_deletion_insertion_errors():
-    """Mismatched shapes and bad step counts raise ValueErrors naming the argument."""
-    x = torch.rand(2, 3, 8, 8)
-    model = _RegionModel()
-    with pytest.raises(ValueError, match="n_steps"):
-        deletion_insertion(model, x, x, torch.tensor([0, 1]), n_steps=0)
-    with pytest.raises(ValueError, match="attributions"):
-        deletion_insertion(model, x, x[:, :, :4], torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="target"):
-        deletion_insertion(model, x, x, torch.tensor([0]))
-    with pytest.raises(ValueError, match="baseline"):
-        deletion_insertion(model, x, x, torch.tensor([0, 1]), baseline=x[:1])
-
-
 # -- the demo job ------------------------------------------------------------------------
 
 
-def test_run_demo_writes_every_file(demo_out):
-    """Every output exists, nothing else (no temporary folder) is left behind."""
-    out, paths = demo_out
-    assert set(paths) == set(OUTPUTS), f"got {sorted(paths)}"
-    for key, path in paths.items():
-        assert path.parent == out and path.name == OUTPUTS[key]
-        assert path.is_file() and path.stat().st_size > 0, f"{key} missing or empty"
+def test_run_demo_returns_the_written_paths(demo_out):
+    """A list of every output in OUTPUTS order (report.md last), and no stray file."""
+    out, paths, _, _ = demo_out
+    assert isinstance(paths, list), type(paths)
+    assert [p.name for p in paths] == list(OUTPUTS.values()), paths
+    assert paths[-1].name == "report.md"
+    for path in paths:
+        assert path.parent == out, path
+        assert path.is_file() and path.stat().st_size > 0, f"{path.name} missing or empty"
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS.values()), "stray files"
 
 
 @pytest.mark.parametrize("key", [k for k, name in OUTPUTS.items() if name.endswith(".png")])
 def test_run_demo_figures_not_blank(demo_out, key):
     """Every figure has many distinct colours, not one flat colour."""
-    _, paths = demo_out
-    with Image.open(paths[key]) as im:
+    with Image.open(_by_key(demo_out[1])[key]) as im:
         rgb = np.asarray(im.convert("RGB")).reshape(-1, 3)
     assert len(np.unique(rgb, axis=0)) > 100, f"{key} looks blank"
 
 
+def test_run_demo_logs_each_stage_as_it_starts(demo_out):
+    """log gets "[i/6] stage: ..." before each stage's work, in the order timings records."""
+    _, _, lines, timings = demo_out
+    stages = ["setup", "attributions", "rank galleries", "rank spectra", "scores", "report"]
+    assert list(timings) == stages, timings
+    assert all(t >= 0 for t in timings.values()), timings
+    assert [line.split(": ")[0] for line, _ in lines] == [
+        f"[{i}/6] {name}" for i, name in enumerate(stages, 1)
+    ], lines
+    attributions = lines[1][0]
+    for m in METHODS.values():
+        assert m.title in attributions, f"{m.title} not announced: {attributions}"
+    made = {line.split(": ")[0]: files for line, files in lines}
+    assert made["[1/6] setup"] == [], "nothing written before the first stage"
+    assert "comparison_shapes.png" not in made["[2/6] attributions"], "announced after its work"
+    assert "comparison_shapes.png" in made["[3/6] rank galleries"], made
+    assert "rank_gallery.png" not in made["[3/6] rank galleries"], "announced after its work"
+    assert "scores.csv" not in made["[5/6] scores"] and "report.md" not in made["[6/6] report"]
+
+
 def test_run_demo_report_and_scores(demo_out):
     """The report names every method, holds the score table; scores.csv has every row."""
-    _, paths = demo_out
-    report = paths["report"].read_text(encoding="utf-8")
+    report = _by_key(demo_out[1])["report"].read_text(encoding="utf-8")
     assert "| method | mask energy" in report, "score table header"
     for m in METHODS.values():
         assert f"| {m.title} |" in report, f"{m.title} missing from the table"
     for name in OUTPUTS.values():
         if name.endswith(".png"):
             assert f"({name})" in report, f"report does not embed {name}"
-    with open(paths["scores"], newline="") as f:
+    with open(_by_key(demo_out[1])["scores"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == [*METHODS, "random"]
     for r in rows:
         assert 0 <= float(r["mask_energy"]) <= 1 and 0 <= float(r["deletion_auc"]) <= 1
+        assert f"| {r['title']} | {float(r['mask_energy']):.3f}" in report, "table = csv"
+
+
+def test_run_demo_random_row_scores_the_mask_area(demo_out):
+    """The random map's mask energy is the scored masks' mean area (its expected share)."""
+    with open(_by_key(demo_out[1])["scores"], newline="") as f:
+        random = [r for r in csv.DictReader(f) if r["method"] == "random"][0]
+    masks = make_shapes(SMALL["n_spectrum"], seed=SHAPES_TEST_SEED).masks[: SMALL["n_eval"]]
+    area = masks.flatten(1).double().mean(1).mean().item()
+    assert float(random["mask_energy"]) == pytest.approx(area, rel=1e-9)
+
+
+def test_run_demo_report_with_every_method(demo_out):
+    """With several methods the report names a winner per score and explains Blur IG's border."""
+    report = _by_key(demo_out[1])["report"].read_text(encoding="utf-8")
+    assert "Most mass on the object: **" in report, "winner sentence"
+    assert "Blur IG blurs with zero padding" in report
+    assert "RIG, Integrated Gradients and Blur IG used 4 steps (RIG: ranks)." in report
+
+
+def test_run_demo_report_with_one_method(tmp_path):
+    """With RIG alone: no winner, no word on Blur IG, only RIG's and random's rows."""
+    paths = run_demo(tmp_path, methods=["rig"], **SMALL)
+    report = paths[-1].read_text(encoding="utf-8")
+    assert "Most mass on the object" not in report and "fastest" not in report, "a winner of one"
+    assert "Blur IG" not in report and "BlurIG" not in report, "Blur IG was not run"
+    assert "| RIG |" in report and "RIG used 4 steps (RIG: ranks)." in report
+    assert "RIG puts " in report, "RIG against an even spread"
+    with open(_by_key(paths)["scores"], newline="") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["rig", "random"]
 
 
 def test_run_demo_failure_leaves_nothing(tmp_path, monkeypatch):
@@ -211,17 +212,20 @@ def test_run_demo_failure_leaves_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        (dict(photo="lena"), "photo"),
-        (dict(n_eval=0), "n_eval"),
-        (dict(n_steps=1.5), "n_steps"),
-        (dict(methods=["rigg"]), "unknown attribution method"),
+        (dict(photo="lena"), ValueError, "photo"),
+        (dict(n_eval=0), ValueError, "n_eval"),
+        (dict(n_steps=1.5), TypeError, "n_steps"),
+        (dict(n_images=True), TypeError, "n_images"),
+        (dict(dpi=5), ValueError, "dpi"),
+        (dict(methods=["rigg"]), ValueError, "unknown attribution method"),
+        (dict(log="print"), TypeError, "log"),
     ],
 )
-def test_run_demo_bad_arguments(tmp_path, kwargs, match):
-    """Bad arguments raise a ValueError before anything is written."""
-    with pytest.raises(ValueError, match=match):
+def test_run_demo_bad_arguments(tmp_path, kwargs, error, match):
+    """Bad arguments raise an error naming the argument before anything is written."""
+    with pytest.raises(error, match=match):
         run_demo(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists(), "nothing written for bad arguments"
 
