@@ -21,16 +21,26 @@ References:
 import contextlib
 import csv
 import io
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torchattacks
 from torch import Tensor, nn
 
-from captum_rig._checks import check_images, check_int, check_real
+from captum_rig._checks import (
+    check_batches,
+    check_int,
+    check_labels,
+    check_model,
+    check_models,
+    check_norm,
+    check_pixels,
+    check_real,
+    model_device,
+    model_logits,
+)
 from captum_rig._context import atomic_path, eval_mode
 
 __all__ = [
@@ -41,62 +51,19 @@ __all__ = [
     "RobustnessRow",
 ]
 
-NORMS = ("Linf", "L2")
-
 # Message templates (the shared ones live in captum_rig._checks).
-UNKNOWN_NORM = "norm must be one of {choices}, got {got!r}"
 NOT_NON_NEGATIVE = "{name} must be a finite number >= 0, got {value}"
-NOT_IN_BOX = (
-    "{name} must hold pixel values in [0, 1] (the model should contain its normalization), "
-    "got values in [{low:.4g}, {high:.4g}]"
-)
-NOT_LABELS = "{name} must be an integer tensor of class indices, got {got}"
-WRONG_LENGTH = "{name} must have shape ({n},), one class index per image, got shape {shape}"
 LABEL_RANGE = "{name} must be class indices in 0..{high}, got values in {low_got}..{high_got}"
-NEED_LABELS = "labels is required when data is an image tensor"
-EXTRA_LABELS = "labels must be None when data is an iterable of (images, labels) batches"
-NOT_A_BATCH = "data must yield (images, labels) pairs, got {got} at batch {index}"
 NO_DATA = "data must not be empty: it yielded no images"
-NOT_A_MODEL = "{name} must be a torch.nn.Module, got {got}"
-NO_MODELS = "models must not be empty"
-BAD_LOGITS = "{name} must return logits of shape (N, num_classes), got shape {shape}"
 CLASS_MISMATCH = (
     "all models must predict the same number of classes, got {got} for model {name!r} "
     "and {expected} for the others"
 )
 TOO_FEW_CLASSES = "a targeted attack needs at least 2 classes, the model predicts {got}"
 PER_IMAGE_EPS = "per-image eps needs random_start=False"
-WRONG_DEVICE = "device is {device} but model {name!r} lives on {got}; move the model there"
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_norm(norm: Any) -> str:
-    if isinstance(norm, str):
-        for choice in NORMS:
-            if norm.lower() == choice.lower():
-                return choice
-    raise ValueError(UNKNOWN_NORM.format(choices=list(NORMS), got=norm))
-
-
-def _check_pixels(x: Any, name: str) -> Tensor:
-    check_images(x, name=name, ndim=4, layout="(N, C, H, W)")
-    low, high = float(x.min()), float(x.max())
-    if low < 0 or high > 1:
-        raise ValueError(NOT_IN_BOX.format(name=name, low=low, high=high))
-    return x
-
-
-def _check_labels(labels: Any, n: int, name: str = "labels") -> Tensor:
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
-        got = f"dtype {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
-        raise TypeError(NOT_LABELS.format(name=name, got=got))
-    if labels.dtype == torch.bool:
-        raise TypeError(NOT_LABELS.format(name=name, got=f"dtype {labels.dtype}"))
-    if labels.shape != (n,):
-        raise ValueError(WRONG_LENGTH.format(name=name, n=n, shape=tuple(labels.shape)))
-    return labels.long()
 
 
 def _check_label_range(labels: Tensor, num_classes: int, name: str = "labels") -> None:
@@ -109,28 +76,6 @@ def _check_label_range(labels: Tensor, num_classes: int, name: str = "labels") -
                 high_got=int(labels.max()),
             )
         )
-
-
-def _check_model(model: Any, name: str = "model") -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(NOT_A_MODEL.format(name=name, got=type(model).__name__))
-    return model
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _logits(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
-    out = model(x)
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(BAD_LOGITS.format(name=name, shape=shape))
-    return out
 
 
 # --------------------------------------------------------------------------- attack
@@ -163,7 +108,7 @@ def attack_targets(
     """
     num_classes = check_int(num_classes, name="num_classes", low=2)
     n = labels.shape[0] if isinstance(labels, Tensor) and labels.dim() else 1
-    labels = _check_labels(labels, n)
+    labels = check_labels(labels, n)
     _check_label_range(labels, num_classes)
     if not isinstance(generator, torch.Generator):
         generator = torch.Generator().manual_seed(check_int(generator, name="generator"))
@@ -237,14 +182,14 @@ def pgd_attack(
     References:
         Jere, Kumar, Koushanfar. arXiv:2012.03516, Table 2.
     """
-    model = _check_model(model)
-    images = _check_pixels(images, "images")
+    model = check_model(model)
+    images = check_pixels(images, "images")
     n = images.shape[0]
-    labels = _check_labels(labels, n).to(images.device)
+    labels = check_labels(labels, n).to(images.device)
     if targets is not None:
-        targets = _check_labels(targets, n, name="targets").to(images.device)
+        targets = check_labels(targets, n, name="targets").to(images.device)
     steps = check_int(steps, name="steps", low=1)
-    norm = _check_norm(norm)
+    norm = check_norm(norm)
     per_image = isinstance(eps, Tensor)
     if per_image:
         if random_start:
@@ -289,51 +234,6 @@ def pgd_attack(
         still = eps.reshape(-1) == 0
         adv[still] = images[still].detach()
     return adv
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _batches(
-    data: Any, labels: Optional[Tensor], batch_size: int
-) -> Iterator[Tuple[Tensor, Tensor]]:
-    """Yields checked ``(images, labels)`` batches from a tensor or an iterable."""
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        if labels is not None:
-            raise ValueError(EXTRA_LABELS)
-        data, labels = data
-    if isinstance(data, Tensor):
-        _check_pixels(data, "data")
-        if labels is None:
-            raise ValueError(NEED_LABELS)
-        labels = _check_labels(labels, data.shape[0])
-        for start in range(0, data.shape[0], batch_size):
-            yield data[start : start + batch_size], labels[start : start + batch_size]
-        return
-    if labels is not None:
-        raise ValueError(EXTRA_LABELS)
-    if not isinstance(data, Iterable):
-        raise TypeError(
-            f"data must be an image tensor or an iterable of (images, labels) batches, "
-            f"got {type(data).__name__}"
-        )
-    for index, batch in enumerate(data):
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(NOT_A_BATCH.format(got=type(batch).__name__, index=index))
-        images, batch_labels = batch[0], batch[1]
-        _check_pixels(images, f"data[{index}] images")
-        yield images, _check_labels(batch_labels, images.shape[0], f"data[{index}] labels")
-
-
-def _num_batches(data: Any, labels: Optional[Tensor], batch_size: int) -> Optional[int]:
-    if isinstance(data, Tensor):
-        return math.ceil(data.shape[0] / batch_size)
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        return math.ceil(data[0].shape[0] / batch_size)
-    try:
-        return len(data)
-    except TypeError:
-        return None
 
 
 # --------------------------------------------------------------------------- report
@@ -539,25 +439,19 @@ def evaluate_robustness(
         Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
         arXiv:2012.03516, Table 2.
     """
-    if isinstance(models, nn.Module):
-        models = {"model": models}
-    if not isinstance(models, Mapping):
-        raise TypeError(NOT_A_MODEL.format(name="models", got=type(models).__name__))
-    if not models:
-        raise ValueError(NO_MODELS)
-    models = {str(name): _check_model(m, f"models[{name!r}]") for name, m in models.items()}
+    models = check_models(models, device)
+    device = None if device is None else torch.device(device)
     eps = check_real(eps, "eps")
-    steps = check_int(steps, name="steps", low=1)
-    alpha = eps / 4 if alpha is None else check_real(alpha, "alpha", strict=True)
-    norm = _check_norm(norm)
+    attack = {
+        "eps": eps,
+        "steps": check_int(steps, name="steps", low=1),
+        "alpha": eps / 4 if alpha is None else check_real(alpha, "alpha", strict=True),
+        "norm": check_norm(norm),
+        "random_start": bool(random_start),
+    }
     batch_size = check_int(batch_size, name="batch_size", low=1)
     seed = check_int(seed, name="seed")
-    if device is not None:
-        device = torch.device(device)
-        for name, m in models.items():
-            got = _model_device(m)
-            if got.type != device.type or (device.index is not None and got.index != device.index):
-                raise ValueError(WRONG_DEVICE.format(device=device, name=name, got=got))
+    data = check_batches(data, labels, batch_size, labels_required=True, box=True)
 
     from tqdm.auto import tqdm
 
@@ -565,68 +459,87 @@ def evaluate_robustness(
     num_classes: Optional[int] = None
     all_labels: List[Tensor] = []
     all_targets: List[Tensor] = []
-    clean: Dict[str, List[Tensor]] = {name: [] for name in models}
-    adversarial: Dict[str, List[Tensor]] = {name: [] for name in models}
-
-    batches = _batches(data, labels, batch_size)
-    bar = tqdm(
-        batches,
-        total=_num_batches(data, labels, batch_size),
-        disable=not progress,
-        desc="PGD",
-        unit="batch",
-    )
+    predictions: Dict[str, List[Tuple[Tensor, Tensor]]] = {name: [] for name in models}
+    bar = tqdm(data.batches, total=data.length, disable=not progress, desc="PGD", unit="batch")
     with eval_mode(*models.values()):
         for index, (images, batch_labels) in enumerate(bar):
             batch_labels = batch_labels.cpu()
-            targets = None
+            inputs = {
+                n: images.to(model_device(m) if device is None else device)
+                for n, m in models.items()
+            }
+            clean = {n: _clean_logits(m, inputs[n], n) for n, m in models.items()}
+            num_classes = _num_classes(clean, num_classes, targeted)
+            _check_label_range(batch_labels, num_classes)
+            # One draw per batch: every model is attacked towards the same targets.
+            targets = attack_targets(batch_labels, num_classes, generator) if targeted else None
             batch_seed = (seed * 1_000_003 + index) % (2**63)
             for name, model in models.items():
-                run_on = device if device is not None else _model_device(model)
-                x = images.to(run_on)
-                with torch.no_grad():
-                    logits = _logits(model, x, name=f"model {name!r}")
-                if num_classes is None:
-                    num_classes = logits.shape[1]
-                    if targeted and num_classes < 2:
-                        raise ValueError(TOO_FEW_CLASSES.format(got=num_classes))
-                elif logits.shape[1] != num_classes:
-                    raise ValueError(
-                        CLASS_MISMATCH.format(got=logits.shape[1], name=name, expected=num_classes)
-                    )
-                if targets is None:
-                    _check_label_range(batch_labels, num_classes)
-                    if targeted:
-                        targets = attack_targets(batch_labels, num_classes, generator)
-                adv = pgd_attack(
-                    model,
-                    x,
-                    batch_labels.to(run_on),
-                    targets=None if targets is None else targets.to(run_on),
-                    eps=eps,
-                    steps=steps,
-                    alpha=alpha,
-                    norm=norm,
-                    random_start=random_start,
-                    seed=batch_seed,
-                )
-                with torch.no_grad():
-                    adv_logits = _logits(model, adv, name=f"model {name!r}")
-                clean[name].append(logits.argmax(1).cpu())
-                adversarial[name].append(adv_logits.argmax(1).cpu())
+                adv = _attack(model, inputs[name], batch_labels, targets, attack, batch_seed, name)
+                predictions[name].append((clean[name].argmax(1).cpu(), adv))
             all_labels.append(batch_labels)
             if targets is not None:
                 all_targets.append(targets)
+    return _report(predictions, all_labels, all_targets if targeted else None, attack, seed)
 
-    if not all_labels or sum(len(y) for y in all_labels) == 0:
+
+def _clean_logits(model: nn.Module, x: Tensor, name: str) -> Tensor:
+    with torch.no_grad():
+        return model_logits(model, x, name=f"model {name!r}")
+
+
+def _num_classes(logits: Mapping[str, Tensor], expected: Optional[int], targeted: bool) -> int:
+    """The class count every model agrees on (``expected``: the earlier batches')."""
+    for name, out in logits.items():
+        if expected is None:
+            expected = out.shape[1]
+            if targeted and expected < 2:
+                raise ValueError(TOO_FEW_CLASSES.format(got=expected))
+        elif out.shape[1] != expected:
+            raise ValueError(CLASS_MISMATCH.format(got=out.shape[1], name=name, expected=expected))
+    assert expected is not None  # models is never empty
+    return expected
+
+
+def _attack(
+    model: nn.Module,
+    x: Tensor,
+    labels: Tensor,
+    targets: Optional[Tensor],
+    attack: Mapping[str, Any],
+    seed: int,
+    name: str,
+) -> Tensor:
+    """The model's predictions ``(N,)`` (CPU) on its own PGD images of ``x``."""
+    adv = pgd_attack(
+        model,
+        x,
+        labels.to(x.device),
+        targets=None if targets is None else targets.to(x.device),
+        seed=seed,
+        **attack,
+    )
+    with torch.no_grad():
+        return model_logits(model, adv, name=f"model {name!r}").argmax(1).cpu()
+
+
+def _report(
+    predictions: Mapping[str, List[Tuple[Tensor, Tensor]]],
+    labels: List[Tensor],
+    targets: Optional[List[Tensor]],
+    attack: Mapping[str, Any],
+    seed: int,
+) -> RobustnessReport:
+    """Table 2's rows from the per-batch (clean, adversarial) predictions of each model."""
+    if not labels or sum(len(y) for y in labels) == 0:
         raise ValueError(NO_DATA)
-    y = torch.cat(all_labels)
-    t = torch.cat(all_targets) if targeted else None
+    y = torch.cat(labels)
+    t = None if targets is None else torch.cat(targets)
     rows = []
-    for name in models:
-        pred = torch.cat(clean[name])
-        adv_pred = torch.cat(adversarial[name])
-        success = adv_pred == t if targeted else adv_pred != y
+    for name, pairs in predictions.items():
+        pred = torch.cat([clean for clean, _ in pairs])
+        adv_pred = torch.cat([adv for _, adv in pairs])
+        success = adv_pred != y if t is None else adv_pred == t
         rows.append(
             RobustnessRow(
                 model=name,
@@ -640,12 +553,12 @@ def evaluate_robustness(
         )
     return RobustnessReport(
         rows=rows,
-        norm=norm,
-        eps=eps,
-        alpha=alpha,
-        steps=steps,
-        targeted=bool(targeted),
-        random_start=bool(random_start),
+        norm=attack["norm"],
+        eps=attack["eps"],
+        alpha=attack["alpha"],
+        steps=attack["steps"],
+        targeted=t is not None,
+        random_start=attack["random_start"],
         seed=seed,
         labels=y,
         targets=t,

@@ -7,7 +7,9 @@ and how often it equals the label (``accuracy``). Naturally trained models keep 
 prediction down to a low rank; robust ones depend on the top ranks even more.
 
 Every rank image of a batch comes from one SVD (:class:`~captum_rig.RankPath`) and is
-streamed through the model in chunks of ``batch_size`` images.
+streamed through the model in chunks of ``batch_size`` images. This module counts; the
+figures (:func:`~captum_rig.viz.plot_spectra`, :func:`~captum_rig.viz.plot_accuracy_gap`)
+are drawn in :mod:`captum_rig.viz`.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -15,16 +17,14 @@ References:
 """
 
 import csv
-import itertools
-import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
     Dict,
     Iterable,
-    Iterator,
     List,
     Mapping,
     Optional,
@@ -34,27 +34,39 @@ from typing import (
 )
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from captum_rig._checks import check_images, check_int
+from captum_rig._checks import check_batches, check_int, check_model, model_device, model_logits
 from captum_rig._context import atomic_path, eval_mode
 from captum_rig.lowrank import RankPath
 
 __all__ = [
     "rank_spectrum",
     "RankSpectrum",
-    "plot_spectra",
     "accuracy_gap",
-    "plot_accuracy_gap",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-Batch = Tuple[Tensor, Optional[Tensor]]
 
 _CHECKPOINT_FORMAT = "captum_rig.rank_spectrum/1"
 _CSV_COLUMNS = ["rank", "agreement", "accuracy", "n_images", "reverse"]
-_METRICS = ("agreement", "accuracy")
+# Figures moved to captum_rig.viz; these names still resolve here for old imports.
+_MOVED_TO_VIZ = ("plot_spectra", "plot_accuracy_gap")
+
+
+def __getattr__(name: str) -> Any:
+    """The moved figure functions, with a DeprecationWarning; AttributeError otherwise."""
+    if name in _MOVED_TO_VIZ:
+        warnings.warn(
+            f"captum_rig.spectrum.{name} is now captum_rig.viz.{name}; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from captum_rig import viz
+
+        return getattr(viz, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -200,10 +212,11 @@ class RankSpectrum:
         label: Optional[str] = None,
         **plot_kwargs: Any,
     ) -> Tuple[Any, Any]:
-        """Plots ``metric`` against the rank; never calls ``plt.show()``.
+        """Plots ``metric`` against the rank (see :func:`captum_rig.viz.plot_spectra`).
 
         Args:
-            ax (matplotlib Axes, optional): where to draw; a new figure when None.
+            ax (matplotlib Axes, optional): where to draw; a new standalone figure (no
+                pyplot state) when None.
             metric (str): ``"agreement"`` (Algorithm 1) or ``"accuracy"``.
             label (str, optional): legend entry for this curve (a legend is drawn when
                 given).
@@ -212,58 +225,10 @@ class RankSpectrum:
         Returns:
             (Figure, Axes): the figure and the axes drawn on.
         """
-        values = self._metric(metric)
-        fig, ax = _figure(ax)
-        plot_kwargs.setdefault("marker", "o" if len(self.ranks) <= 40 else None)
-        plot_kwargs.setdefault("markersize", 3)
-        ax.plot(self.ranks, values, label=label, **plot_kwargs)
-        _decorate(ax, metric, self.reverse, legend=label is not None)
-        return fig, ax
+        from captum_rig.viz import plot_spectra  # figures live downstream, in viz
 
-    def _metric(self, metric: str) -> List[float]:
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-        values = getattr(self, metric)
-        if values is None:
-            raise ValueError(
-                "metric='accuracy' needs a spectrum computed with labels; this one has none"
-            )
-        return values
-
-
-def plot_spectra(
-    spectra: Union[Mapping[str, RankSpectrum], Sequence[RankSpectrum]],
-    ax: Optional[Any] = None,
-    metric: str = "agreement",
-    **plot_kwargs: Any,
-) -> Tuple[Any, Any]:
-    """Several spectra on one axis, e.g. natural vs robust vs low-rank-trained models.
-
-    Args:
-        spectra (dict or sequence): ``{label: RankSpectrum}`` (labels go in the
-            legend) or a sequence of spectra.
-        ax (matplotlib Axes, optional): where to draw; a new figure when None.
-        metric (str): ``"agreement"`` or ``"accuracy"``.
-        **plot_kwargs: passed to every ``ax.plot``.
-
-    Returns:
-        (Figure, Axes).
-
-    Examples:
-        >>> natural = RankSpectrum([0, 8, 16], [0.1, 0.9, 1.0], None, 10)
-        >>> robust = RankSpectrum([0, 8, 16], [0.1, 0.5, 1.0], None, 10)
-        >>> fig, ax = plot_spectra({"natural": natural, "robust": robust})
-        >>> len(ax.lines)
-        2
-    """
-    items = _labelled(spectra, "spectra")
-    if len({s.reverse for _, s in items}) > 1:
-        raise ValueError("spectra must all have the same reverse flag to share an axis")
-    fig, ax = _figure(ax)
-    for label, spectrum in items:
-        spectrum.plot(ax=ax, metric=metric, label=label, **plot_kwargs)
-    _decorate(ax, metric, items[0][1].reverse, legend=any(lb is not None for lb, _ in items))
-    return fig, ax
+        spectra = [self] if label is None else {label: self}
+        return plot_spectra(spectra, ax=ax, metric=metric, **plot_kwargs)
 
 
 def accuracy_gap(first: RankSpectrum, second: RankSpectrum) -> Tuple[List[int], List[float]]:
@@ -297,67 +262,6 @@ def accuracy_gap(first: RankSpectrum, second: RankSpectrum) -> Tuple[List[int], 
         raise ValueError(f"first and second share no rank: {first.ranks} vs {second.ranks}")
     mine = dict(zip(first.ranks, first.accuracy))
     return ranks, [mine[k] - other[k] for k in ranks]
-
-
-def plot_accuracy_gap(
-    first: RankSpectrum,
-    second: RankSpectrum,
-    ax: Optional[Any] = None,
-    label: Optional[str] = None,
-    **plot_kwargs: Any,
-) -> Tuple[Any, Any]:
-    """Plots :func:`accuracy_gap` against the rank, with a line at zero.
-
-    Returns:
-        (Figure, Axes).
-    """
-    ranks, gap = accuracy_gap(first, second)
-    fig, ax = _figure(ax)
-    ax.axhline(0.0, color="0.6", linewidth=0.8)
-    plot_kwargs.setdefault("marker", "o" if len(ranks) <= 40 else None)
-    plot_kwargs.setdefault("markersize", 3)
-    ax.plot(ranks, gap, label=label, **plot_kwargs)
-    ax.set_xlabel(_xlabel(first.reverse))
-    ax.set_ylabel("accuracy difference")
-    if label is not None:
-        ax.legend()
-    return fig, ax
-
-
-def _figure(ax: Optional[Any]) -> Tuple[Any, Any]:
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        return fig, ax
-    return ax.figure, ax
-
-
-def _xlabel(reverse: bool) -> str:
-    return "k (top k singular values removed)" if reverse else "k (top k singular values kept)"
-
-
-def _decorate(ax: Any, metric: str, reverse: bool, legend: bool) -> None:
-    ax.set_xlabel(_xlabel(reverse))
-    ax.set_ylabel(
-        "agreement with full-rank prediction" if metric == "agreement" else "top-1 accuracy"
-    )
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
-    if legend:
-        ax.legend()
-
-
-def _labelled(spectra: Any, name: str) -> List[Tuple[Optional[str], RankSpectrum]]:
-    if isinstance(spectra, RankSpectrum):
-        spectra = [spectra]
-    items = list(spectra.items()) if isinstance(spectra, Mapping) else [(None, s) for s in spectra]
-    if not items:
-        raise ValueError(f"{name} must not be empty")
-    for _, s in items:
-        if not isinstance(s, RankSpectrum):
-            raise TypeError(f"{name} must hold RankSpectrum objects, got {type(s).__name__}")
-    return items
 
 
 def _as_list(values: Any, name: str) -> list:
@@ -435,10 +339,10 @@ def rank_spectrum(
         model (callable): maps images ``(B, C, H, W)`` in [0, 1] pixel space to logits
             ``(B, classes)``; it should contain its own normalization. An ``nn.Module``
             is put in eval mode for the run.
-        data (Tensor or iterable): images ``(N, C, H, W)``, or an iterable of
-            ``(images, labels)`` batches such as a DataLoader (a batch may also be
-            ``images`` alone or ``(images,)``; then there is no accuracy). Every batch
-            must have the same ``(C, H, W)``.
+        data (Tensor, pair or iterable): images ``(N, C, H, W)``, a tuple
+            ``(images, labels)``, or an iterable of ``(images, labels)`` batches such as
+            a DataLoader (a batch may also be ``images`` alone or ``(images,)``; then
+            there is no accuracy). Every batch must have the same ``(C, H, W)``.
         ranks (sequence of int, optional): ranks ``k`` in ``0..w``, ``w = min(H, W)``.
             Default: all of ``0..w``.
         labels (Tensor, optional): integer labels ``(N,)`` when ``data`` is a tensor.
@@ -470,18 +374,17 @@ def rank_spectrum(
         Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
         arXiv:2012.03516, Algorithm 1.
     """
-    if not callable(model):
-        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    check_model(model, module=False)
     batch_size = check_int(batch_size, name="batch_size", low=1)
     checkpoint_every = check_int(checkpoint_every, name="checkpoint_every", low=1)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {reverse!r}")
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     world_size, process = _world()
-    batches, n_batches, presharded, tensor_data = _batches(data, labels, batch_size)
+    checked = check_batches(data, labels, batch_size)
     # This process counts the batches with index % stride == offset.
-    stride, offset = (1, 0) if presharded else (world_size, process)
-    n_mine = None if n_batches is None else len(range(offset, n_batches, stride))
+    stride, offset = (1, 0) if checked.presharded else (world_size, process)
+    n_mine = None if checked.length is None else len(range(offset, checked.length, stride))
     path = None
     if checkpoint is not None:
         path = os.fspath(checkpoint)
@@ -498,11 +401,11 @@ def rank_spectrum(
     state: Optional[_State] = None
     try:
         with eval_mode(model), torch.no_grad():
-            for index, (images, batch_labels) in enumerate(batches):
+            for index, (images, batch_labels) in enumerate(checked.batches):
                 if setting is None:
-                    setting = _Setting.first(images, batch_labels, ranks, reverse, tensor_data)
+                    setting = _Setting.first(images, batch_labels, ranks, reverse)
                     fingerprint = setting.fingerprint(
-                        batch_size if tensor_data else None, world_size, process
+                        batch_size if checked.from_tensor else None, world_size, process
                     )
                     state = _load_checkpoint(path, fingerprint, len(setting.ranks))
                 else:
@@ -512,7 +415,6 @@ def rank_spectrum(
                 if index < state.next_batch:  # counted before the interruption
                     bar.update()
                     continue
-                images, batch_labels = _check_batch(index, images, batch_labels, tensor_data)
                 agree, correct = _count_batch(
                     model, images, batch_labels, setting, batch_size, device
                 )
@@ -567,16 +469,13 @@ class _Setting:
 
     @classmethod
     def first(
-        cls, images: Any, labels: Any, ranks: Any, reverse: bool, tensor_data: bool
+        cls, images: Tensor, labels: Optional[Tensor], ranks: Any, reverse: bool
     ) -> "_Setting":
-        if not tensor_data:  # a tensor was checked whole, up front
-            check_images(images, name="images in data batch 0", ndim=4, layout="(N, C, H, W)")
         width = min(images.shape[-2:])
         return cls(tuple(images.shape[1:]), _check_ranks(ranks, width), labels is not None, reverse)
 
-    def check_batch(self, index: int, images: Any, labels: Any) -> None:
-        if not isinstance(images, Tensor):
-            check_images(images, name=f"images in data batch {index}")  # raises
+    def check_batch(self, index: int, images: Tensor, labels: Optional[Tensor]) -> None:
+        # Each batch was checked on its own (check_batches); here, against the first.
         shape = tuple(images.shape[1:])
         if shape != self.shape:
             raise ValueError(
@@ -657,82 +556,6 @@ def _check_ranks(ranks: Any, width: int) -> List[int]:
     return ranks
 
 
-def _check_labels(labels: Any, n: int, name: str) -> Tensor:
-    if not isinstance(labels, Tensor):
-        labels = torch.as_tensor(labels)
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of class indices, got {labels.dtype}")
-    if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(
-            f"{name} must have shape ({n},), one label per image, got {tuple(labels.shape)}"
-        )
-    return labels
-
-
-def _batches(
-    data: Any, labels: Any, batch_size: int
-) -> Tuple[Iterator[Batch], Optional[int], bool, bool]:
-    """(batches, number of batches or None, already sharded?, tensor data?)."""
-    if isinstance(data, Tensor):
-        check_images(data, name="data", ndim=4, layout="(N, C, H, W)")
-        n = data.shape[0]
-        if labels is not None:
-            labels = _check_labels(labels, n, "labels")
-        batches = (
-            (data[i : i + batch_size], None if labels is None else labels[i : i + batch_size])
-            for i in range(0, n, batch_size)
-        )
-        return batches, math.ceil(n / batch_size), False, True
-    if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Iterable):
-        raise TypeError(
-            f"data must be an image tensor (N, C, H, W) or an iterable of (images, labels) "
-            f"batches such as a DataLoader, got {type(data).__name__}"
-        )
-    if labels is not None:
-        raise ValueError(
-            "labels must be None when data is an iterable of batches: "
-            "give (images, labels) batches instead"
-        )
-    try:
-        n_batches: Optional[int] = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        n_batches = None
-    return (_split(i, b) for i, b in enumerate(data)), n_batches, _presharded(data), False
-
-
-def _split(index: int, batch: Any) -> Batch:
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
-        return batch[0], (batch[1] if len(batch) == 2 else None)
-    raise TypeError(
-        f"data batch {index} must be images or an (images, labels) pair, got "
-        f"{type(batch).__name__}{f' of length {len(batch)}' if hasattr(batch, '__len__') else ''}"
-    )
-
-
-def _check_batch(
-    index: int, images: Any, labels: Any, tensor_data: bool
-) -> Tuple[Tensor, Optional[Tensor]]:
-    if tensor_data:  # the whole tensor was checked up front
-        return images, labels
-    name = f"images in data batch {index}"
-    images = check_images(images, name=name, ndim=4, layout="(N, C, H, W)")
-    if labels is not None:
-        labels = _check_labels(labels, images.shape[0], f"labels in data batch {index}")
-    return images, labels
-
-
-def _presharded(data: Any) -> bool:
-    from torch.utils.data import DistributedSampler
-
-    samplers = (
-        getattr(data, "sampler", None),
-        getattr(getattr(data, "batch_sampler", None), "sampler", None),
-    )
-    return any(isinstance(s, DistributedSampler) for s in samplers)
-
-
 def _count_batch(
     model: Callable[[Tensor], Tensor],
     images: Tensor,
@@ -764,25 +587,8 @@ def _count_batch(
 
 
 def _predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        chunk = x[start : start + batch_size]
-        logits = model(chunk)
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or len(logits) != len(chunk):
-            raise ValueError(
-                f"model must return logits of shape (B, classes) for images (B, C, H, W); "
-                f"for B = {len(chunk)} it returned "
-                f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
-            )
-        out.append(logits.argmax(1))
-    return torch.cat(out)
-
-
-def _model_device(model: Any) -> torch.device:
-    if isinstance(model, nn.Module):
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            return t.device
-    return torch.device("cpu")
+    chunks = (x[start : start + batch_size] for start in range(0, x.shape[0], batch_size))
+    return torch.cat([model_logits(model, chunk).argmax(1) for chunk in chunks])
 
 
 # -- checkpoints and processes ---------------------------------------------------------

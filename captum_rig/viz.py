@@ -1,32 +1,51 @@
-"""Figures: attribution maps side by side, the Eq. (3) channel-max view, rank galleries.
+"""Every figure: attribution maps side by side, Eq. (3), rank galleries, rank spectra.
 
-Everything is drawn with Captum's ``captum.attr.visualization.visualize_image_attr``
+Attribution maps are drawn with Captum's ``captum.attr.visualization.visualize_image_attr``
 (its signs, colour maps, outlier clipping and heat-map modes); this module adds the grid
-(images as rows, methods as columns), an optional colour scale shared by all maps, object
-outlines, and the low-rank images of the paper. Functions take images as float tensors
-``(C, H, W)`` or ``(N, C, H, W)`` with values in [0, 1], return ``(fig, axes)`` with
-``axes`` a 2-d array of ``Axes`` (rows × columns) and never call ``plt.show()``.
+(images as rows, methods as columns), a colour bar, an optional colour scale shared by
+all maps, object outlines, the low-rank images of the paper and its rank-spectrum curves.
+Functions take images as float tensors ``(C, H, W)`` or ``(N, C, H, W)`` with values in
+[0, 1], draw on standalone ``matplotlib.figure.Figure`` objects (no pyplot state unless
+``use_pyplot=True``), return ``(fig, axes)`` and never call ``plt.show()``.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
-    arXiv:2012.03516 (Figs. 2, 3 and 9; Eq. 3).
+    arXiv:2012.03516 (Figs. 2, 3, 7 and 9; Eq. 3; Algorithm 1).
 """
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
+import matplotlib as mpl
 import numpy as np
 import torch
 from captum.attr import visualization as _captum_viz
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextToPath
 from torch import Tensor
 
+from captum_rig._checks import check_choice, check_int, check_pixels, check_real
 from captum_rig.lowrank import RankPath
+from captum_rig.spectrum import RankSpectrum, accuracy_gap
 
 __all__ = [
     "plot_attributions",
     "plot_rig_channel_max",
     "plot_rank_gallery",
+    "plot_spectra",
+    "plot_accuracy_gap",
     "plot_curves",
     "DEFAULT_GALLERY_RANKS",
 ]
@@ -36,7 +55,14 @@ DEFAULT_GALLERY_RANKS: Tuple[Optional[int], ...] = (1, 5, 10, 20, 50, None)
 
 _SIGNS = ("absolute_value", "positive", "negative", "all")
 _HEAT_METHODS = ("heat_map", "blended_heat_map")
+_METRICS = ("agreement", "accuracy")
+_YLABELS = {"agreement": "agreement with full-rank prediction", "accuracy": "top-1 accuracy"}
+# Resampling and SVD round-off can put pixels a hair outside [0, 1]; they are clipped.
 _RANGE_SLACK = 1e-3
+# Inches: a line of a column title or of the figure title (12 pt with its spacing), the
+# pads around them, row labels left of the panels, a colour bar right of them. Rows sit
+# close only when the figure has no height to spare: constrained layout spreads it.
+_LINE, _PAD, _LABEL_ROOM, _COLORBAR_ROOM = 0.2, 0.12, 0.35, 0.8
 
 
 # --------------------------------------------------------------------------------------
@@ -44,49 +70,18 @@ _RANGE_SLACK = 1e-3
 # --------------------------------------------------------------------------------------
 
 
-def _check_images(images: Any, name: str = "images") -> Tensor:
-    """``(C, H, W)`` or ``(N, C, H, W)`` float in [0, 1] → ``(N, C, H, W)`` float, CPU."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating point tensor with values in [0, 1], got dtype "
-            f"{images.dtype}; convert integer images with x.float() / 255"
-        )
+def _image_batch(images: Any, name: str = "images") -> Tensor:
+    """``(C, H, W)`` or ``(N, C, H, W)`` float in [0, 1] → ``(N, C, H, W)`` float32, CPU."""
+    check_pixels(
+        images, name=name, ndim=(3, 4), layout="(C, H, W) or (N, C, H, W)", slack=_RANGE_SLACK
+    )
     if images.dim() == 3:
         images = images.unsqueeze(0)
-    if images.dim() != 4:
-        raise ValueError(
-            f"{name} must have shape (C, H, W) or (N, C, H, W), got shape {tuple(images.shape)}"
-        )
-    if images.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(images.shape)}")
     if images.shape[1] not in (1, 3):
         raise ValueError(
             f"{name} must have 1 or 3 channels (dim -3), got shape {tuple(images.shape)}"
         )
-    images = images.detach().to("cpu", torch.float32)
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:
-        raise ValueError(
-            f"{name} must hold pixel values in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
-            "pass images before normalization"
-        )
-    return images.clamp(0, 1)
-
-
-def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def _check_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+    return images.detach().to("cpu", torch.float32).clamp(0, 1)
 
 
 def _check_attributions(attributions: Any, images: Tensor) -> Dict[str, Tensor]:
@@ -137,12 +132,71 @@ def _check_masks(masks: Any, images: Tensor) -> Optional[Tensor]:
     return masks.detach().to("cpu").bool()
 
 
-def _check_labels(labels: Any, n: int, name: str) -> Optional[List[str]]:
+def _check_row_labels(labels: Any, n: int) -> Optional[List[str]]:
+    """Display strings, one per image row (not class indices)."""
     if labels is None:
         return None
     if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) != n:
-        raise ValueError(f"{name} must be a sequence of {n} strings, got {labels!r}")
+        raise ValueError(f"row_labels must be a sequence of {n} strings, got {labels!r}")
     return [str(s) for s in labels]
+
+
+# --------------------------------------------------------------------------------------
+# Text that fits
+# --------------------------------------------------------------------------------------
+
+_TEXT_TO_PATH = TextToPath()
+
+
+def _font_size(rc_key: str) -> float:
+    return FontProperties(size=mpl.rcParams[rc_key]).get_size_in_points()
+
+
+def _text_width(text: str, size: float) -> float:
+    """Width in points of ``text`` set in the default font at ``size`` points."""
+    width, _, _ = _TEXT_TO_PATH.get_text_width_height_descent(
+        text, FontProperties(size=size), ismath=False
+    )
+    return width
+
+
+def _fit_text(text: str, inches: float, rc_key: str, max_lines: int = 2) -> str:
+    """``text`` wrapped into lines no longer than ``inches``; past ``max_lines``, "…tail".
+
+    Words are kept whole where they fit; a word longer than a line (a file name) is cut.
+    The last line ends with the text's end (a file name's extension) after an ellipsis.
+    """
+    size, room = _font_size(rc_key), 72.0 * inches
+    if _text_width(text, size) <= room:
+        return text
+    lines: List[str] = []
+    rest = text.strip()
+    while rest and len(lines) < max_lines - 1:
+        cut = _longest_prefix(rest, room, size)
+        space = rest.rfind(" ", 0, cut + 1)
+        if cut < len(rest) and space > cut // 2:
+            cut = space  # break between words when that keeps half the line
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        if _text_width(rest, size) > room:
+            keep = len(rest)
+            while keep > 1 and _text_width("…" + rest[-keep:], size) > room:
+                keep -= 1
+            rest = "…" + rest[-keep:]
+        lines.append(rest)
+    return "\n".join(lines)
+
+
+def _longest_prefix(text: str, room: float, size: float) -> int:
+    low, high = 1, len(text)
+    while low < high:  # the longest prefix whose width fits: binary search
+        mid = (low + high + 1) // 2
+        if _text_width(text[:mid], size) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 # --------------------------------------------------------------------------------------
@@ -150,8 +204,12 @@ def _check_labels(labels: Any, n: int, name: str) -> Optional[List[str]]:
 # --------------------------------------------------------------------------------------
 
 
-def _figure(figsize: Tuple[float, float]) -> Figure:
+def _figure(figsize: Tuple[float, float], use_pyplot: bool = False) -> Figure:
     """A standalone Figure (no pyplot state) with an Agg canvas, so it can be drawn."""
+    if use_pyplot:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=figsize, layout="constrained")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig = Figure(figsize=figsize, layout="constrained")
@@ -159,19 +217,44 @@ def _figure(figsize: Tuple[float, float]) -> Figure:
     return fig
 
 
-def _new_figure(
-    nrows: int, ncols: int, panel_size: float, use_pyplot: bool
-) -> Tuple[Figure, np.ndarray]:
-    # room above the panels for column titles (two lines) and a figure title
-    figsize = (panel_size * ncols, panel_size * nrows + 0.9)
-    if use_pyplot:
-        import matplotlib.pyplot as plt
+def _panel_inches(panel_size: float, height: int, width: int) -> Tuple[float, float]:
+    """(width, height) of a panel: the image's aspect ratio, longer side ``panel_size``."""
+    if width >= height:
+        return panel_size, panel_size * height / width
+    return panel_size * width / height, panel_size
 
-        fig = plt.figure(figsize=figsize, layout="constrained")
-    else:
-        fig = _figure(figsize)
+
+def _new_figure(
+    nrows: int,
+    ncols: int,
+    panel: Tuple[float, float],
+    use_pyplot: bool,
+    *,
+    extra_width: float = 0.0,
+    column_title_lines: int = 1,
+    title: Optional[str] = None,
+) -> Tuple[Figure, np.ndarray]:
+    """A grid of ``nrows × ncols`` panels of ``panel`` inches with room for the titles."""
+    width = panel[0] * ncols + extra_width
+    top = _PAD + _LINE * column_title_lines
+    lines = _title_lines(title, width)
+    if lines:
+        top += _PAD + _LINE * lines
+    fig = _figure((width, panel[1] * nrows + top), use_pyplot)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
+
+
+def _title(fig: Figure, title: Optional[str]) -> None:
+    if title:
+        fig.suptitle(_fit_text(str(title), 0.95 * fig.get_figwidth(), "figure.titlesize", 3))
+
+
+def _title_lines(title: Optional[str], inches: float) -> int:
+    """How many lines :func:`_title` will use for ``title`` in a figure ``inches`` wide."""
+    if not title:
+        return 0
+    return _fit_text(str(title), 0.95 * inches, "figure.titlesize", 3).count("\n") + 1
 
 
 def _hwc(image: Tensor) -> np.ndarray:
@@ -226,7 +309,7 @@ def plot_attributions(
     masks: Optional[Tensor] = None,
     row_labels: Optional[Sequence[str]] = None,
     cmap: Optional[Any] = None,
-    show_colorbar: bool = False,
+    show_colorbar: bool = True,
     panel_size: float = 2.0,
     title: Optional[str] = None,
     use_pyplot: bool = False,
@@ -234,8 +317,9 @@ def plot_attributions(
     r"""Each image, then one attribution map per method, side by side; one row per image.
 
     Every panel is drawn by Captum's ``visualize_image_attr`` (with ``method``, ``sign``,
-    ``outlier_perc``, ``cmap``, ``show_colorbar`` passed through); channels are summed
-    as Captum does.
+    ``outlier_perc`` and ``cmap`` passed through); channels are summed as Captum does.
+    Panels take the images' aspect ratio; long row labels and titles are wrapped and
+    shortened with "…" so they stay inside the figure.
 
     **Colour scale.** Captum normalises each map on its own: it divides the map by the
     value above which the top ``outlier_perc`` % of its absolute attribution lies and
@@ -265,11 +349,14 @@ def plot_attributions(
             (Captum's per-map scale).
         masks (Tensor, optional): ``(N, H, W)`` bool object masks, outlined on every
             panel of their row.
-        row_labels (sequence of str, optional): one label per image, left of each row.
+        row_labels (sequence of str, optional): one label per image, left of each row
+            (e.g. file names; long ones keep their start and their end).
         cmap (str or Colormap, optional): heat-map colour map; None: Captum's default
             for ``sign``.
-        show_colorbar (bool): a colour bar under every map. Default: False.
-        panel_size (float): inches per panel. Default: 2.
+        show_colorbar (bool): one colour bar right of the maps. Every map has Captum's
+            colour limits (0..1, or -1..1 for ``sign="all"``), so one bar reads them all;
+            its label says which scale is used. Default: True.
+        panel_size (float): inches of a panel's longer side. Default: 2.
         title (str, optional): figure title.
         use_pyplot (bool): create the figure with ``pyplot`` (so ``plt.show()`` shows
             it) instead of a standalone ``Figure``. Default: False.
@@ -284,18 +371,17 @@ def plot_attributions(
         >>> axes.shape
         (2, 2)
     """
-    images = _check_images(images)
+    images = _image_batch(images)
     attrs = _check_attributions(attributions, images)
-    method = _check_choice(method, "method", _HEAT_METHODS)
-    sign = _check_choice(sign, "sign", _SIGNS)
-    if isinstance(outlier_perc, bool) or not isinstance(outlier_perc, (int, float)):
-        raise TypeError(f"outlier_perc must be a number, got {outlier_perc!r}")
-    if not 0 <= outlier_perc < 100:
+    method = check_choice(method, "method", _HEAT_METHODS)
+    sign = check_choice(sign, "sign", _SIGNS)
+    outlier_perc = check_real(outlier_perc, "outlier_perc")
+    if not outlier_perc < 100:
         raise ValueError(f"outlier_perc must be in [0, 100), got {outlier_perc}")
     masks = _check_masks(masks, images)
-    n = images.shape[0]
-    row_labels = _check_labels(row_labels, n, "row_labels")
-    panel_size = _check_positive(panel_size, "panel_size")
+    n, _, h, w = images.shape
+    row_labels = _check_row_labels(row_labels, n)
+    panel = _panel_inches(check_real(panel_size, "panel_size", strict=True), h, w)
 
     # (N, H, W) maps with channels summed, as Captum sums them.
     maps = {k: a.sum(dim=1).numpy() for k, a in attrs.items()}
@@ -303,43 +389,75 @@ def plot_attributions(
     if shared_scale:
         shared = _shared_normalised(maps, sign, outlier_perc)
 
-    fig, axes = _new_figure(n, 1 + len(maps), panel_size, use_pyplot)
+    columns = [_fit_text(name, 0.95 * panel[0], "axes.titlesize") for name in maps]
+    fig, axes = _new_figure(
+        n,
+        1 + len(maps),
+        panel,
+        use_pyplot,
+        extra_width=_LABEL_ROOM * (row_labels is not None) + _COLORBAR_ROOM * bool(show_colorbar),
+        column_title_lines=max(c.count("\n") + 1 for c in columns),
+        title=title,
+    )
+    heat = None
     for i in range(n):
         image = _hwc(images[i])
         _show_image(fig, axes[i, 0], image, "image" if i == 0 else None)
         _outline(axes[i, 0], None if masks is None else masks[i])
         if row_labels is not None:
-            axes[i, 0].set_ylabel(row_labels[i])
+            axes[i, 0].set_ylabel(_fit_text(row_labels[i], 0.95 * panel[1], "axes.labelsize"))
         for j, (name, m) in enumerate(maps.items(), start=1):
             ax = axes[i, j]
-            if not np.any(_signed(m[i], sign)):
-                # Captum cannot scale an all-zero map; show it as an empty panel.
-                ax.imshow(np.zeros(m[i].shape), cmap="gray_r", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.set_title(name if i == 0 else None)
-                ax.text(0.5, 0.5, "all zero", ha="center", va="center", transform=ax.transAxes)
-            else:
-                _captum_viz.visualize_image_attr(
-                    m[i],
-                    image,
-                    method=method,
-                    sign=sign,
-                    plt_fig_axis=(fig, ax),
-                    outlier_perc=outlier_perc,
-                    cmap=cmap,
-                    show_colorbar=show_colorbar,
-                    title=name if i == 0 else None,
-                    use_pyplot=False,
-                )
+            title_j = columns[j - 1] if i == 0 else None
+            drawn = _draw_map(fig, ax, m[i], image, title_j, method, sign, outlier_perc, cmap)
+            if drawn is not None:
+                heat = drawn
                 if shared is not None:
-                    # Captum drew the panel (cmap, limits, overlay, colour bar) with its
-                    # own per-map scale; put the shared-scale values in its heat map.
-                    ax.images[-1].set_data(shared[name][i])
+                    # Captum drew the panel (cmap, limits, overlay) with its own per-map
+                    # scale; put the shared-scale values in its heat map.
+                    drawn.set_data(shared[name][i])
             _outline(ax, None if masks is None else masks[i])
-    if title:
-        fig.suptitle(title)
+    if show_colorbar and heat is not None:
+        label = "share of attribution, one scale" if shared_scale else "attribution, per-map scale"
+        bar = fig.colorbar(heat, ax=axes[:, 1:].ravel().tolist(), shrink=0.9)
+        bar.set_label(_fit_text(label, 0.85 * panel[1] * n, "axes.labelsize"))
+    _title(fig, title)
     return fig, axes
+
+
+def _draw_map(
+    fig: Figure,
+    ax: Axes,
+    attr2d: np.ndarray,
+    image: np.ndarray,
+    title: Optional[str],
+    method: str,
+    sign: str,
+    outlier_perc: float,
+    cmap: Optional[Any],
+) -> Optional[Any]:
+    """Draws one map with Captum; returns its heat-map image, None for an all-zero map."""
+    if not np.any(_signed(attr2d, sign)):
+        # Captum cannot scale an all-zero map; show it as an empty panel.
+        ax.imshow(np.zeros(attr2d.shape), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title)
+        ax.text(0.5, 0.5, "all zero", ha="center", va="center", transform=ax.transAxes)
+        return None
+    _captum_viz.visualize_image_attr(
+        attr2d,
+        image,
+        method=method,
+        sign=sign,
+        plt_fig_axis=(fig, ax),
+        outlier_perc=outlier_perc,
+        cmap=cmap,
+        show_colorbar=False,
+        title=title,
+        use_pyplot=False,
+    )
+    return ax.images[-1]
 
 
 def _shared_normalised(
@@ -393,7 +511,7 @@ def plot_rig_channel_max(
     """
     from captum_rig.attr.rig import RankIntegratedGradients
 
-    batch = _check_images(images)
+    batch = _image_batch(images)
     attr = RankIntegratedGradients(model).attribute(
         batch,
         target=target,
@@ -418,17 +536,9 @@ def _gallery_ranks(
         return ranks[-1:] + ranks[:-1] if reverse else ranks  # reverse: original first
     if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Sequence) or not ranks:
         raise ValueError(f"ranks must be a non-empty sequence of ints or None, got {ranks!r}")
-    out: List[Optional[int]] = []
-    for k in ranks:
-        if k is None:
-            out.append(None)
-            continue
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"ranks must hold ints or None (full rank), got {k!r}")
-        if not 0 <= int(k) <= width:
-            raise ValueError(f"ranks must lie in 0..{width} (min(H, W)) or be None, got {int(k)}")
-        out.append(int(k))
-    return out
+    return [
+        None if k is None else check_int(k, f"ranks[{i}]", high=width) for i, k in enumerate(ranks)
+    ]
 
 
 def _reverse_display(x: np.ndarray, percentile: float = 99.0) -> Tuple[np.ndarray, float]:
@@ -472,7 +582,7 @@ def plot_rank_gallery(
             (``None``) comes first.
         reverse (bool): remove the top ranks instead of keeping them. Default: False.
         row_labels (sequence of str, optional): one label per image.
-        panel_size (float): inches per panel. Default: 1.8.
+        panel_size (float): inches of a panel's longer side. Default: 1.8.
         title (str, optional): figure title.
         use_pyplot (bool): create the figure with ``pyplot``. Default: False.
 
@@ -484,19 +594,27 @@ def plot_rank_gallery(
         >>> axes.shape
         (1, 3)
     """
-    batch = _check_images(images)
+    batch = _image_batch(images)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {reverse!r}")
     path = RankPath(batch.to(torch.float64))
     width = path.width
     ks = _gallery_ranks(ranks, width, reverse)
-    n = batch.shape[0]
-    row_labels = _check_labels(row_labels, n, "row_labels")
-    panel_size = _check_positive(panel_size, "panel_size")
+    n, _, h, w = batch.shape
+    row_labels = _check_row_labels(row_labels, n)
+    panel = _panel_inches(check_real(panel_size, "panel_size", strict=True), h, w)
     ks_int = [width if k is None else k for k in ks]
     rank_images = path.images(ks_int, reverse=reverse).float()  # (m, N, C, H, W)
 
-    fig, axes = _new_figure(n, len(ks), panel_size, use_pyplot)
+    fig, axes = _new_figure(
+        n,
+        len(ks),
+        panel,
+        use_pyplot,
+        extra_width=_LABEL_ROOM * (row_labels is not None),
+        column_title_lines=2 if reverse and any(k not in (None, 0) for k in ks) else 1,
+        title=title,
+    )
     for i in range(n):
         for j, k in enumerate(ks):
             picture = _hwc(rank_images[j, i])
@@ -509,9 +627,8 @@ def plot_rank_gallery(
                 label = f"top {k} removed\n(shown ×{gain:.1f})"
             _show_image(fig, axes[i, j], picture, label if i == 0 else None)
         if row_labels is not None:
-            axes[i, 0].set_ylabel(row_labels[i])
-    if title:
-        fig.suptitle(title)
+            axes[i, 0].set_ylabel(_fit_text(row_labels[i], 0.95 * panel[1], "axes.labelsize"))
+    _title(fig, title)
     return fig, axes
 
 
@@ -542,11 +659,7 @@ def plot_curves(
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves must be a non-empty dict of name -> (x, y)")
-    if ax is None:
-        fig = _figure((4.2, 3.2))
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, (4.2, 3.2))
     for name, xy in curves.items():
         if not isinstance(xy, (tuple, list)) or len(xy) != 2 or len(xy[0]) != len(xy[1]):
             raise ValueError(f"curves[{name!r}] must be a pair (x, y) of equal lengths")
@@ -557,4 +670,223 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return fig, ax
+
+
+# --------------------------------------------------------------------------------------
+# Rank spectra (Algorithm 1, Fig. 7)
+# --------------------------------------------------------------------------------------
+
+
+def plot_spectra(
+    spectra: Union[RankSpectrum, Mapping[str, RankSpectrum], Sequence[RankSpectrum]],
+    ax: Optional[Axes] = None,
+    metric: str = "agreement",
+    **plot_kwargs: Any,
+) -> Tuple[Figure, Axes]:
+    """Several spectra on one axis, e.g. natural vs robust vs low-rank-trained models.
+
+    The x axis is the rank ``k`` (kept, or removed for reverse spectra), the y axis the
+    metric, labelled "agreement with full-rank prediction" or "top-1 accuracy".
+
+    Args:
+        spectra (RankSpectrum, dict or sequence): ``{label: RankSpectrum}`` (labels go
+            in the legend), a sequence of spectra, or one spectrum. All must have the
+            same ``reverse`` flag.
+        ax (matplotlib Axes, optional): where to draw; a new standalone figure when None.
+        metric (str): ``"agreement"`` or ``"accuracy"``.
+        **plot_kwargs: passed to every ``ax.plot`` (``color``, ``linestyle``, ...).
+
+    Returns:
+        (Figure, Axes): the figure and the axes drawn on.
+
+    Examples:
+        >>> natural = RankSpectrum([0, 8, 16], [0.1, 0.9, 1.0], None, 10)
+        >>> robust = RankSpectrum([0, 8, 16], [0.1, 0.5, 1.0], None, 10)
+        >>> fig, ax = plot_spectra({"natural": natural, "robust": robust})
+        >>> len(ax.lines), ax.get_ylabel()
+        (2, 'agreement with full-rank prediction')
+    """
+    items = _labelled(spectra, "spectra")
+    metric = check_choice(metric, "metric", _METRICS)
+    if len({s.reverse for _, s in items}) > 1:
+        raise ValueError("spectra must all have the same reverse flag to share an axis")
+    curves = [(label, s.ranks, _values(s, metric)) for label, s in items]
+    fig, ax = _figure_and_axes(ax, (5, 3.5))
+    for label, ranks, values in curves:
+        kwargs = dict(plot_kwargs)
+        kwargs.setdefault("marker", "o" if len(ranks) <= 40 else None)
+        kwargs.setdefault("markersize", 3)
+        ax.plot(ranks, values, label=label, **kwargs)
+    ax.set_xlabel(_xlabel(items[0][1].reverse))
+    ax.set_ylabel(_YLABELS[metric])
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    if any(label is not None for label, _ in items):
+        ax.legend()
+    return fig, ax
+
+
+def plot_accuracy_gap(
+    first: RankSpectrum,
+    second: RankSpectrum,
+    ax: Optional[Axes] = None,
+    label: Optional[str] = None,
+    **plot_kwargs: Any,
+) -> Tuple[Figure, Axes]:
+    """Plots :func:`~captum_rig.spectrum.accuracy_gap` against the rank, with a line at zero.
+
+    The paper's Fig. 7c/d: per rank, ``first``'s accuracy minus ``second``'s, over the
+    ranks both spectra have.
+
+    Args:
+        first (RankSpectrum): e.g. the model trained on low-rank images (with labels).
+        second (RankSpectrum): e.g. the naturally trained model (with labels).
+        ax (matplotlib Axes, optional): where to draw; a new standalone figure when None.
+        label (str, optional): legend entry (a legend is drawn when given).
+        **plot_kwargs: passed to ``ax.plot``.
+
+    Returns:
+        (Figure, Axes): the figure and the axes drawn on.
+
+    Examples:
+        >>> a = RankSpectrum([0, 4, 8], [0.2, 0.6, 1.0], [0.1, 0.5, 0.75], 4)
+        >>> b = RankSpectrum([0, 4, 8], [0.2, 0.9, 1.0], [0.1, 0.25, 0.5], 4)
+        >>> fig, ax = plot_accuracy_gap(a, b)
+        >>> ax.lines[-1].get_ydata().tolist(), ax.get_ylabel()
+        ([0.0, 0.25, 0.25], 'top-1 accuracy difference')
+    """
+    ranks, gap = accuracy_gap(first, second)
+    fig, ax = _figure_and_axes(ax, (5, 3.5))
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    plot_kwargs.setdefault("marker", "o" if len(ranks) <= 40 else None)
+    plot_kwargs.setdefault("markersize", 3)
+    ax.plot(ranks, gap, label=label, **plot_kwargs)
+    ax.set_xlabel(_xlabel(first.reverse))
+    ax.set_ylabel("top-1 accuracy difference")
+    ax.grid(True, alpha=0.3)
+    if label is not None:
+        ax.legend()
+    return fig, ax
+
+
+def _figure_and_axes(ax: Optional[Axes], figsize: Tuple[float, float]) -> Tuple[Figure, Axes]:
+    if ax is None:
+        fig = _figure(figsize)
+        return fig, fig.add_subplot()
+    return ax.figure, ax
+
+
+def _xlabel(reverse: bool) -> str:
+    return "k (top k singular values removed)" if reverse else "k (top k singular values kept)"
+
+
+def _values(spectrum: RankSpectrum, metric: str) -> List[float]:
+    values = getattr(spectrum, metric)
+    if values is None:
+        raise ValueError(
+            f"metric={metric!r} needs a spectrum computed with labels; this one has none"
+        )
+    return values
+
+
+def _labelled(spectra: Any, name: str) -> List[Tuple[Optional[str], RankSpectrum]]:
+    if isinstance(spectra, RankSpectrum):
+        spectra = [spectra]
+    if isinstance(spectra, Mapping):
+        items = [(str(label), s) for label, s in spectra.items()]
+    elif isinstance(spectra, (str, bytes)) or not isinstance(spectra, (Sequence, Iterable)):
+        raise TypeError(f"{name} must be a dict or a sequence of RankSpectrum objects")
+    else:
+        items = [(None, s) for s in spectra]
+    if not items:
+        raise ValueError(f"{name} must not be empty")
+    for _, s in items:
+        if not isinstance(s, RankSpectrum):
+            raise TypeError(f"{name} must hold RankSpectrum objects, got {type(s).__name__}")
+    return items
+
+
+# --------------------------------------------------------------------------------------
+# Rank contributions
+# --------------------------------------------------------------------------------------
+
+
+def _contribution_curve(
+    values: Any, bands: Optional[Sequence[int]], cumulative: bool, name: str
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(x, y) of one model: shares of the total over images and channels, by rank/band."""
+    if not isinstance(values, Tensor) or values.dim() != 3 or values.shape[-1] < 1:
+        got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(f"{name} must be a tensor (N, C, m) from rank_contributions, got {got}")
+    per_band = values.detach().double().sum(dim=(0, 1)).cpu().numpy()
+    m = per_band.shape[0]
+    edges = np.arange(m + 1) if bands is None else np.asarray(list(bands), dtype=float)
+    if edges.shape != (m + 1,) or np.any(np.diff(edges) <= 0):
+        raise ValueError(
+            f"bands must be the {m + 1} increasing band edges of {name}, got {list(edges)}"
+        )
+    total = per_band.sum()
+    if not np.isfinite(total) or abs(total) < 1e-12:
+        raise ValueError(f"{name} sums to {total}: there is no total to take shares of")
+    shares = per_band / total
+    if cumulative:
+        return edges, np.concatenate([[0.0], np.cumsum(shares)])
+    return edges, np.concatenate([shares, shares[-1:]])
+
+
+def plot_rank_contributions(
+    contributions: Union[Tensor, Mapping[str, Tensor]],
+    bands: Optional[Sequence[int]] = None,
+    cumulative: bool = True,
+    ax: Optional[Axes] = None,
+    title: Optional[str] = None,
+) -> Tuple[Figure, Axes]:
+    r"""Where in the spectrum a model's evidence comes from: rank contributions as shares.
+
+    Each curve sums :func:`captum_rig.rank_contributions` over images and channels and
+    divides by the total, ``Σ (F(x) - F(x(0)))``: ``cumulative=True`` draws the share of
+    the evidence carried by the top ``k`` singular components against ``k`` (reaching 1
+    at ``k = w``); ``cumulative=False`` draws each rank's (or band's) share as steps.
+
+    Args:
+        contributions (Tensor or dict[str, Tensor]): ``(N, C, m)`` from
+            ``rank_contributions``, or ``label -> (N, C, m)`` for several models.
+        bands (sequence of int, optional): the band edges the contributions were
+            computed with; None: one entry per rank.
+        cumulative (bool): cumulative shares (True) or per rank/band shares (False).
+        ax (Axes, optional): draw here; None: a new figure.
+        title (str, optional): axes title.
+
+    Returns:
+        (Figure, Axes): the figure and the axes drawn on.
+
+    Examples:
+        >>> c = torch.tensor([[[3.0, 1.0, 0.0, 0.0]]])  # (N=1, C=1, w=4)
+        >>> fig, ax = plot_rank_contributions({"model": c})
+        >>> ax.lines[-1].get_ydata().tolist()
+        [0.0, 0.75, 1.0, 1.0, 1.0]
+    """
+    if isinstance(contributions, Mapping):
+        items = [(str(k), v) for k, v in contributions.items()]
+        if not items:
+            raise ValueError("contributions must not be an empty dict")
+    else:
+        items = [(None, contributions)]
+    fig, ax = _figure_and_axes(ax, (5, 3.5))
+    ax.axhline(1.0 if cumulative else 0.0, color="0.6", linewidth=0.8)
+    for label, values in items:
+        name = "contributions" if label is None else f"contributions[{label!r}]"
+        x, y = _contribution_curve(values, bands, cumulative, name)
+        if cumulative:
+            ax.plot(x, y, marker="o" if len(x) <= 40 else None, markersize=3, label=label)
+        else:
+            ax.step(x, y, where="post", label=label)
+    ax.set_xlabel("k (top k singular components)" if cumulative else "rank")
+    ax.set_ylabel("share of F(x) - F(0), cumulative" if cumulative else "share of F(x) - F(0)")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if any(label is not None for label, _ in items):
+        ax.legend(fontsize="small")
     return fig, ax

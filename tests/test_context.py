@@ -16,11 +16,13 @@ def test_atomic_path_writes_whole_file_with_umask_permissions(tmp_path):
         assert tmp.endswith(".csv"), "the extension is kept for format-sniffing writers"
         with open(tmp, "w") as f:
             f.write("a,b\n")
-    assert target.read_text() == "a,b\n"
+    assert target.read_text() == "a,b\n", "the file holds what was written"
     umask = os.umask(0)
     os.umask(umask)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
-    assert os.listdir(tmp_path) == ["out.csv"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask, (
+        "permissions as a plain open() under the umask"
+    )
+    assert os.listdir(tmp_path) == ["out.csv"], "no temporary file is left"
 
 
 def test_atomic_path_leaves_old_file_on_failure(tmp_path):
@@ -31,7 +33,9 @@ def test_atomic_path_leaves_old_file_on_failure(tmp_path):
         with open(tmp, "w") as f:
             f.write("half")
         raise RuntimeError("interrupted")
-    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"], (
+        "old file untouched and no temporary file left"
+    )
 
 
 def test_eval_mode_restores_each_submodule_flag():
@@ -39,5 +43,7 @@ def test_eval_mode_restores_each_submodule_flag():
     model = nn.Sequential(nn.Dropout(), nn.BatchNorm1d(3))
     model[1].eval()
     with eval_mode(model, len):
-        assert not any(m.training for m in model.modules())
-    assert model.training and model[0].training and not model[1].training
+        assert not any(m.training for m in model.modules()), "every module is in eval mode inside"
+    assert model.training and model[0].training and not model[1].training, (
+        "each module's own training flag is restored"
+    )

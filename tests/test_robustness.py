@@ -10,6 +10,7 @@ from _reference import LinearTwoClass
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from captum_rig._checks import NOT_A_BATCH
 from captum_rig.robustness import (
     RobustnessReport,
     attack_targets,
@@ -392,7 +393,9 @@ def test_report_outputs(data, tmp_path):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["natural", "robust"], "csv rows"
-    assert float(rows[1]["recovery_rate"]) == pytest.approx(report["robust"].recovery_rate)
+    assert float(rows[1]["recovery_rate"]) == pytest.approx(report["robust"].recovery_rate), (
+        "the CSV holds the report's recovery rate"
+    )
     assert os.listdir(tmp_path) == ["table2.csv"], "temporary file left behind"
     md = report.to_markdown()
     assert "| natural |" in md and "| robust |" in md, md
@@ -467,10 +470,17 @@ def test_bad_data(data):
         run(x[:0], y[:0])
     with pytest.raises(ValueError, match=r"labels must be class indices in 0\.\.4"):
         run(x, y + NUM_CLASSES)
-    with pytest.raises(ValueError, match=r"data\[1\] labels must have shape"):
+    with pytest.raises(ValueError, match=r"labels in data batch 1 must have shape \(4,\)"):
         run([(x[:4], y[:4]), (x[4:8], y[:3])])
-    with pytest.raises(TypeError, match="data must yield"):
+    with pytest.raises(ValueError, match=r"images in data batch 1 must hold pixel values"):
+        run([(x[:4], y[:4]), (x[4:8] + 2, y[4:8])])
+    with pytest.raises(TypeError) as info:
         run([x])
+    assert str(info.value) == NOT_A_BATCH.format(
+        index=0, expected="an (images, labels) pair", got="Tensor"
+    ), "a batch without labels is refused: the attack needs them"
+    with pytest.raises(ValueError, match="labels must be None"):
+        run((x, y), labels=y)
 
 
 def test_bad_models(data):
@@ -491,3 +501,16 @@ def test_bad_models(data):
         evaluate_robustness(nn.Flatten(0), x, y, progress=False)
     with pytest.raises(ValueError, match="per-image eps needs random_start=False"):
         pgd_attack(small_convnet(), x, y, eps=torch.full((16,), 0.1))
+
+
+def test_every_model_is_checked_before_any_attack(data):
+    """A model with another class count is refused before the first model is attacked."""
+    x, y = data
+    first = small_convnet()
+    calls = []
+    first.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+    with pytest.raises(ValueError, match="same number of classes"):
+        evaluate_robustness(
+            {"a": first, "b": ConstantModel(0, num_classes=7)}, x, y, steps=3, progress=False
+        )
+    assert calls == [16], f"only the clean forward of the first batch may run, got {calls}"

@@ -15,14 +15,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_rig._checks import NOT_A_TENSOR, NOT_AN_INT, NOT_FINITE, NOT_FLOAT, OUT_OF_RANGE
-from captum_rig.spectrum import (
-    RankSpectrum,
-    accuracy_gap,
-    plot_accuracy_gap,
-    plot_spectra,
-    rank_spectrum,
+import captum_rig.spectrum as spectrum_module
+from captum_rig import viz
+from captum_rig._checks import (
+    NOT_A_BATCH,
+    NOT_A_TENSOR,
+    NOT_AN_INT,
+    NOT_FINITE,
+    NOT_FLOAT,
+    OUT_OF_RANGE,
+    WRONG_LENGTH,
 )
+from captum_rig.spectrum import RankSpectrum, accuracy_gap, rank_spectrum
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -106,7 +110,7 @@ def test_matches_literal_algorithm_1(shape, reverse):
     assert got.ranks == ranks, "default ranks must be 0..w"
     assert got.agreement == pytest.approx(agreement, abs=0), "agreement differs from oracle"
     assert got.accuracy == pytest.approx(accuracy, abs=0), "accuracy differs from oracle"
-    assert got.n_images == 6 and got.reverse is reverse
+    assert got.n_images == 6 and got.reverse is reverse, "image count and reverse flag recorded"
     assert min(got.agreement) < 1.0, "the oracle comparison is vacuous: flat spectrum"
 
 
@@ -117,8 +121,10 @@ def test_subset_of_ranks_in_given_order():
     ranks = [8, 2, 0, 5, 2]
     got = rank_spectrum(model, x, ranks=ranks, labels=y, progress=False)
     agreement, accuracy = literal_algorithm_1(model, x, y, ranks, reverse=False)
-    assert got.ranks == ranks
-    assert got.agreement == agreement and got.accuracy == accuracy
+    assert got.ranks == ranks, "ranks in the order given"
+    assert got.agreement == agreement and got.accuracy == accuracy, (
+        "values equal the oracle's, rank by rank"
+    )
 
 
 def test_full_rank_agreement_is_exactly_one():
@@ -127,9 +133,13 @@ def test_full_rank_agreement_is_exactly_one():
     x = torch.rand(7, 3, 9, 6)
     forward = rank_spectrum(model, x, progress=False)
     backward = rank_spectrum(model, x, reverse=True, progress=False)
-    assert forward.agreement[-1] == 1.0 and forward.ranks[-1] == 6
-    assert backward.agreement[0] == 1.0 and backward.ranks[0] == 0
-    assert forward.accuracy is None and backward.accuracy is None
+    assert forward.agreement[-1] == 1.0 and forward.ranks[-1] == 6, (
+        "keeping all w ranks is the image itself"
+    )
+    assert backward.agreement[0] == 1.0 and backward.ranks[0] == 0, (
+        "removing no rank is the image itself"
+    )
+    assert forward.accuracy is None and backward.accuracy is None, "no labels, no accuracy"
 
 
 def test_full_rank_prediction_is_the_plain_prediction():
@@ -140,9 +150,9 @@ def test_full_rank_prediction_is_the_plain_prediction():
     with torch.no_grad():
         plain = (model(x).argmax(1) == y).double().mean().item()
     got = rank_spectrum(model, x, labels=y, ranks=[3, 8], batch_size=4, progress=False)
-    assert got.accuracy[1] == plain
+    assert got.accuracy[1] == plain, "full-rank accuracy is the plain accuracy"
     rev = rank_spectrum(model, x, labels=y, ranks=[0], reverse=True, progress=False)
-    assert rev.accuracy[0] == plain
+    assert rev.accuracy[0] == plain, "reverse k=0 accuracy is the plain accuracy"
 
 
 def test_tensor_and_dataloader_agree():
@@ -155,9 +165,13 @@ def test_tensor_and_dataloader_agree():
     )
     from_list = rank_spectrum(model, [x[:4], x[4:]], progress=False)
     from_singles = rank_spectrum(model, [(x[:2],), (x[2:],)], progress=False)
-    assert from_tensor == from_loader
-    assert from_list.agreement == from_tensor.agreement and from_list.accuracy is None
-    assert from_singles == from_list
+    from_pair = rank_spectrum(model, (x, y), progress=False)
+    assert from_tensor == from_loader, "a DataLoader must give the tensor's spectrum"
+    assert from_pair == from_tensor, "an (images, labels) pair must give the tensor's spectrum"
+    assert from_list.agreement == from_tensor.agreement and from_list.accuracy is None, (
+        "a list of image batches counts the same, without accuracy"
+    )
+    assert from_singles == from_list, "(images,) batches equal bare image batches"
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 100])
@@ -166,7 +180,9 @@ def test_batch_size_invariance(batch_size):
     model = tiny_model()
     x, y = make_data(n=7)
     expected = rank_spectrum(model, x, labels=y, batch_size=2, progress=False)
-    assert rank_spectrum(model, x, labels=y, batch_size=batch_size, progress=False) == expected
+    assert rank_spectrum(model, x, labels=y, batch_size=batch_size, progress=False) == expected, (
+        "the spectrum must not depend on batch_size"
+    )
 
 
 def test_forwards_are_batched_and_never_redundant():
@@ -176,8 +192,79 @@ def test_forwards_are_batched_and_never_redundant():
     model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
     x, _ = make_data(n=6, shape=(3, 8, 8))
     rank_spectrum(model, x, batch_size=4, progress=False)
-    assert max(seen) <= 4
+    assert max(seen) <= 4, f"a forward saw {max(seen)} images, batch_size is 4"
     assert model.images == 6 * 9, "one reference forward plus ranks 0..7 per image"
+
+
+class RecordingRankPath(spectrum_module.RankPath):
+    """A RankPath that records how many rank images each chunk holds at once."""
+
+    held: list = []
+
+    def chunks(self, *args, **kwargs):
+        for start, x_t in super().chunks(*args, **kwargs):
+            RecordingRankPath.held.append(x_t.shape[0] * x_t.shape[1])
+            yield start, x_t
+
+
+def whole_rank_forwards(n: int, batch_size: int, n_ranks: int) -> list:
+    """The forwards of one SVD batch of n images, written out by hand from the contract.
+
+    The reference forward of the n images, then the rank images in chunks of as many
+    whole ranks as fit in ``batch_size`` (at least one), each chunk cut into forwards of
+    at most ``batch_size`` images.
+    """
+
+    def cut(m):
+        return [min(batch_size, m - s) for s in range(0, m, batch_size)]
+
+    per_chunk = max(1, batch_size // n)
+    sizes = cut(n)
+    for first in range(0, n_ranks, per_chunk):
+        sizes += cut(n * min(per_chunk, n_ranks - first))
+    return sizes
+
+
+@pytest.mark.parametrize(
+    "n, svd_batch, batch_size, expected",
+    [
+        # 3 images, 7 per forward: two whole ranks (6 images) per forward
+        (3, None, 7, [3] + [6] * 4),
+        # a 6-image loader batch and 4 per forward: one rank per chunk, cut 4 + 2
+        (6, 6, 4, [4, 2] * 9),
+        # 10 images cut into SVD batches of 4, 4 and 2 (tensor data)
+        (10, None, 4, [4] * 9 + [4] * 9 + [2] + [4] * 4),
+        # 2 images, 16 per forward: all 8 computed ranks in one forward
+        (2, None, 16, [2, 16]),
+    ],
+    ids=["two-ranks-per-forward", "rank-wider-than-batch", "tensor-svd-batches", "one-chunk"],
+)
+def test_rank_chunks_fill_batch_size_and_never_exceed_it(
+    monkeypatch, n, svd_batch, batch_size, expected
+):
+    """Forwards follow whole-rank chunking exactly; no chunk holds more than batch_size."""
+    monkeypatch.setattr(spectrum_module, "RankPath", RecordingRankPath)
+    RecordingRankPath.held = []
+    seen = []
+    model = tiny_model()
+    model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    x, y = make_data(n=n, shape=(3, 8, 8))
+    data = x if svd_batch is None else DataLoader(TensorDataset(x, y), batch_size=svd_batch)
+    rank_spectrum(model, data, batch_size=batch_size, progress=False)
+    step = svd_batch or batch_size
+    n_svd = [min(step, n - s) for s in range(0, n, step)]
+    assert expected == sum((whole_rank_forwards(m, batch_size, 8) for m in n_svd), []), (
+        "the hand-written case disagrees with the chunking rule"
+    )
+    assert len(seen) == len(expected), (
+        f"{len(seen)} forward passes, chunking implies {len(expected)}"
+    )
+    assert seen == expected, f"forward sizes {seen}, expected {expected}"
+    assert max(seen) <= batch_size, f"a forward saw {max(seen)} > batch_size images"
+    held = RecordingRankPath.held
+    limit = max(batch_size, max(n_svd))  # one whole rank of a batch wider than batch_size
+    assert max(held) <= limit, f"a rank chunk held {max(held)} images at once, limit {limit}"
+    assert sum(held) == 8 * n, "every computed rank image is made exactly once"
 
 
 def test_progress_bar(capsys):
@@ -185,9 +272,9 @@ def test_progress_bar(capsys):
     model = tiny_model()
     x, _ = make_data()
     rank_spectrum(model, x, progress=False)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == "", "progress=False prints nothing"
     rank_spectrum(model, x, progress=True)
-    assert "rank spectrum" in capsys.readouterr().err
+    assert "rank spectrum" in capsys.readouterr().err, "progress=True shows the bar"
 
 
 def test_eval_mode_during_run_and_training_flags_restored():
@@ -199,7 +286,7 @@ def test_eval_mode_during_run_and_training_flags_restored():
     got = rank_spectrum(model, x, labels=y, progress=False)
     oracle = literal_algorithm_1(copy.deepcopy(model), x, y, got.ranks, reverse=False)
     assert (got.agreement, got.accuracy) == oracle, "dropout was active during the run"
-    assert model.training and model[1].training and model[0].training
+    assert model.training and model[1].training and model[0].training, "training flags restored"
     assert not model[0][1].training, "a module that was in eval mode must stay there"
 
 
@@ -216,9 +303,11 @@ def test_inputs_and_model_untouched():
     params = [p.clone() for p in model.parameters()]
     rank_spectrum(model, x, labels=y, progress=False)
     rank_spectrum(model, DataLoader(TensorDataset(x, y), batch_size=4), progress=False)
-    assert torch.equal(x, x0) and torch.equal(y, y0)
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
-    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(x, x0) and torch.equal(y, y0), "data and labels unchanged"
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params)), (
+        "parameters unchanged"
+    )
+    assert all(p.grad is None for p in model.parameters()), "no gradients left on the model"
 
 
 def test_device(device):
@@ -227,8 +316,10 @@ def test_device(device):
     x, y = make_data()
     expected = rank_spectrum(model, x, labels=y, progress=False)
     got = rank_spectrum(model.to(device), x.to(device), labels=y.to(device), progress=False)
-    assert got == expected
-    assert rank_spectrum(model, x, labels=y, device=device, progress=False) == expected
+    assert got == expected, "the spectrum on the device differs from the CPU one"
+    assert rank_spectrum(model, x, labels=y, device=device, progress=False) == expected, (
+        "device= gives the CPU spectrum"
+    )
 
 
 # -- RankSpectrum ----------------------------------------------------------------------
@@ -244,13 +335,13 @@ def test_csv_and_dict_round_trip(tmp_path, with_labels):
     path = tmp_path / "spectrum.csv"
     spectrum.to_csv(path)
     assert os.listdir(tmp_path) == ["spectrum.csv"], "temporary file left behind"
-    assert RankSpectrum.from_csv(path) == spectrum
-    assert RankSpectrum.from_csv(str(path)) == spectrum
+    assert RankSpectrum.from_csv(path) == spectrum, "CSV round trip from a Path"
+    assert RankSpectrum.from_csv(str(path)) == spectrum, "CSV round trip from a str"
     d = spectrum.to_dict()
     assert json.loads(json.dumps(d)) == d, "to_dict must be JSON-ready"
-    assert RankSpectrum.from_dict(d) == spectrum
+    assert RankSpectrum.from_dict(d) == spectrum, "dict round trip"
     header = path.read_text().splitlines()[0]
-    assert header == "rank,agreement,accuracy,n_images,reverse"
+    assert header == "rank,agreement,accuracy,n_images,reverse", "CSV header"
 
 
 def test_from_csv_rejects_other_files(tmp_path):
@@ -276,40 +367,49 @@ def test_spectrum_validates_fields():
         RankSpectrum.from_dict({"ranks": [0]})
 
 
-def test_plots_are_not_blank():
-    """plot, plot_spectra and plot_accuracy_gap draw visible curves and return (fig, ax)."""
+def test_plot_draws_the_spectrum_through_viz():
+    """RankSpectrum.plot draws the metric per rank (via viz) on a standalone figure."""
     model = tiny_model()
     x, y = make_data()
     a = rank_spectrum(model, x, labels=y, progress=False)
-    b = rank_spectrum(nn.Sequential(helper.Centre(), model[1:]), x * 0.5, labels=y, progress=False)
+    figures_before = plt.get_fignums()
     fig, ax = a.plot(label="natural")
-    assert ax.figure is fig and len(ax.lines) == 1 and pixels(fig) > 5
+    assert plt.get_fignums() == figures_before, "plot must not use pyplot's figure state"
+    assert ax.figure is fig and len(ax.lines) == 1 and pixels(fig) > 5, "blank figure"
+    assert list(ax.lines[0].get_xdata()) == a.ranks, "x is the rank"
+    assert list(ax.lines[0].get_ydata()) == a.agreement, "y is the agreement"
+    assert ax.get_ylabel() == "agreement with full-rank prediction", "y axis names the metric"
+    assert ax.get_legend() is not None, "a label gives a legend"
     fig2, ax2 = a.plot(ax=ax, metric="accuracy")
-    assert fig2 is fig and ax2 is ax and len(ax.lines) == 2
-    fig, ax = plot_spectra({"a": a, "b": b}, metric="accuracy")
-    assert len(ax.lines) == 2 and ax.get_legend() is not None and pixels(fig) > 5
-    fig, ax = plot_accuracy_gap(a, b, label="a - b")
-    assert pixels(fig) > 5 and ax.get_ylabel() == "accuracy difference"
-    plt.close("all")
+    assert fig2 is fig and ax2 is ax and len(ax.lines) == 2, "draws on the given axes"
+    assert list(ax.lines[1].get_ydata()) == a.accuracy, "y is the accuracy"
 
 
 def test_plot_errors():
-    """Unknown metrics, accuracy without labels and mixed reverse flags raise."""
+    """Unknown metrics and accuracy without labels raise, naming the metric."""
     s = RankSpectrum([0, 1], [0.5, 1.0], None, 2)
     with pytest.raises(ValueError, match="metric must be one of"):
         s.plot(metric="loss")
     with pytest.raises(ValueError, match="needs a spectrum computed with labels"):
         s.plot(metric="accuracy")
-    with pytest.raises(ValueError, match="same reverse flag"):
-        plot_spectra([s, RankSpectrum([0, 1], [1.0, 0.5], None, 2, reverse=True)])
-    plt.close("all")
+
+
+@pytest.mark.parametrize("name", ["plot_spectra", "plot_accuracy_gap"])
+def test_moved_figures_still_import_from_spectrum(name):
+    """The figures moved to viz; the old import path warns and gives the same function."""
+    with pytest.warns(DeprecationWarning, match=f"captum_rig.viz.{name}"):
+        moved = getattr(spectrum_module, name)
+    assert moved is getattr(viz, name), "the old name must be the viz function"
+    assert name not in spectrum_module.__all__, "spectrum no longer exports figures"
+    with pytest.raises(AttributeError, match="no attribute 'plot_nothing'"):
+        spectrum_module.plot_nothing  # noqa: B018
 
 
 def test_accuracy_gap():
     """The gap is first minus second accuracy over the shared ranks, in first's order."""
     a = RankSpectrum([4, 0, 2], [1, 1, 1], [0.75, 0.5, 0.25], 4)
     b = RankSpectrum([0, 2, 3], [1, 1, 1], [0.25, 0.5, 1.0], 4)
-    assert accuracy_gap(a, b) == ([0, 2], [0.25, -0.25])
+    assert accuracy_gap(a, b) == ([0, 2], [0.25, -0.25]), "first minus second on shared ranks"
     with pytest.raises(ValueError, match="second has no accuracy"):
         accuracy_gap(a, RankSpectrum([0], [1.0], None, 1))
     with pytest.raises(ValueError, match="share no rank"):
@@ -336,10 +436,12 @@ def test_resume_after_interruption(tmp_path, checkpoint_every):
         )
     assert os.listdir(tmp_path) == ["spectrum.ckpt"], "checkpoint missing or temp left"
     saved = torch.load(path, weights_only=True)
-    assert saved["state"]["next_batch"] == 2 and saved["state"]["n_images"] == 4
+    assert saved["state"]["next_batch"] == 2 and saved["state"]["n_images"] == 4, (
+        "the checkpoint records the batches counted"
+    )
     model = Counting(tiny_model())
     resumed = rank_spectrum(model, batches, progress=False, checkpoint=path)
-    assert resumed == expected
+    assert resumed == expected, "the resumed run equals the uninterrupted one"
     assert model.images == 5 * 9, "batches 0 and 1 (4 images) must not be recomputed"
     assert not path.exists(), "the checkpoint is removed once the run completes"
 
@@ -359,13 +461,13 @@ def test_resume_tensor_data_interrupted_inside_the_model(tmp_path):
             checkpoint=path,
             checkpoint_every=1,
         )
-    assert path.exists()
+    assert path.exists(), "the interrupt left a checkpoint"
     with pytest.raises(ValueError, match="batch_size=2, but this call has batch_size=3"):
         rank_spectrum(tiny_model(), x, labels=y, batch_size=3, progress=False, checkpoint=path)
     resumed = rank_spectrum(
         tiny_model(), x, labels=y, batch_size=2, progress=False, checkpoint=path
     )
-    assert resumed == expected
+    assert resumed == expected, "the resumed run equals the uninterrupted one"
 
 
 def test_checkpoint_from_other_arguments_raises(tmp_path):
@@ -405,7 +507,9 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     expected["resumed"] = rank_spectrum(model, x, labels=y, progress=False).to_dict()
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert got.pop("checkpoint_written") and not got.pop("checkpoint_left")
+        assert got.pop("checkpoint_written") and not got.pop("checkpoint_left"), (
+            "each process wrote and then removed its checkpoint"
+        )
         assert got == expected, f"process {rank} differs from the single-process result"
 
 
@@ -446,6 +550,17 @@ ERRORS = {
         TypeError,
         NOT_A_TENSOR.format(name="images in data batch 0", got="int"),
     ),
+    "batch not images": (
+        dict(data=[X, "cat"]),
+        TypeError,
+        NOT_A_BATCH.format(index=1, expected="images or (images, labels)", got="str"),
+    ),
+    "pair with labels": (dict(data=(X, Y), labels=Y), ValueError, "labels must be None"),
+    "pair labels length": (
+        dict(data=(X, Y[:5]), labels=None),
+        ValueError,
+        WRONG_LENGTH.format(name="labels", n=6, shape=(5,)),
+    ),
     "NaN in a batch": (
         dict(data=[(X[:3], Y[:3]), (X[3:] * float("nan"), Y[3:])]),
         ValueError,
@@ -482,4 +597,4 @@ def test_bad_input_raises_naming_the_argument(case):
     kwargs.update(overrides)
     with pytest.raises(error) as info:
         rank_spectrum(**kwargs)
-    assert message in str(info.value)
+    assert message in str(info.value), "the message of the shared template"
