@@ -1,0 +1,224 @@
+"""Rank contributions: the complete rank-path integral, split by singular component.
+
+References:
+    Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+    arXiv:2012.03516.
+"""
+
+import numbers
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from captum.attr import GradientAttribution
+from torch import Tensor
+
+from captum_rig._captum import (
+    TargetType,
+    TensorOrTupleOfTensorsGeneric,
+    approximation_parameters,
+    format_output,
+)
+from captum_rig._checks import check_int
+from captum_rig.attr._path import example_bytes, format_inputs, path_gradients
+from captum_rig.attr.rig import BaselineRankPath, BaselineType, rank_paths
+
+__all__ = ["rank_contributions"]
+
+# Gradient evaluations per image when the caller gives no n_steps.
+NODES_PER_RANK = 4
+NODES_PER_BAND = 5
+
+
+def _check_bands(bands: object, width: int) -> List[int]:
+    """Returns ``bands`` as a list of ints ``0 = r_0 < ... < r_m = width``, or raises.
+
+    Args:
+        bands (sequence of int or 1-D integer Tensor): band edges.
+        width (int): ``w = min(H, W)``, the last edge.
+
+    Raises:
+        TypeError/ValueError naming ``bands``.
+    """
+    if isinstance(bands, Tensor):
+        if bands.dim() != 1 or bands.is_floating_point():
+            raise TypeError(f"bands must be a 1-D sequence of ints, got a tensor {bands!r}")
+        bands = bands.tolist()
+    if isinstance(bands, (str, bytes)) or not isinstance(bands, Sequence):
+        raise TypeError(f"bands must be a sequence of ints, got {type(bands).__name__}")
+    for edge in bands:
+        if isinstance(edge, bool) or not isinstance(edge, numbers.Integral):
+            raise TypeError(f"bands must hold ints, got {edge!r} in {list(bands)}")
+    edges = [int(edge) for edge in bands]
+    if len(edges) < 2 or edges[0] != 0 or edges[-1] != width:
+        raise ValueError(f"bands must start at 0 and end at w = min(H, W) = {width}, got {edges}")
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"bands must be strictly increasing, got {edges}")
+    return edges
+
+
+def _allocate(budget: int, sizes: Tensor) -> List[int]:
+    """``budget`` nodes over the bands: one each, the rest in proportion to ``sizes``.
+
+    Largest remainders, so the counts sum to ``budget`` exactly.
+    """
+    counts = torch.ones(len(sizes), dtype=torch.long)
+    spare = budget - len(sizes)
+    if spare > 0:
+        share = sizes.double() / sizes.double().sum().clamp_min(1e-300) * spare
+        extra = share.floor().long()
+        order = torch.argsort(share - extra, descending=True)
+        extra[order[: spare - int(extra.sum())]] += 1
+        counts += extra
+    return counts.tolist()
+
+
+def _band_nodes(edges: List[int], counts: List[int]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gauss-Legendre nodes in every band and the cells they stand for.
+
+    Returns:
+        (nodes, cell starts, cell stops, band index), each of shape ``(S,)``: ranks in
+        ``[0, w]`` and, for the last, the band of each node.
+    """
+    step_sizes_func, alphas_func = approximation_parameters("gausslegendre")
+    nodes, starts, stops, band = [], [], [], []
+    for j, (low, high, count) in enumerate(zip(edges, edges[1:], counts)):
+        length = high - low
+        alphas = torch.tensor(alphas_func(count), dtype=torch.float64)
+        cells = torch.cumsum(torch.tensor([0.0, *step_sizes_func(count)], dtype=torch.float64), 0)
+        cells = low + length * cells / cells[-1]
+        cells[-1] = high  # the band's end, exactly
+        nodes.append(low + length * alphas)
+        starts.append(cells[:-1])
+        stops.append(cells[1:])
+        band.append(torch.full((count,), j, dtype=torch.long))
+    return torch.cat(nodes), torch.cat(starts), torch.cat(stops), torch.cat(band)
+
+
+def rank_contributions(
+    forward_func: Callable,
+    inputs: TensorOrTupleOfTensorsGeneric,
+    target: TargetType = None,
+    additional_forward_args: Optional[object] = None,
+    baselines: BaselineType = None,
+    bands: Optional[Sequence[int]] = None,
+    n_steps: Optional[int] = None,
+    internal_batch_size: Optional[int] = None,
+) -> Union[Tensor, Tuple[Tensor, ...]]:
+    r"""How much of ``F(x) - F(0)`` each singular component of each channel accounts for.
+
+    Along RIG's continuous rank path ``x(t) = Σ_i clamp(t - i + 1, 0, 1) σ_i u_i v_iᵀ``
+    (per channel; ``b +`` the rank path of ``x - b`` with baselines), the velocity on
+    ``[i, i + 1]`` is exactly the (i+1)-th rank-one term, so
+
+    .. math::
+        c_{n,c,i} = \int_i^{i+1} ∇F(x(t)) · σ_{i+1} u_{i+1} v_{i+1}ᵀ \, dt
+
+    splits the complete path integral by singular component: ``Σ_{c,i} c = F(x) - F(x(0))``
+    up to the quadrature error, and ``c`` is exact for a linear model. With ``bands``
+    ``0 = r_0 < ... < r_m = w`` entry ``j`` is the integral over ``[r_j, r_{j+1}]``: a
+    cheap overview.
+
+    The ``n_steps`` gradient evaluations are spread over the bands (the ranks without
+    ``bands``), at least one each, the rest in proportion to ``Σ 1/(i+1)`` over the band:
+    top components move the path most. Each band gets Gauss-Legendre nodes; each node's
+    gradient multiplies the exact path increment over its cell, so the entries of a linear
+    model are exact whatever the number of nodes.
+
+    Args:
+        forward_func (Callable): the model; it should contain its own normalization.
+        inputs (Tensor or tuple[Tensor, ...]): images ``(N, C, H, W)`` in pixel space, or
+            a tuple of such tensors with one ``N`` and one ``min(H, W)``.
+        target (int, tuple, Tensor or list, optional): as in Captum's
+            IntegratedGradients.
+        additional_forward_args (Any, optional): as in Captum's IntegratedGradients.
+        baselines (float, Tensor or tuple, optional): the path's start ``b``, broadcastable
+            to each input; None: zeros.
+        bands (sequence of int, optional): band edges ``0 = r_0 < ... < r_m = w``; None:
+            one entry per rank.
+        n_steps (int, optional): gradient evaluations per example, at least one per
+            band; None: ``4 · w`` without ``bands`` (about 1 % from ``F(x) - F(x(0))``
+            for small CNNs, a few % for some ReLU networks: raise it and compare the
+            sum with the output difference), ``5 · m`` with ``m`` bands.
+        internal_batch_size (int, optional): examples per forward/backward pass, as in
+            Captum; None: a bounded default (64).
+
+    Returns:
+        Tensor or tuple[Tensor, ...]: ``(N, C, w)``, or ``(N, C, m)`` with ``m`` bands,
+        in the input's dtype; a tuple for tuple inputs.
+
+    Examples:
+        >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
+        >>> model = BasicModel_ConvNet_One_Conv()
+        >>> x = torch.rand(2, 1, 4, 4)
+        >>> rank_contributions(model, x, target=0).shape
+        torch.Size([2, 1, 4])
+        >>> rank_contributions(model, x, target=0, bands=[0, 1, 4]).shape
+        torch.Size([2, 1, 2])
+
+    References:
+        Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+        arXiv:2012.03516.
+    """
+    is_inputs_tuple, formatted = format_inputs(inputs)
+    paths = rank_paths(formatted, baselines)
+    widths = {p.width for p in paths}
+    if len(widths) > 1:
+        raise ValueError(
+            "inputs must share one min(H, W) so that their ranks line up, got "
+            f"{[p.width for p in paths]}"
+        )
+    width = widths.pop()
+    edges = list(range(width + 1)) if bands is None else _check_bands(bands, width)
+    n_bands = len(edges) - 1
+    if n_steps is None:
+        n_steps = (NODES_PER_RANK * width) if bands is None else (NODES_PER_BAND * n_bands)
+    n_steps = check_int(n_steps, name="n_steps", low=n_bands)
+    # Nodes go where paths typically move most: the (i+1)-th component moves the path by
+    # σ_{i+1}, which falls roughly like 1/(i+1) for natural images. A fixed profile rather
+    # than this batch's σ keeps every example's result independent of its batch.
+    profile = 1.0 / torch.arange(1, width + 1, dtype=torch.float64)
+    band_sizes = torch.stack([profile[a:b].sum() for a, b in zip(edges, edges[1:])])
+    nodes, starts, stops, band = _band_nodes(edges, _allocate(n_steps, band_sizes))
+    totals = _integrate(
+        forward_func,
+        formatted,
+        paths,
+        (nodes, starts, stops, band),
+        n_bands,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        point_bytes=example_bytes(formatted),
+    )
+    return format_output(is_inputs_tuple, totals)
+
+
+def _integrate(
+    forward_func: Callable,
+    inputs: Tuple[Tensor, ...],
+    paths: Tuple[BaselineRankPath, ...],
+    quadrature: Tuple[Tensor, Tensor, Tensor, Tensor],
+    n_bands: int,
+    **run,
+) -> Tuple[Tensor, ...]:
+    """Σ over nodes of ∇F(node) · (x(cell stop) - x(cell start)), by band: (N, C, m)."""
+    nodes, starts, stops, band = quadrature
+    num_examples = inputs[0].shape[0]
+    totals = [
+        torch.zeros((num_examples, x.shape[1], n_bands), dtype=torch.float64, device=x.device)
+        for x in inputs
+    ]
+
+    def make_points(start: int, stop: int) -> Tuple[Tensor, ...]:
+        return tuple(p.images(nodes[start:stop]) for p in paths)
+
+    for start, stop, grads in path_gradients(
+        GradientAttribution(forward_func), len(nodes), make_points, num_examples, **run
+    ):
+        for total, grad, p in zip(totals, grads, paths):
+            increments = p.displacement(starts[start:stop], stops[start:stop])
+            # (S, N, C): each node's share, summed over the H×W plane of its channel
+            shares = (grad.to(increments.dtype) * increments).sum((-2, -1)).to(torch.float64)
+            index = band[start:stop].to(total.device)
+            total.index_add_(2, index, shares.permute(1, 2, 0))
+    return tuple(t.to(x.dtype) for t, x in zip(totals, inputs))
