@@ -5,8 +5,12 @@ Subcommands (``captum-rig <command> --help`` for each; the reference is ``docs/c
 - ``demo``: the self-contained demo (synthetic data, a small model, every figure).
 - ``explain``: attribution maps of images for a model, side by side per method.
 - ``lowrank``: the rank-k (or top-k-removed) version of an image.
-- ``spectrum``: the paper's Algorithm 1 over a data set: agreement and accuracy per rank.
+- ``spectrum``: the paper's Algorithm 1 over a data set, for one or several models.
 - ``robustness``: targeted or untargeted PGD, the paper's Table 2, for several models.
+
+This module parses arguments and calls the library: images, folders and CIFAR-10 are
+read by :mod:`captum_rig.data`, models by :mod:`captum_rig.loading`, figures drawn by
+:mod:`captum_rig.viz`.
 
 Exit codes: 0 success; 2 a usage or input error (one line ``captum-rig: error: ...`` on
 stderr, no traceback, no output file written); 130 interrupted. Output files are written
@@ -18,16 +22,19 @@ References:
 """
 
 import argparse
-import importlib
+import re
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
+from captum_rig import __version__
 from captum_rig._context import atomic_path
+from captum_rig.data import image_dataset, image_format, load_image, save_image
+from captum_rig.loading import WeightsUnavailableError, load_pixel_model
 
 __all__ = ["main", "parse_ranks", "build_parser"]
 
@@ -36,8 +43,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+_FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", ".jpeg": "jpg"}
 
 
 class UsageError(ValueError):
@@ -74,9 +80,8 @@ def parse_ranks(text: str) -> List[int]:
         item = item.strip()
         if not item:
             continue
-        parts = item.split(":")
         try:
-            numbers = [int(p) for p in parts]
+            numbers = [int(p) for p in item.split(":")]
         except ValueError:
             raise UsageError(
                 f"--ranks must be integers or a:b[:step] ranges separated by commas, got {item!r}"
@@ -98,8 +103,8 @@ def parse_ranks(text: str) -> List[int]:
     return sorted(ranks)
 
 
-def _eps(text: str) -> float:
-    """``4/255`` or ``0.0157``: a non-negative number."""
+def _pixels(text: str) -> float:
+    """``4/255`` or ``0.0157``: a finite number >= 0 (a distance in [0, 1] pixel units)."""
     try:
         value = float(Fraction(text.strip())) if "/" in text else float(text)
     except (ValueError, ZeroDivisionError):
@@ -121,12 +126,11 @@ def _positive_int(text: str) -> int:
 
 def _floats(text: str) -> Tuple[float, ...]:
     try:
-        values = tuple(float(v) for v in text.split(","))
+        return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}"
         ) from None
-    return values
 
 
 class _ModelAction(argparse.Action):
@@ -162,9 +166,18 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
         dest="models",
         action=_ModelAction,
         metavar="SPEC",
-        help="torchvision:<name> or <module or file.py>:<factory>"
-        + ("; repeat to compare several models" if several else ""),
+        help="demo:natural, demo:lowrank8 (the shipped CNNs), torchvision:<name> or "
+        "<module or file.py>:<factory>" + ("; repeat to compare several models" if several else ""),
     )
+    if several:
+        g.add_argument(
+            "--name",
+            dest="names",
+            action="append",
+            metavar="LABEL",
+            help="label of a model in tables and figures; the i-th --name labels the i-th "
+            "--model (default: the weights file's name, else the factory's)",
+        )
     g.add_argument(
         "--weights",
         dest="weights",
@@ -179,13 +192,19 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
         nargs=0,
         help="torchvision's pretrained weights (from the torch hub cache; needs network otherwise)",
     )
-    g.add_argument("--num-classes", type=_positive_int, metavar="N", help="model outputs")
+    g.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        metavar="N",
+        help="model outputs (default: the builder's)",
+    )
     g.add_argument(
         "--image-size",
         type=_positive_int,
         metavar="N",
         help="resize the shorter side to N and centre-crop N×N (default: the model's "
-        "own preprocessing; factory models: images as they are)",
+        "own input: 224 for most torchvision models, 32 for the demo models; factory "
+        "models: images as they are)",
     )
     g.add_argument("--mean", type=_floats, help="normalization mean, e.g. 0.5,0.5,0.5")
     g.add_argument("--std", type=_floats, help="normalization std, e.g. 0.25,0.25,0.25")
@@ -201,98 +220,14 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
         "greyscale one) instead of refusing them",
     )
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``captum-rig`` argument parser (one subparser per command)."""
-    from captum_rig.methods import METHOD_NAMES
-
-    parser = _Parser(
-        prog=PROG,
-        description="The singular value perspective on model robustness: low-rank images, "
-        "Rank Integrated Gradients, rank spectra and PGD robustness.",
-        epilog="Exit codes: 0 success, 2 usage or input error, 130 interrupted.",
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of random weights"
+        + (", attack targets and random starts" if several else "")
+        + " (default: %(default)s)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    p = sub.add_parser("demo", help="run the offline demo and write its figures")
-    p.add_argument("--out", default="captum-rig-demo", metavar="DIR", help="output folder")
-    p.add_argument(
-        "--methods",
-        help=f"comma-separated, from: {', '.join(METHOD_NAMES)} (default: all)",
-    )
-    p.set_defaults(run=_cmd_demo)
-
-    p = sub.add_parser("explain", help="attribution maps of images, one column per method")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
-    _add_model_options(p)
-    p.add_argument(
-        "--target",
-        default="auto",
-        help="class index to explain, or 'auto' for each image's predicted class",
-    )
-    p.add_argument(
-        "--methods",
-        default=",".join(METHOD_NAMES),
-        help=f"comma-separated, from: {', '.join(METHOD_NAMES)} (default: all)",
-    )
-    p.add_argument(
-        "--n-steps",
-        type=_positive_int,
-        metavar="N",
-        help="path steps of each method (default: each method's own)",
-    )
-    p.add_argument("--out", default="explain.png", metavar="FILE", help="figure (.png/.pdf/.svg)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_cmd_explain)
-
-    p = sub.add_parser("lowrank", help="the rank-K version of an image")
-    p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--rank", type=int, required=True, metavar="K", help="0..min(H, W)")
-    p.add_argument(
-        "--reverse", action="store_true", help="remove the K largest singular values instead"
-    )
-    p.add_argument(
-        "--rescale",
-        action="store_true",
-        help="map the image's min..max to 0..255 instead of clipping to [0, 1]",
-    )
-    p.add_argument("--out", required=True, metavar="FILE", help="output image (.png)")
-    p.set_defaults(run=_cmd_lowrank)
-
-    p = sub.add_parser("spectrum", help="rank spectrum (Algorithm 1) of a model on a data set")
-    _add_model_options(p)
-    _add_data_options(p)
-    p.add_argument(
-        "--ranks",
-        type=parse_ranks,
-        metavar="RANKS",
-        help="e.g. 0:224:8 (b included when on the grid) or 0,1,2,4,8 (default: all)",
-    )
-    p.add_argument("--reverse", action="store_true", help="remove the top ranks instead")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run from its checkpoint in --out",
-    )
-    p.add_argument("--out", default="spectrum", metavar="DIR", help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_cmd_spectrum)
-
-    p = sub.add_parser("robustness", help="PGD robustness of one or several models (Table 2)")
-    _add_model_options(p, several=True)
-    _add_data_options(p)
-    p.add_argument("--eps", type=_eps, default=4 / 255, help="radius in pixels (default 4/255)")
-    p.add_argument("--alpha", type=_eps, help="step size (default eps/4)")
-    p.add_argument("--steps", type=_positive_int, default=20, help="PGD steps (default 20)")
-    p.add_argument("--norm", type=str.lower, choices=("linf", "l2"), default="linf")
-    p.add_argument("--untargeted", action="store_true", help="untargeted attack")
-    p.add_argument("--seed", type=int, default=0, help="seed of targets and random starts")
-    p.add_argument("--out", metavar="FILE", help="also write the table as CSV")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_cmd_robustness)
-    return parser
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -305,25 +240,183 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         "(the CIFAR-10 folder in torchvision's format)",
     )
     g.add_argument(
-        "--split",
-        choices=("test", "train"),
-        default="test",
-        help="CIFAR-10 split (default: test)",
+        "--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)"
     )
     g.add_argument("--limit", type=_positive_int, metavar="N", help="use the first N images")
-    g.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="images per batch (default: %(default)s)",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_demo(sub: Any, method_names: Sequence[str]) -> None:
+    p = sub.add_parser("demo", help="run the offline demo and write its figures and report")
+    p.add_argument(
+        "--out",
+        default="captum-rig-demo",
+        metavar="DIR",
+        help="output folder (default: %(default)s)",
+    )
+    p.add_argument(
+        "--methods", help=f"comma-separated, from: {', '.join(method_names)} (default: all)"
+    )
+    p.set_defaults(run=_cmd_demo)
+
+
+def _add_explain(sub: Any, method_names: Sequence[str]) -> None:
+    p = sub.add_parser("explain", help="attribution maps of images, one column per method")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
+    _add_model_options(p)
+    p.add_argument(
+        "--target",
+        default="auto",
+        help="class index to explain, or 'auto' for each image's predicted class "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(method_names),
+        help=f"comma-separated, from: {', '.join(method_names)} (default: all)",
+    )
+    p.add_argument(
+        "--n-steps",
+        type=_positive_int,
+        metavar="N",
+        help="path steps of each method (default: each method's own)",
+    )
+    p.add_argument(
+        "--out",
+        default="explain.png",
+        metavar="FILE",
+        help="figure: .png, .pdf, .svg or .jpg (default: %(default)s)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_explain)
+
+
+def _add_lowrank(sub: Any) -> None:
+    p = sub.add_parser("lowrank", help="the rank-K version of an image")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--rank", type=int, required=True, metavar="K", help="0..min(H, W)")
+    p.add_argument(
+        "--reverse", action="store_true", help="remove the K largest singular values instead"
+    )
+    p.add_argument(
+        "--rescale",
+        action=argparse.BooleanOptionalAction,
+        help="stretch the image's min..max to 0..255 instead of clipping to [0, 1] "
+        "(default: on with --reverse, whose images are centred on 0; off otherwise)",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="output image (.png recommended: lossless)"
+    )
+    p.set_defaults(run=_cmd_lowrank)
+
+
+def _add_spectrum(sub: Any) -> None:
+    p = sub.add_parser(
+        "spectrum", help="rank spectrum (Algorithm 1) of one or several models on a data set"
+    )
+    _add_model_options(p, several=True)
+    _add_data_options(p)
+    p.add_argument(
+        "--ranks",
+        type=parse_ranks,
+        metavar="RANKS",
+        help="comma-separated ranks and a:b[:step] ranges, b included when on the grid, "
+        "e.g. 0:224:8 or 0,1,2,4,8 (default: all, 0..min(H, W))",
+    )
+    p.add_argument(
+        "--metric",
+        choices=("agreement", "accuracy"),
+        default="agreement",
+        help="what the figure shows: agreement with the full-rank prediction, or "
+        "accuracy (needs labels) (default: %(default)s)",
+    )
+    p.add_argument("--reverse", action="store_true", help="remove the top ranks instead")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoints in --out",
+    )
+    p.add_argument(
+        "--out", default="spectrum", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    p.set_defaults(run=_cmd_spectrum)
+
+
+def _add_robustness(sub: Any) -> None:
+    p = sub.add_parser("robustness", help="PGD robustness of one or several models (Table 2)")
+    _add_model_options(p, several=True)
+    _add_data_options(p)
+    p.add_argument(
+        "--eps",
+        type=_pixels,
+        default="4/255",
+        help="radius in [0, 1] pixel units, a number or a fraction (default: %(default)s); "
+        "at most 1 for linf",
+    )
+    p.add_argument("--alpha", type=_pixels, help="step size (default: eps/4)")
+    p.add_argument(
+        "--steps", type=_positive_int, default=20, help="PGD steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--norm",
+        type=str.lower,
+        choices=("linf", "l2"),
+        default="linf",
+        help="the ball (default: %(default)s)",
+    )
+    p.add_argument("--untargeted", action="store_true", help="untargeted attack")
+    p.add_argument("--out", metavar="FILE", help="also write the table as CSV")
+    p.set_defaults(run=_cmd_robustness)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``captum-rig`` argument parser (one subparser per command)."""
+    from captum_rig.methods import METHOD_NAMES
+
+    parser = _Parser(
+        prog=PROG,
+        description="The singular value perspective on model robustness: low-rank images, "
+        "Rank Integrated Gradients, rank spectra and PGD robustness.",
+        epilog="Exit codes: 0 success, 2 usage or input error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_demo(sub, METHOD_NAMES)
+    _add_explain(sub, METHOD_NAMES)
+    _add_lowrank(sub)
+    _add_spectrum(sub)
+    _add_robustness(sub)
+    return parser
 
 
 # --------------------------------------------------------------------------- files
 
 
-def _output_file(text: str, formats: Dict[str, str], what: str) -> Tuple[Path, str]:
-    """Checks an output path before any work: folder exists, known extension."""
+def _output_file(
+    text: str, what: str, formats: Optional[Dict[str, str]] = None
+) -> Tuple[Path, str]:
+    """Checks an output path before any work: its folder exists, its extension is known.
+
+    ``formats`` maps extensions to formats; None: image formats (:func:`image_format`).
+    """
     path = Path(text).expanduser()
     if path.is_dir():
         raise UsageError(f"{what} {text!r} is a folder, expected a file name")
     if not path.parent.is_dir():
         raise UsageError(f"the folder of {what} {text!r} does not exist")
+    if formats is None:
+        try:
+            return path, image_format(text)
+        except ValueError as e:
+            raise UsageError(f"{what} {e}") from None
     ext = path.suffix.lower()
     if ext not in formats:
         raise UsageError(
@@ -333,14 +426,13 @@ def _output_file(text: str, formats: Dict[str, str], what: str) -> Tuple[Path, s
     return path, formats[ext]
 
 
-def _figure_formats() -> Dict[str, str]:
-    return {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", ".jpeg": "jpg"}
-
-
-def _image_formats() -> Dict[str, str]:
-    from PIL import Image
-
-    return {ext: fmt for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+def _output_folder(text: str) -> Path:
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {text!r} is a file, expected a folder")
+    if not out.parent.is_dir():
+        raise UsageError(f"the folder of --out {text!r} does not exist")
+    return out
 
 
 def _save_figure(fig: Any, path: Path, fmt: str) -> None:
@@ -353,102 +445,7 @@ def _save_figure(fig: Any, path: Path, fmt: str) -> None:
         plt.close(fig)
 
 
-# --------------------------------------------------------------------------- images
-
-
-def _read_image(path: str, channels: Optional[int] = None, convert: bool = False) -> torch.Tensor:
-    """Reads an image file as a float tensor ``(C, H, W)`` in [0, 1].
-
-    Colour images (RGB, RGBA, palette, CMYK, ...) give ``C = 3`` (alpha dropped),
-    greyscale ones ``C = 1``; 16-bit images are scaled by 65535.
-
-    Args:
-        path (str): the file.
-        channels (int, optional): channels the model takes; a mismatch (a greyscale image
-            for an RGB model, or the other way round) is a ValueError unless ``convert``.
-        convert (bool): repeat a grey channel three times for an RGB model; take the
-            ITU-R 601 luma of a colour image for a greyscale model.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a folder, a file Pillow cannot read, a channel mismatch.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"no such image file: {path}")
-    if p.is_dir():
-        raise ValueError(f"{path} is a folder, expected an image file")
-    try:
-        with Image.open(p) as img:
-            img.load()  # decode now: a truncated file fails here
-            img = ImageOps.exif_transpose(img) or img  # as the image is shown
-            grey = img.mode in _GREY_MODES
-            if img.mode == "LA":
-                img = img.convert("L")
-            elif not grey:
-                img = img.convert("RGB")
-            array = np.asarray(img)
-    except UnidentifiedImageError:
-        raise ValueError(f"{path} is not an image file that Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        raise ValueError(f"cannot read image {path}: {e}") from None
-    if array.dtype == np.uint8:
-        x = torch.from_numpy(array.astype(np.float32) / 255)
-    elif array.dtype == np.bool_:
-        x = torch.from_numpy(array.astype(np.float32))
-    elif np.issubdtype(array.dtype, np.integer):
-        x = torch.from_numpy(array.astype(np.float32) / 65535).clamp(0, 1)
-    else:
-        x = torch.from_numpy(array.astype(np.float32)).clamp(0, 1)
-    x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
-    if convert and (x.shape[0], channels) == (1, 3):
-        x = x.expand(3, -1, -1)
-    elif convert and (x.shape[0], channels) == (3, 1):
-        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
-    if channels is not None and x.shape[0] != channels:
-        kind = {1: "greyscale", 3: "RGB"}
-        have, want = (
-            kind.get(x.shape[0], f"{x.shape[0]}-channel"),
-            kind.get(channels, f"{channels}-channel"),
-        )
-        raise ValueError(
-            f"{path} is a {have} image but the model takes {want} images; pass --convert "
-            "to convert it"
-        )
-    return x.contiguous()
-
-
-def _prepare(x: torch.Tensor, prep: Any) -> torch.Tensor:
-    """Resize (shorter side) and centre-crop ``(C, H, W)`` as ``prep`` says; stays in [0, 1]."""
-    from torchvision.transforms.v2 import functional as F
-
-    if prep.resize_size is not None:
-        x = F.resize(x, [prep.resize_size], antialias=True).clamp(0, 1)
-    if prep.crop_size is not None:
-        if min(x.shape[-2:]) < prep.crop_size:
-            x = F.resize(x, [prep.crop_size], antialias=True).clamp(0, 1)
-        x = F.center_crop(x, [prep.crop_size, prep.crop_size])
-    return x.contiguous()
-
-
-def _write_image(x: torch.Tensor, path: Path, fmt: str, rescale: bool) -> None:
-    from PIL import Image
-
-    if rescale:
-        low, high = float(x.min()), float(x.max())
-        x = (x - low) / (high - low) if high > low else x * 0
-    array = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-    array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
-    img = Image.fromarray(np.ascontiguousarray(array))
-    if fmt == "JPEG" and img.mode not in ("L", "RGB"):
-        img = img.convert("RGB")
-    with atomic_path(path) as tmp:
-        img.save(tmp, format=fmt)
-
-
-# --------------------------------------------------------------------------- models
+# --------------------------------------------------------------------------- models and data
 
 
 def _device(text: Optional[str]) -> torch.device:
@@ -476,10 +473,6 @@ def _models(args: argparse.Namespace, several: bool = False) -> List[Dict[str, A
 
 def _load(entry: Dict[str, Any], args: argparse.Namespace, device: Any) -> Tuple[Any, Any]:
     """(model taking [0, 1] images on ``device``, its Preprocessing)."""
-    from dataclasses import replace
-
-    from captum_rig.loading import load_pixel_model
-
     model, prep = load_pixel_model(
         entry["spec"],
         weights=entry["weights"],
@@ -502,145 +495,85 @@ def _load(entry: Dict[str, Any], args: argparse.Namespace, device: Any) -> Tuple
     return model, prep
 
 
-def _model_name(entry: Dict[str, Any], taken: Iterable[str]) -> str:
+def _model_names(entries: List[Dict[str, Any]], names: Optional[List[str]]) -> List[str]:
+    """One label per model: its ``--name``, else its weights file's stem, else its factory."""
+    names = list(names or [])
+    if len(names) > len(entries):
+        raise UsageError(f"--name given {len(names)} times for {len(entries)} --model")
+    if len(set(names)) < len(names):
+        raise UsageError(f"--name labels must differ, got {names}")
+    taken = set(names)
+    for entry in entries[len(names) :]:
+        names.append(_default_name(entry, taken))
+        taken.add(names[-1])
+    return names
+
+
+def _default_name(entry: Dict[str, Any], taken: Iterable[str]) -> str:
     name = entry["spec"].rpartition(":")[2]
     if entry["weights"]:
         name = Path(entry["weights"]).stem
     elif entry["pretrained"]:
         name += " (pretrained)"
-    taken = set(taken)
     base, i = name, 2
     while name in taken:
         name, i = f"{base} #{i}", i + 1
     return name
 
 
-# --------------------------------------------------------------------------- data
-
-
-def _image_files(folder: Path) -> List[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
-class _FileDataset:
-    """Image files (and labels) → preprocessed ``(C, H, W)`` tensors of one size."""
-
-    def __init__(
-        self, paths: List[Path], labels: Optional[List[int]], prep: Any, convert: bool
-    ) -> None:
-        self.paths, self.labels, self.prep, self.convert = paths, labels, prep, convert
-        self.size: Optional[Tuple[int, ...]] = None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Any:
-        x = _read_image(str(self.paths[i]), self.prep.in_channels, self.convert)
-        x = _prepare(x, self.prep)
-        if self.size is None:
-            self.size = tuple(x.shape)
-        elif tuple(x.shape) != self.size:
-            raise ValueError(
-                f"{self.paths[i]} gives a {tuple(x.shape)} image, the first one {self.size}: "
-                "pass --image-size N to bring every image to N×N"
+def _load_models(args: argparse.Namespace, device: Any) -> Tuple[Dict[str, Any], Any]:
+    """({label: model}, the shared Preprocessing) for the ``--model`` options."""
+    entries = _models(args, several=True)
+    names = _model_names(entries, args.names)
+    models, prep = {}, None
+    for name, entry in zip(names, entries):
+        model, p = _load(entry, args, device)
+        if prep is not None and (p.crop_size, p.resize_size) != (prep.crop_size, prep.resize_size):
+            raise UsageError(
+                "the models expect different input sizes; pass --image-size N for all of them"
             )
-        return x if self.labels is None else (x, self.labels[i])
+        prep = prep or p
+        models[name] = model
+    return models, prep
+
+
+def _image_options(prep: Any, convert: bool) -> Dict[str, Any]:
+    """Arguments of :func:`captum_rig.data.load_image` for a model's Preprocessing."""
+    size = prep.crop_size
+    resize = None if size is None or prep.resize_size is None else max(prep.resize_size, size)
+    return {"size": size, "resize": resize, "channels": prep.in_channels, "convert": convert}
 
 
 def _open_data(args: argparse.Namespace, prep: Any, need_labels: bool) -> Tuple[Any, bool]:
     """(DataLoader of images or (images, labels) batches, whether there are labels)."""
     from torch.utils.data import DataLoader, Subset
 
-    source = args.data
-    if source.startswith("cifar10:"):
-        dataset = _cifar10(source[len("cifar10:") :], args.split, prep)
-        labelled = True
-    else:
-        folder = Path(source).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"--data {source}: no such folder")
-        classes = sorted(d for d in folder.iterdir() if d.is_dir() and _image_files(d))
-        if classes:
-            paths, labels = [], []
-            for index, d in enumerate(classes):
-                files = _image_files(d)
-                paths += files
-                labels += [index] * len(files)
-            labelled = True
-        else:
-            paths, labels, labelled = _image_files(folder), None, False
-        if not paths:
-            raise ValueError(
-                f"--data {source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder "
-                "or its class subfolders"
-            )
-        dataset = _FileDataset(paths, labels, prep, args.convert)
+    dataset, labelled = image_dataset(
+        args.data, train=args.split == "train", **_image_options(prep, args.convert)
+    )
     if need_labels and not labelled:
         raise ValueError(
-            f"--data {source} has no labels: use a folder with one subfolder per class, or "
-            "cifar10:PATH"
+            f"--data {args.data} has no labels: use a folder with one subfolder per class, "
+            "or cifar10:PATH"
         )
     if args.limit is not None and args.limit < len(dataset):
         dataset = Subset(dataset, range(args.limit))
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=False,
-        num_workers=0,
-        collate_fn=None if labelled else torch.stack,
-    )
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
     return loader, labelled
-
-
-def _cifar10(root: str, split: str, prep: Any) -> Any:
-    """CIFAR-10 in torchvision's folder format (``root/cifar-10-batches-py``)."""
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"--data cifar10:{root}: no such folder")
-    try:
-        data = importlib.import_module("captum_rig.data")
-        load = data.load_cifar10
-    except (ImportError, AttributeError):  # before captum_rig.data: torchvision's loader
-        load = None
-    if load is not None:
-        dataset = load(path, train=split == "train")
-    else:
-        from torchvision.datasets import CIFAR10
-        from torchvision.transforms import ToTensor
-
-        try:
-            dataset = CIFAR10(
-                str(path), train=split == "train", download=False, transform=ToTensor()
-            )
-        except RuntimeError as e:
-            raise ValueError(f"--data cifar10:{root}: {e}") from None
-    if prep.resize_size is None and prep.crop_size is None:
-        return dataset
-    return _Mapped(dataset, lambda x: _prepare(x, prep))
-
-
-class _Mapped:
-    """A dataset of ``(image, label)`` with ``fn`` applied to each image."""
-
-    def __init__(self, dataset: Any, fn: Callable[[Any], Any]) -> None:
-        self.dataset, self.fn = dataset, fn
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        x, y = self.dataset[i]
-        return self.fn(x), y
-
-
-# --------------------------------------------------------------------------- commands
 
 
 def _progress(args: argparse.Namespace) -> bool:
     """Progress bars on a terminal only (tqdm's own rule), and never with --no-progress."""
     return not args.no_progress and sys.stderr.isatty()
+
+
+def _class_name(index: int, categories: Optional[Sequence[str]]) -> str:
+    return (
+        f"{index} ({categories[index]})" if categories and index < len(categories) else str(index)
+    )
+
+
+# --------------------------------------------------------------------------- demo
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -651,16 +584,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.methods is not None:
         kwargs["methods"] = [m.name for m in parse_methods([args.methods])]
-    result = run_demo(out, **kwargs)
-    files = result if isinstance(result, (list, tuple)) else None
-    if isinstance(result, dict):
-        files = list(result.values())
-    if files is None:
-        files = sorted(p for p in out.rglob("*") if p.is_file())
-    print(f"demo files in {out}/:")
+    files = run_demo(out, log=print, **kwargs)
+    print(f"wrote {len(files)} files to {out}/:")
     for f in files:
         print(f"  {f}")
+    reports = [Path(f) for f in files if Path(f).name == "report.md"]
+    if reports:
+        print(f"open {reports[0]} to read the report")
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- explain
 
 
 def _parse_target(text: str) -> Optional[int]:
@@ -672,22 +606,9 @@ def _parse_target(text: str) -> Optional[int]:
         raise UsageError(f"--target must be a class index or 'auto', got {text!r}") from None
 
 
-def _cmd_explain(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from captum_rig.methods import parse_methods
-
-    methods = parse_methods([args.methods])
+def _predictions(model: Any, images: List[Any], args: argparse.Namespace, device: Any) -> List:
+    """Per image: ``{"path", "x", "target", "predicted", "p"}``, target checked."""
     target = _parse_target(args.target)
-    out, fmt = _output_file(args.out, _figure_formats(), "--out")
-    device = _device(args.device)
-    (entry,) = _models(args)
-    for path in args.images:  # every file checked before the model is built
-        if not Path(path).expanduser().is_file():
-            _read_image(path)  # raises the right error
-    model, prep = _load(entry, args, device)
-    images = [_prepare(_read_image(p, prep.in_channels, args.convert), prep) for p in args.images]
-
     rows = []
     with torch.no_grad():
         for path, x in zip(args.images, images):
@@ -702,8 +623,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"the model must return logits (N, classes), got shape {tuple(logits.shape)}"
                 )
-            n_classes = logits.shape[1]
-            predicted = int(logits.argmax(1))
+            n_classes, predicted = logits.shape[1], int(logits.argmax(1))
             t = predicted if target is None else target
             if not 0 <= t < n_classes:
                 raise ValueError(
@@ -712,8 +632,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 )
             prob = float(logits.softmax(1)[0, t])
             rows.append({"path": path, "x": x, "target": t, "predicted": predicted, "p": prob})
+    return rows
 
-    maps: Dict[Tuple[int, str], Any] = {}
+
+def _attributions(model: Any, rows: List, methods: List, args: argparse.Namespace, device: Any):
+    """``{(image index, method name): attribution (C, H, W) on the CPU}``."""
+    from tqdm.auto import tqdm
+
+    maps = {}
     bar = tqdm(
         total=len(rows) * len(methods),
         desc="explain",
@@ -724,122 +650,128 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         for i, row in enumerate(rows):
             for method in methods:
                 bar.set_postfix_str(f"{method.name} {Path(row['path']).name}")
-                attr = method.attribute(
-                    model,
-                    row["x"].unsqueeze(0).to(device),
-                    target=row["target"],
-                    n_steps=args.n_steps,
-                )
+                x = row["x"].unsqueeze(0).to(device)
+                attr = method.attribute(model, x, target=row["target"], n_steps=args.n_steps)
                 maps[i, method.name] = attr.detach()[0].cpu()
                 bar.update()
     finally:
         bar.close()
+    return maps
 
-    fig = _explain_figure(rows, methods, maps, prep.categories)
-    if hasattr(fig, "__len__"):  # viz returned (fig, axes)
-        fig = fig[0]
-    _save_figure(fig, out, fmt)
+
+def _explain_figure(rows: List, methods: List, maps: Dict, categories: Any) -> Any:
+    """One row per image: the image, then one map per method (:func:`plot_attributions`).
+
+    Images of different sizes are shown top-left on a white canvas of the largest size,
+    their maps padded with zeros (no attribution) to match.
+    """
+    from torch.nn.functional import pad
+
+    from captum_rig.viz import plot_attributions
+
+    height = max(r["x"].shape[-2] for r in rows)
+    width = max(r["x"].shape[-1] for r in rows)
+
+    def fit(t: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        return pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]), value=value)
+
+    images = torch.stack([fit(r["x"], 1.0) for r in rows])  # a white canvas
+    attributions = {
+        m.title: torch.stack([fit(maps[i, m.name]) for i in range(len(rows))]) for m in methods
+    }
+    labels = [
+        f"{Path(r['path']).name}: target {_class_name(r['target'], categories)}" for r in rows
+    ]
+    fig, _ = plot_attributions(images, attributions, row_labels=labels)
+    return fig
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from captum_rig.methods import parse_methods
+
+    methods = parse_methods([args.methods])
+    _parse_target(args.target)  # a bad --target fails before any work
+    out, fmt = _output_file(args.out, "--out", _FIGURE_FORMATS)
+    device = _device(args.device)
+    (entry,) = _models(args)
+    for path in args.images:  # every file checked before the model is built
+        if not Path(path).expanduser().is_file():
+            load_image(path, channels=None)  # raises the error that fits
+    model, prep = _load(entry, args, device)
+    options = _image_options(prep, args.convert)
+    images = [load_image(p, **options) for p in args.images]
+    rows = _predictions(model, images, args, device)
+    maps = _attributions(model, rows, methods, args, device)
+    _save_figure(_explain_figure(rows, methods, maps, prep.categories), out, fmt)
     for row in rows:
-        name = _class_name(row["target"], prep.categories)
         print(
-            f"{row['path']}: target {name} (p = {row['p']:.3f}), predicted "
-            f"{_class_name(row['predicted'], prep.categories)}"
+            f"{row['path']}: target {_class_name(row['target'], prep.categories)} "
+            f"(p = {row['p']:.3f}), predicted {_class_name(row['predicted'], prep.categories)}"
         )
     print(f"wrote {out}")
     return EXIT_OK
 
 
-def _class_name(index: int, categories: Optional[Sequence[str]]) -> str:
-    return (
-        f"{index} ({categories[index]})" if categories and index < len(categories) else str(index)
-    )
-
-
-def _explain_figure(rows: List[Dict[str, Any]], methods: List[Any], maps: Dict, categories) -> Any:
-    """A grid: one row per image, the image then one heat map per method."""
-    labels = [
-        f"{Path(r['path']).name}\ntarget {_class_name(r['target'], categories)}" for r in rows
-    ]
-    try:
-        from captum_rig.viz import plot_attributions
-    except ImportError:
-        plot_attributions = None
-    if plot_attributions is not None and len({tuple(r["x"].shape) for r in rows}) == 1:
-        images = torch.stack([r["x"] for r in rows])
-        attributions = {
-            m.title: torch.stack([maps[i, m.name] for i in range(len(rows))]) for m in methods
-        }
-        return plot_attributions(images, attributions, row_labels=labels)
-    # images of different sizes: one panel per image, each at its own size
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    n_rows, n_cols = len(rows), 1 + len(methods)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows), squeeze=False)
-    for i, row in enumerate(rows):
-        x = row["x"]
-        image = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
-        axes[i, 0].imshow(image, cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=1)
-        axes[i, 0].set_title(labels[i], fontsize=8)
-        for j, method in enumerate(methods, start=1):
-            heat = maps[i, method.name].abs().sum(0)
-            scale = float(heat.flatten().quantile(0.995)) if heat.numel() > 1 else 0.0
-            scale = scale if scale > 0 else float(heat.max()) or 1.0
-            axes[i, j].imshow((heat / scale).clamp(0, 1).numpy(), cmap="Blues", vmin=0, vmax=1)
-            axes[i, j].set_title(method.title, fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
+# --------------------------------------------------------------------------- lowrank
 
 
 def _cmd_lowrank(args: argparse.Namespace) -> int:
     from captum_rig.lowrank import drop_top_ranks, low_rank
 
-    out, fmt = _output_file(args.out, _image_formats(), "--out")
-    x = _read_image(args.image)
+    out, _ = _output_file(args.out, "--out")
+    x = load_image(args.image, channels=None)
     width = min(x.shape[-2:])
     if not 0 <= args.rank <= width:
         raise ValueError(
             f"--rank must be in 0..{width} (min(H, W) of {args.image}), got {args.rank}"
         )
     y = (drop_top_ranks if args.reverse else low_rank)(x.double(), args.rank).float()
-    _write_image(y, out, fmt, rescale=args.rescale)
+    # An image without its top ranks is centred on 0: clipped, it is almost black.
+    rescale = args.reverse if args.rescale is None else args.rescale
+    save_image(y, out, rescale=rescale)
     what = "top ranks removed" if args.reverse else "rank"
-    print(f"wrote {out} ({what} {args.rank} of {width}, {x.shape[-1]}×{x.shape[-2]})")
+    how = ", min..max stretched to 0..255" if rescale else ""
+    print(f"wrote {out} ({what} {args.rank} of {width}, {x.shape[-1]}×{x.shape[-2]}{how})")
     return EXIT_OK
 
 
-def _cmd_spectrum(args: argparse.Namespace) -> int:
-    import matplotlib
+# --------------------------------------------------------------------------- spectrum
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    from captum_rig.spectrum import rank_spectrum
+def _spectrum_files(out: Path, names: List[str]) -> List[Path]:
+    """One CSV per model: ``spectrum.csv`` for one model, ``spectrum_<name>.csv`` for several."""
+    if len(names) == 1:
+        return [out / "spectrum.csv"]
+    files: List[Path] = []
+    for name in names:
+        stem = "spectrum_" + (re.sub(r"[^\w.-]+", "_", name).strip("_.") or "model")
+        base, i = stem, 2
+        while out / f"{stem}.csv" in files:
+            stem, i = f"{base}-{i}", i + 1
+        files.append(out / f"{stem}.csv")
+    return files
 
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out!r} is a file, expected a folder")
-    if not out.parent.is_dir():
-        raise UsageError(f"the folder of --out {args.out!r} does not exist")
-    device = _device(args.device)
-    (entry,) = _models(args)
-    model, prep = _load(entry, args, device)
-    loader, labelled = _open_data(args, prep, need_labels=False)
 
-    checkpoint = out / ".spectrum.ckpt"
-    if not args.resume and checkpoint.exists():
-        checkpoint.unlink()
-    elif args.resume and not checkpoint.exists():
-        print(f"no checkpoint in {out}/: starting from the beginning", file=sys.stderr)
-    created = not out.exists()
-    out.mkdir(exist_ok=True)
-    try:
-        spectrum = rank_spectrum(
+def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, device: Any) -> Dict:
+    """{label: RankSpectrum}; each written to its CSV as soon as it is complete.
+
+    With ``--resume``, a model whose CSV is there is read back rather than counted again.
+    """
+    from captum_rig.spectrum import RankSpectrum, rank_spectrum
+
+    spectra = {}
+    for (name, model), csv_path in zip(models.items(), _spectrum_files(out, list(models))):
+        checkpoint = out / f".{csv_path.stem}.ckpt"
+        if args.resume and csv_path.is_file() and not checkpoint.exists():
+            spectra[name] = RankSpectrum.from_csv(csv_path)
+            continue
+        if not args.resume and checkpoint.exists():
+            checkpoint.unlink()
+        elif args.resume and not checkpoint.exists():
+            print(
+                f"no checkpoint {checkpoint}: starting {name} from the beginning", file=sys.stderr
+            )
+        spectra[name] = rank_spectrum(
             model,
             loader,
             ranks=args.ranks,
@@ -849,41 +781,52 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
             progress=_progress(args),
             checkpoint=checkpoint,
         )
+        spectra[name].to_csv(csv_path)
+        print(f"wrote {csv_path}")
+    return spectra
+
+
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+    from captum_rig.viz import plot_spectra
+
+    out = _output_folder(args.out)
+    device = _device(args.device)
+    models, prep = _load_models(args, device)
+    loader, _ = _open_data(args, prep, need_labels=args.metric == "accuracy")
+    created = not out.exists()
+    out.mkdir(exist_ok=True)
+    try:
+        spectra = _spectra(args, models, loader, out, device)
     except BaseException:
         if created and not any(out.iterdir()):  # nothing to resume from: leave no trace
             out.rmdir()
         raise
-    csv_path, png_path = out / "spectrum.csv", out / "spectrum.png"
-    spectrum.to_csv(csv_path)
-    fig, ax = spectrum.plot(label="agreement with full rank")
-    if spectrum.accuracy is not None:
-        spectrum.plot(ax=ax, metric="accuracy", label="accuracy")
-    ax.set_title(f"{_model_name(entry, [])}: {spectrum.n_images} images")
+    fig, ax = plot_spectra(spectra, metric=args.metric)
+    n_images = next(iter(spectra.values())).n_images
+    ax.set_title(f"{', '.join(spectra)}: {n_images} images")
+    png_path = out / "spectrum.png"
     _save_figure(fig, png_path, "png")
-    plt.close("all")
-    print(f"{spectrum.n_images} images, {len(spectrum.ranks)} ranks")
-    print(f"wrote {csv_path}")
+    print(f"{n_images} images, {len(next(iter(spectra.values())).ranks)} ranks")
     print(f"wrote {png_path}")
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- robustness
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
     from captum_rig.robustness import evaluate_robustness
 
-    out = None
-    if args.out is not None:
-        out, _ = _output_file(args.out, {".csv": "csv"}, "--out")
+    if args.norm == "linf":  # an L-inf radius of 1 already allows any image
+        for flag, value in (("--eps", args.eps), ("--alpha", args.alpha)):
+            if value is not None and value > 1:
+                raise UsageError(
+                    f"{flag} must be in [0, 1] for --norm linf (pixels are in [0, 1]), "
+                    f"got {value:.4g}"
+                )
+    out = None if args.out is None else _output_file(args.out, "--out", {".csv": "csv"})[0]
     device = _device(args.device)
-    entries = _models(args, several=True)
-    models, prep = {}, None
-    for entry in entries:
-        model, p = _load(entry, args, device)
-        if prep is not None and (p.crop_size, p.resize_size) != (prep.crop_size, prep.resize_size):
-            raise UsageError(
-                "the models expect different input sizes; pass --image-size N for all of them"
-            )
-        prep = p
-        models[_model_name(entry, models)] = model
+    models, prep = _load_models(args, device)
     loader, _ = _open_data(args, prep, need_labels=True)
     report = evaluate_robustness(
         models,
@@ -919,32 +862,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs ``captum-rig`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     Usage and input errors (``UsageError``, and ``ValueError``, ``TypeError``,
-    ``FileNotFoundError``, ``OSError`` and ``WeightsUnavailableError`` from the library)
-    print one line
+    ``OSError`` and ``WeightsUnavailableError`` from the library) print one line
     ``captum-rig: error: ...`` to stderr and return 2; other exceptions are bugs and
-    propagate with their traceback.
+    propagate with their traceback. Commands that build models seed torch's generator
+    with ``--seed`` first, so random weights are the same from run to run.
 
     Examples:
         >>> main(["lowrank", "no-such.png", "--rank", "1", "--out", "x.png"])
         2
     """
-    from captum_rig.loading import WeightsUnavailableError
-
     parser = build_parser()
     try:
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help, --version
             return e.code if isinstance(e.code, int) else EXIT_OK
+        if getattr(args, "seed", None) is not None:
+            torch.manual_seed(args.seed)
         return args.run(args)
-    except (
-        UsageError,
-        ValueError,
-        TypeError,
-        FileNotFoundError,
-        OSError,
-        WeightsUnavailableError,
-    ) as e:
+    except (UsageError, ValueError, TypeError, OSError, WeightsUnavailableError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,8 +1,9 @@
-"""Loading users' images offline: image files, image folders, CIFAR-10 from a local folder.
+"""Every way images come in: image files, image folders, CIFAR-10 from a local folder.
 
 Everything here returns float tensors in [0, 1] pixel space, the space where captum-rig
-truncates ranks; normalization belongs inside the model (:func:`with_normalization`, which
-also explains why). Nothing here downloads anything.
+truncates ranks; normalization belongs inside the model
+(:func:`captum_rig.models.with_normalization`, which also explains why). Nothing here
+downloads anything. :func:`save_image` writes an image back out.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -13,15 +14,19 @@ import os
 import pickle
 from functools import cache, partial
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from captum_rig._checks import check_int
-from captum_rig.models import (
+from captum_rig._context import atomic_path
+
+# Kept importable from here for older code; their home is captum_rig.models.
+from captum_rig.models import (  # noqa: F401
     CIFAR10_MEAN,
     CIFAR10_STD,
     IMAGENET_MEAN,
@@ -31,24 +36,43 @@ from captum_rig.models import (
 )
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "load_image",
     "load_images",
+    "ImageFiles",
     "image_folder",
     "load_cifar10",
-    "Normalize",
-    "with_normalization",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
+    "image_dataset",
+    "image_format",
+    "save_image",
 ]
 
 PathLike = Union[str, os.PathLike]
 Size = Union[int, Tuple[int, int]]
 
-_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"
+)  # fmt: skip
+"""File name endings read as images in folders (any case)."""
+
+CIFAR10_PREFIX = "cifar10:"
+
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
+
+# Error templates, in one place so that tests can match them.
+NO_FILE = "no such image file: {path}"
+A_FOLDER = "{path} is a folder, expected an image file"
+NOT_AN_IMAGE = "{path} is not an image file that Pillow can read"
+UNREADABLE = "could not read image file {path}: {why}"
+CHANNELS = (
+    "image {path} is {have} (mode {mode}) but {want} was asked for; pass convert=True "
+    "(captum-rig: --convert) to convert it"
+)
+SIZES = (
+    "image {path} is {shape} but {first} is {first_shape}; pass size=N (captum-rig: "
+    "--image-size N) to bring every image to one size"
+)
 
 
 def _check_size(size: Optional[Size], name: str) -> Optional[Tuple[int, int]]:
@@ -62,22 +86,42 @@ def _check_size(size: Optional[Size], name: str) -> Optional[Tuple[int, int]]:
     return s, s
 
 
-def _to_float_array(img: Image.Image, path: Path) -> np.ndarray:
-    """PIL image → float32 array (H, W) for grey or (H, W, 3) for colour, in [0, 1]."""
+def _to_float_array(img: Image.Image) -> np.ndarray:
+    """PIL image → float32 array (H, W) for grey or (H, W, 3) for colour, in [0, 1].
+
+    Grey modes: ``1``, ``L``, ``LA`` (alpha dropped), 16- and 32-bit integers (divided
+    by 65535) and ``F`` (float, clipped); every other mode is converted to RGB.
+    """
     mode = img.mode
-    if mode in ("LA", "La", "PA"):  # alpha dropped
-        img = img.convert("L" if mode != "PA" else "RGB")
-    elif mode == "P":
-        img = img.convert("RGB")
-    elif mode in ("RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")  # alpha dropped; other colour spaces converted
+    if mode in ("LA", "La"):
+        img = img.convert("L")
+    elif mode not in ("1", "L", "F", "RGB") and mode not in _SIXTEEN_BIT_MODES:
+        img = img.convert("RGB")  # palette, alpha, CMYK, YCbCr, ...: alpha dropped
+    array = np.asarray(img, dtype=np.float32)
     if img.mode in _SIXTEEN_BIT_MODES:
-        return np.asarray(img, dtype=np.float32).clip(0, 65535) / 65535.0
-    if img.mode == "1":
-        return np.asarray(img, dtype=np.float32)
+        return array.clip(0, 65535) / 65535.0
     if img.mode in ("L", "RGB"):
-        return np.asarray(img, dtype=np.float32) / 255.0
-    raise ValueError(f"image {path} has the unsupported PIL mode {img.mode!r}")
+        return array / 255.0
+    return array.clip(0.0, 1.0)  # "1" is 0/1 already; "F" is clipped
+
+
+def _read(path: Path) -> Tuple[Tensor, str]:
+    """The decoded file, EXIF orientation applied, as ``(C, H, W)`` float32 and its mode."""
+    if not path.exists():
+        raise ValueError(NO_FILE.format(path=path))
+    if path.is_dir():
+        raise ValueError(A_FOLDER.format(path=path))
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated files fail here, not later
+            img = ImageOps.exif_transpose(img) or img  # as the image is shown
+            array, mode = _to_float_array(img), img.mode
+    except UnidentifiedImageError:
+        raise ValueError(NOT_AN_IMAGE.format(path=path)) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(UNREADABLE.format(path=path, why=e)) from None
+    x = torch.from_numpy(np.ascontiguousarray(array))
+    return (x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)), mode
 
 
 def load_image(
@@ -90,7 +134,9 @@ def load_image(
     r"""Reads an image file (PNG, JPEG, anything Pillow reads) as a float tensor in [0, 1].
 
     Preprocessing, in order: EXIF orientation applied; alpha channels dropped; palette and
-    other colour modes converted to RGB; 8-bit values divided by 255, 16-bit by 65535;
+    other colour modes converted to RGB (grey modes stay grey: 1-bit, 8-bit, 16- and
+    32-bit integer, float); 8-bit values divided by 255, 16- and 32-bit by 65535, float
+    images clipped to [0, 1];
     if ``size`` is given, the image is resized (bilinear, antialiased) so that it covers
     ``size`` — its shorter side becomes ``resize`` if given — and then centre-cropped to
     ``size``: ``size=32`` for CIFAR models, ``size=224, resize=256`` for ImageNet models
@@ -114,8 +160,9 @@ def load_image(
         Tensor: float32 ``(C, H, W)`` in [0, 1].
 
     Raises:
-        ValueError: the file does not exist, is not an image Pillow can read, is
-            truncated, or its channels do not match ``channels`` (message names the path).
+        ValueError: the file does not exist, is a folder, is not an image Pillow can
+            read, is truncated, or its channels do not match ``channels`` (the message
+            names the path).
 
     Examples:
         >>> import tempfile, PIL.Image
@@ -126,7 +173,7 @@ def load_image(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
+    path = Path(path).expanduser()
     out_size = _check_size(size, "size")
     if resize is not None:
         resize = check_int(resize, name="resize", low=1)
@@ -136,27 +183,12 @@ def load_image(
             raise ValueError(f"resize must be >= max(size) = {max(out_size)}, got {resize}")
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
-    if not path.is_file():
-        raise ValueError(f"image file {path} does not exist or is not a file")
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated files fail here, not later
-            img = ImageOps.exif_transpose(img) or img
-            array = _to_float_array(img, path)
-            mode = img.mode
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"could not read image file {path}: {e}") from None
-
-    x = torch.from_numpy(np.ascontiguousarray(array))
-    x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+    x, mode = _read(path)
     if channels is not None and x.shape[0] != channels:
         if not convert:
-            kind = "greyscale" if x.shape[0] == 1 else "colour"
+            have = "greyscale" if x.shape[0] == 1 else "colour"
             want = "RGB (channels=3)" if channels == 3 else "greyscale (channels=1)"
-            raise ValueError(
-                f"image {path} is {kind} (mode {mode}) but {want} was asked for; pass "
-                "convert=True to convert it"
-            )
+            raise ValueError(CHANNELS.format(path=path, have=have, mode=mode, want=want))
         x = x.expand(3, -1, -1) if channels == 3 else (x * _LUMA.view(3, 1, 1)).sum(0, True)
     if out_size is not None:
         x = _resize_crop(x, out_size, resize)
@@ -167,11 +199,12 @@ def _resize_crop(x: Tensor, size: Tuple[int, int], resize: Optional[int]) -> Ten
     from torchvision.transforms import functional as TF
 
     h, w = x.shape[-2:]
-    if resize is not None:
-        scale = resize / min(h, w)
+    if resize is not None:  # torchvision's Resize(int): the longer side rounds down
+        new_h, new_w = (resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize)
     else:
         scale = max(size[0] / h, size[1] / w)
-    new_h, new_w = max(size[0], round(h * scale)), max(size[1], round(w * scale))
+        new_h, new_w = round(h * scale), round(w * scale)
+    new_h, new_w = max(size[0], new_h), max(size[1], new_w)
     if (new_h, new_w) != (h, w):
         x = TF.resize(x, [new_h, new_w], antialias=True)
     return TF.center_crop(x, list(size))
@@ -202,6 +235,76 @@ def load_images(paths: Sequence[PathLike], **kwargs) -> Tensor:
     return torch.stack(images)
 
 
+def _is_image_file(path: PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _images_in(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and _is_image_file(p))
+
+
+class ImageFiles(Dataset):
+    r"""A data set of image files, read on access with :func:`load_image`.
+
+    Items are ``image`` tensors ``(C, H, W)``, or ``(image, label)`` when ``labels`` are
+    given. Without ``size``, every image must have the shape of the first one (so that
+    batches stack); a file that does not raises a ``ValueError`` naming both files.
+
+    Args:
+        paths (sequence of str or PathLike): the image files.
+        labels (sequence of int, optional): one label per file.
+        classes (sequence of str, optional): class names, kept as ``.classes``.
+        size, resize, channels, convert: as in :func:`load_image`.
+
+    Examples:
+        >>> import tempfile, PIL.Image
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> PIL.Image.new("RGB", (40, 30)).save(p)
+        >>> ImageFiles([p], labels=[3], size=16)[0][0].shape
+        torch.Size([3, 16, 16])
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[PathLike],
+        labels: Optional[Sequence[int]] = None,
+        classes: Optional[Sequence[str]] = None,
+        size: Optional[Size] = None,
+        resize: Optional[int] = None,
+        channels: Optional[int] = 3,
+        convert: bool = False,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        if labels is not None and len(labels) != len(self.paths):
+            raise ValueError(f"labels must have one entry per path, got {len(labels)}")
+        self.labels = None if labels is None else [int(y) for y in labels]
+        self.classes = None if classes is None else list(classes)
+        self.size = _check_size(size, "size")
+        self._load = partial(
+            load_image, size=size, resize=resize, channels=channels, convert=convert
+        )
+        self._first_shape: Optional[Tuple[int, ...]] = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        x = self._load(self.paths[i])
+        if self.size is None:
+            if self._first_shape is None:
+                self._first_shape = tuple(self._load(self.paths[0]).shape) if i else x.shape
+            if tuple(x.shape) != tuple(self._first_shape):
+                raise ValueError(
+                    SIZES.format(
+                        path=self.paths[i],
+                        shape=tuple(x.shape),
+                        first=self.paths[0],
+                        first_shape=tuple(self._first_shape),
+                    )
+                )
+        return x if self.labels is None else (x, self.labels[i])
+
+
 def image_folder(
     root: PathLike,
     size: Optional[Size] = None,
@@ -213,7 +316,9 @@ def image_folder(
 ):
     r"""A torchvision ``ImageFolder`` whose images are [0, 1] tensors from :func:`load_image`.
 
-    Layout: ``root/<class name>/<image file>``, classes sorted by name as in torchvision.
+    Layout: ``root/<class name>/<image file>``, classes sorted by name as in torchvision
+    (hidden folders, named ``.*``, are not classes); image files are those ending in one
+    of :data:`IMAGE_EXTENSIONS`.
     Files are read on access, so a broken file raises (a ``ValueError`` naming it) when
     its item is loaded.
 
@@ -233,8 +338,6 @@ def image_folder(
     Raises:
         ValueError: ``root`` is not a folder, or holds no class folder with an image.
     """
-    from torchvision.datasets import ImageFolder
-
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a str or os.PathLike, got {type(root).__name__}")
     root = Path(root)
@@ -245,14 +348,37 @@ def image_folder(
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
     loader = partial(load_image, size=size, resize=resize, channels=channels, convert=convert)
     try:
-        return ImageFolder(
-            str(root), transform=transform, target_transform=target_transform, loader=loader
+        return _image_folder_class()(
+            str(root),
+            transform=transform,
+            target_transform=target_transform,
+            loader=loader,
+            is_valid_file=_is_image_file,
         )
     except FileNotFoundError as e:
         raise ValueError(
             f"image folder {root} has no images in the expected layout "
             f"root/<class>/<image file> ({e})"
         ) from None
+
+
+@cache
+def _image_folder_class():
+    """torchvision's ImageFolder, with hidden folders (``.ipynb_checkpoints``) not classes."""
+    from torchvision.datasets import ImageFolder
+
+    class VisibleImageFolder(ImageFolder):
+        def find_classes(self, directory: str) -> Tuple[List[str], Dict[str, int]]:
+            classes = _class_folders(Path(directory))
+            if not classes:
+                raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+            return classes, {name: i for i, name in enumerate(classes)}
+
+    return VisibleImageFolder
+
+
+def _class_folders(root: Path) -> List[str]:
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
 @cache
@@ -340,3 +466,153 @@ def load_cifar10(
             f"{len(data.targets)} labels"
         )
     return data
+
+
+def _cifar_transform(
+    size: Optional[Size], resize: Optional[int], channels: Optional[int], convert: bool
+) -> Optional[Callable[[Tensor], Tensor]]:
+    """Brings CIFAR-10's ``(3, 32, 32)`` tensors to the size and channels asked for."""
+    out_size = _check_size(size, "size")
+    if channels == 1 and not convert:
+        raise ValueError(
+            CHANNELS.format(
+                path="CIFAR-10", have="colour", mode="RGB", want="greyscale (channels=1)"
+            )
+        )
+    if out_size is None and channels != 1:
+        return None
+
+    def transform(x: Tensor) -> Tensor:
+        if channels == 1:
+            x = (x * _LUMA.view(3, 1, 1)).sum(0, True)
+        if out_size is not None:
+            x = _resize_crop(x, out_size, resize).clamp(0.0, 1.0)
+        return x.contiguous()
+
+    return transform
+
+
+def image_dataset(
+    source: PathLike,
+    train: bool = False,
+    size: Optional[Size] = None,
+    resize: Optional[int] = None,
+    channels: Optional[int] = 3,
+    convert: bool = False,
+) -> Tuple[Dataset, bool]:
+    r"""The data set a source names, and whether it has labels.
+
+    ``source`` is one of:
+
+    - ``"cifar10:PATH"``: CIFAR-10 in torchvision's format under ``PATH``
+      (:func:`load_cifar10`); labelled.
+    - a folder with class subfolders ``root/<class>/<image file>`` (hidden folders
+      ignored; classes sorted by name, labels 0, 1, ... as in torchvision); labelled.
+    - a flat folder of image files; items are images only, no labels.
+
+    Image files are those ending in one of :data:`IMAGE_EXTENSIONS`, read on access with
+    :func:`load_image` (:class:`ImageFiles`).
+
+    Args:
+        source (str or PathLike): as above.
+        train (bool): CIFAR-10's training split (True) or its test split. Default: False.
+        size, resize, channels, convert: as in :func:`load_image`.
+
+    Returns:
+        (Dataset, bool): items ``(image (C, H, W), label)`` when labelled, else ``image``;
+        and whether there are labels.
+
+    Raises:
+        ValueError: a missing folder, a folder without images, an empty class folder, a
+            missing or broken CIFAR-10 folder (the message names it).
+
+    Examples:
+        >>> import tempfile, PIL.Image
+        >>> root = tempfile.mkdtemp()
+        >>> PIL.Image.new("RGB", (8, 8)).save(os.path.join(root, "x.png"))
+        >>> data, labelled = image_dataset(root)
+        >>> len(data), labelled, data[0].shape
+        (1, False, torch.Size([3, 8, 8]))
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a str or os.PathLike, got {type(source).__name__}")
+    text = os.fspath(source)
+    if text.startswith(CIFAR10_PREFIX):
+        transform = _cifar_transform(size, resize, channels, convert)
+        root = Path(text[len(CIFAR10_PREFIX) :]).expanduser()
+        return load_cifar10(root, train=train, transform=transform), True
+    root = Path(text).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} does not exist or is not a folder")
+    options = dict(size=size, resize=resize, channels=channels, convert=convert)
+    folders = [root / name for name in _class_folders(root)]
+    if not folders:
+        paths = _images_in(root)
+        if not paths:
+            raise ValueError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {root} or its class subfolders"
+            )
+        return ImageFiles(paths, **options), False
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        files = _images_in(folder)
+        if not files:
+            raise ValueError(
+                f"class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "each subfolder of an image folder is a class"
+            )
+        paths += files
+        labels += [label] * len(files)
+    return ImageFiles(paths, labels, [d.name for d in folders], **options), True
+
+
+def image_format(path: PathLike) -> str:
+    r"""The Pillow format that the extension of ``path`` asks for (``"PNG"``, ``"JPEG"``, ...).
+
+    Raises:
+        ValueError: an extension Pillow cannot write; the message lists the known ones.
+
+    Examples:
+        >>> image_format("out/rank8.png")
+        'PNG'
+    """
+    formats = {e: f for e, f in Image.registered_extensions().items() if f in Image.SAVE}
+    ext = Path(path).suffix.lower()
+    if ext not in formats:
+        raise ValueError(
+            f"{path} must end in one of {', '.join(sorted(formats))}, got {ext or 'no extension'!r}"
+        )
+    return formats[ext]
+
+
+def save_image(image: Tensor, path: PathLike, rescale: bool = False) -> None:
+    r"""Writes a ``(C, H, W)`` image (``C`` 1 or 3) to ``path``, whole or not at all.
+
+    Values are taken as [0, 1] pixels: clipped to [0, 1], or with ``rescale=True`` the
+    image's own min..max is stretched to 0..1 first (for images centred on 0, such as an
+    image with its top ranks removed). Stored as 8 bits; greyscale stays greyscale. The
+    format follows the extension (:func:`image_format`); the file is written under a
+    temporary name and renamed when complete.
+
+    Args:
+        image (Tensor): ``(C, H, W)`` float, ``C`` 1 or 3.
+        path (str or PathLike): the output file.
+        rescale (bool): stretch min..max to the full range instead of clipping.
+
+    Examples:
+        >>> import tempfile
+        >>> save_image(torch.rand(3, 8, 8), os.path.join(tempfile.mkdtemp(), "x.png"))
+    """
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
+        got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"image must be a (C, H, W) tensor with C 1 or 3, got {got}")
+    fmt = image_format(path)
+    x = image.detach().cpu().float()
+    if rescale:
+        low, high = float(x.min()), float(x.max())
+        x = (x - low) / (high - low) if high > low else x * 0
+    array = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
+    img = Image.fromarray(np.ascontiguousarray(array))
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=fmt)

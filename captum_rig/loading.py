@@ -2,6 +2,9 @@
 
 A *model spec* names where the network comes from:
 
+- ``demo:<name>``: a CNN that ships with the package (``demo:natural``,
+  ``demo:lowrank8``; :func:`captum_rig.models.load_demo_model`), classifying the six
+  synthetic shapes in 32×32 images, normalization included.
 - ``torchvision:<name>``: any classification builder of ``torchvision.models``
   (``torchvision:resnet18``, ``torchvision:vit_b_16``, ...), built with ``weights=None``
   unless ``pretrained=True``.
@@ -21,7 +24,8 @@ subtracts a rank-one matrix and changes every singular value), so the rank-k ima
 normalized image is a different image. Wrapping the model as
 ``Sequential(Normalize(mean, std), model)`` lets low-rank images, RIG's rank path and
 rank spectra work on the pixels the user sees while the network still gets its
-normalized inputs. :func:`load_pixel_model` does both steps.
+normalized inputs (:func:`captum_rig.models.with_normalization`).
+:func:`load_pixel_model` does both steps.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -45,8 +49,20 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from captum_rig.models import (
+    DEMO_INPUT_SIZE,
+    DEMO_MODELS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_demo_model,
+    load_demo_model,
+    with_normalization,
+)
+from captum_rig.synthetic import SHAPES
+
 __all__ = [
     "TORCHVISION_PREFIX",
+    "DEMO_PREFIX",
     "WeightsUnavailableError",
     "Preprocessing",
     "load_model",
@@ -57,14 +73,17 @@ __all__ = [
 ]
 
 TORCHVISION_PREFIX = "torchvision:"
+DEMO_PREFIX = "demo:"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Error templates, in one place so that tests can match them.
 BAD_SPEC = (
-    "model spec must be 'torchvision:<name>' or '<module or file.py>:<factory>', got {spec!r}"
+    "model spec must be 'torchvision:<name>', 'demo:<name>' or '<module or file.py>:<factory>', "
+    "got {spec!r}"
 )
 UNKNOWN_TORCHVISION = "unknown torchvision model {name!r}{hint}"
+UNKNOWN_DEMO = "unknown demo model {name!r}: choose from {names}"
 NO_MODULE = "cannot import {module!r} for model spec {spec!r}: {why}"
 NO_FACTORY = "{module!r} has no attribute {factory!r} (model spec {spec!r}){hint}"
 NOT_A_MODULE = "model spec {spec!r} returned {got}, expected a torch.nn.Module"
@@ -125,14 +144,17 @@ def _close(name: str, names: Sequence[str]) -> str:
 
 
 def _parse_spec(spec: Any) -> Tuple[str, str]:
-    """Splits a spec into ``("torchvision", name)`` or ``(module, factory)``."""
+    """Splits a spec into ``("torchvision", name)``, ``("demo", name)`` or ``(module, factory)``."""
     if not isinstance(spec, str):
         raise TypeError(BAD_SPEC.format(spec=spec))
-    if spec.startswith(TORCHVISION_PREFIX):
-        name = spec[len(TORCHVISION_PREFIX) :]
-        if not name:
-            raise ValueError(BAD_SPEC.format(spec=spec))
-        return "torchvision", name
+    for prefix in (TORCHVISION_PREFIX, DEMO_PREFIX):
+        if spec.startswith(prefix):
+            name = spec[len(prefix) :]
+            if not name:
+                raise ValueError(BAD_SPEC.format(spec=spec))
+            if prefix == DEMO_PREFIX and name not in DEMO_MODELS:
+                raise ValueError(UNKNOWN_DEMO.format(name=name, names=", ".join(DEMO_MODELS)))
+            return prefix[:-1], name
     module, sep, factory = spec.rpartition(":")
     if not sep or not module or not factory:
         raise ValueError(BAD_SPEC.format(spec=spec))
@@ -339,15 +361,16 @@ def load_model(
     r"""Builds the classifier named by ``spec``, in eval mode.
 
     Args:
-        spec (str): ``"torchvision:<name>"`` or ``"<module or path/to/file.py>:<factory>"``
-            (see the module docstring).
+        spec (str): ``"torchvision:<name>"``, ``"demo:<name>"`` or
+            ``"<module or path/to/file.py>:<factory>"`` (see the module docstring).
         weights (str or PathLike, optional): a checkpoint to load (see
-            :func:`load_state_dict`).
+            :func:`load_state_dict`); for a demo spec, loaded over the shipped weights.
         pretrained (bool): torchvision specs only: load torchvision's DEFAULT weights,
             from the torch hub cache or downloaded. Offline and not cached, this fails at
             once with a RuntimeError.
         num_classes (int, optional): number of outputs, passed to the builder or factory
-            as ``num_classes=``; None: the builder's default (1000 for torchvision).
+            as ``num_classes=``; None: the builder's default (1000 for torchvision, 6
+            for the demo models, which take no other).
         device (str or torch.device, optional): where to put the model; None: leave it
             on the CPU.
 
@@ -375,40 +398,55 @@ def load_model(
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if pretrained and weights is not None:
         raise ValueError("pass either pretrained weights or a weights file, not both")
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if pretrained and module != "torchvision":
+        raise ValueError(
+            f"pretrained weights are for torchvision specs only, got {spec!r}; pass --weights PATH"
+        )
     if module == "torchvision":
-        import torchvision.models
-
-        name = _torchvision_name(factory)
-        if pretrained:
-            entry = _weights_enum(name)
-            categories = len(entry.meta.get("categories", ())) if entry is not None else 0
-            if num_classes is not None and categories and num_classes != categories:
-                raise ValueError(
-                    f"pretrained {name} has {categories} classes, got num_classes={num_classes}"
-                )
-            state = _pretrained_state_dict(name)  # fails fast offline, before building
-            model = torchvision.models.get_model(name, weights=None)
-            model.load_state_dict(state)
-        else:
-            model = torchvision.models.get_model(name, weights=None, **kwargs)
-    else:
-        if pretrained:
+        model = _torchvision_model(factory, pretrained, num_classes)
+    elif module == "demo":
+        if num_classes not in (None, len(SHAPES)):
             raise ValueError(
-                f"pretrained weights are for torchvision specs only, got {spec!r}; "
-                "pass --weights PATH"
+                f"the demo models have {len(SHAPES)} classes, got num_classes={num_classes}"
             )
-        fn = _factory(module, factory, spec)
-        if kwargs and not _takes_num_classes(fn):
-            raise ValueError(NO_NUM_CLASSES.format(spec=spec))
-        model = fn(**kwargs)
-        if not isinstance(model, nn.Module):
-            raise TypeError(NOT_A_MODULE.format(spec=spec, got=type(model).__name__))
+        model = build_demo_model() if weights is not None else load_demo_model(factory)
+    else:
+        model = _factory_model(module, factory, spec, num_classes)
     if weights is not None:
         load_state_dict(model, weights, spec=spec)
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def _torchvision_model(name: str, pretrained: bool, num_classes: Optional[int]) -> nn.Module:
+    import torchvision.models
+
+    name = _torchvision_name(name)
+    if not pretrained:
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+    entry = _weights_enum(name)
+    categories = len(entry.meta.get("categories", ())) if entry is not None else 0
+    if num_classes is not None and categories and num_classes != categories:
+        raise ValueError(
+            f"pretrained {name} has {categories} classes, got num_classes={num_classes}"
+        )
+    state = _pretrained_state_dict(name)  # fails fast offline, before building
+    model = torchvision.models.get_model(name, weights=None)
+    model.load_state_dict(state)
+    return model
+
+
+def _factory_model(module: str, factory: str, spec: str, num_classes: Optional[int]) -> nn.Module:
+    fn = _factory(module, factory, spec)
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if kwargs and not _takes_num_classes(fn):
+        raise ValueError(NO_NUM_CLASSES.format(spec=spec))
+    model = fn(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(NOT_A_MODULE.format(spec=spec, got=type(model).__name__))
+    return model
 
 
 def _first_conv_channels(model: nn.Module) -> Optional[int]:
@@ -426,7 +464,10 @@ def model_preprocessing(
     torchvision specs get the evaluation transform of the builder's DEFAULT weights
     (metadata only: nothing is downloaded): resize and crop size (256 → 224 for most,
     342 → 299 for Inception v3, ...) and the ImageNet mean and std; the class names only
-    with ``pretrained=True``. Factory specs get nothing but the input channels, read from
+    with ``pretrained=True``. Demo specs get their 32×32 input (images resized to cover
+    it and centre-cropped), three channels and the shapes' names
+    (:data:`captum_rig.synthetic.SHAPES`); no mean and std, since the demo models
+    normalize inside. Factory specs get nothing but the input channels, read from
     the model's first convolution: their images are taken at their own size and their
     model is assumed to take [0, 1] images (or to normalize inside).
 
@@ -445,14 +486,16 @@ def model_preprocessing(
     """
     module, factory = _parse_spec(spec)
     in_channels = _first_conv_channels(model) if model is not None else None
+    if module == "demo":
+        return Preprocessing(crop_size=DEMO_INPUT_SIZE, in_channels=3, categories=SHAPES)
     if module != "torchvision":
         return Preprocessing(in_channels=in_channels)
     weights = _weights_enum(_torchvision_name(factory))
     prep = Preprocessing(
         crop_size=224,
         resize_size=256,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         in_channels=in_channels or 3,
     )
     if weights is None:
@@ -469,26 +512,11 @@ def model_preprocessing(
     )
 
 
-def _with_normalization() -> Any:
-    for where in ("captum_rig.data", "captum_rig.models"):
-        try:
-            return importlib.import_module(where).with_normalization
-        except (ImportError, AttributeError):
-            pass
-
-    def fallback(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
-        from torchvision.transforms import Normalize
-
-        return nn.Sequential(Normalize(list(mean), list(std)), model)
-
-    return fallback
-
-
 def normalized(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
     r"""``Sequential(Normalize(mean, std), model)``: a model that takes [0, 1] images.
 
-    Uses the library's ``with_normalization`` helper; see the module docstring for why
-    the normalization belongs inside the model.
+    :func:`captum_rig.models.with_normalization`, moved to ``model``'s device and mode;
+    see the module docstring for why the normalization belongs inside the model.
 
     Args:
         model (nn.Module): a model that expects normalized inputs.
@@ -498,7 +526,7 @@ def normalized(model: nn.Module, mean: Sequence[float], std: Sequence[float]) ->
     Returns:
         nn.Module: the wrapped model, on ``model``'s device, in ``model``'s mode.
     """
-    wrapped = _with_normalization()(model, mean, std)
+    wrapped = with_normalization(model, mean, std)
     param = next(model.parameters(), None)
     if param is not None:
         wrapped = wrapped.to(param.device)

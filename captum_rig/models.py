@@ -1,13 +1,17 @@
-"""Small model helpers: normalization inside the model, CIFAR-sized networks.
+"""Models and their normalization: ``Normalize`` inside the model, CIFAR-sized networks,
+the demo's two shipped CNNs.
 
 Rank truncation works on images in [0, 1] pixel space (see :func:`with_normalization`),
 so the models here take [0, 1] images and carry their own ``Normalize`` as a first layer.
+This module is the one home of ``Normalize``, :func:`with_normalization` and the
+CIFAR-10 / ImageNet statistics.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
     arXiv:2012.03516.
 """
 
+from pathlib import Path
 from typing import Callable, Dict, Sequence
 
 import torch
@@ -25,6 +29,13 @@ __all__ = [
     "SmallCNN",
     "cifar_model",
     "MODEL_NAMES",
+    "ASSETS",
+    "DEMO_MODELS",
+    "DEMO_INPUT_SIZE",
+    "SHAPES_MEAN",
+    "SHAPES_STD",
+    "build_demo_model",
+    "load_demo_model",
 ]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -233,3 +244,85 @@ def cifar_model(
         raise ValueError(f"name must be one of {list(MODEL_NAMES)}, got {name!r}")
     num_classes = check_int(num_classes, name="num_classes", low=1)
     return with_normalization(_MODELS[name](num_classes), mean, std)
+
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+"""Folder of the shipped demo data (model weights and photographs)."""
+
+DEMO_MODELS: Dict[str, str] = {
+    "natural": "demo_natural.pt",
+    "lowrank8": "demo_lowrank8.pt",
+}
+"""Demo model name → weights file in :data:`ASSETS` (a ``state_dict``)."""
+
+DEMO_INPUT_SIZE = 32
+"""Side of the square images the demo models were trained on (the synthetic shapes)."""
+
+SHAPES_MEAN = (0.5, 0.5, 0.5)
+"""Per-channel mean the demo models standardize with, inside the model."""
+
+SHAPES_STD = (0.25, 0.25, 0.25)
+"""Per-channel std the demo models standardize with, inside the model."""
+
+
+def build_demo_model(num_classes: int = 6) -> nn.Sequential:
+    r"""The demo's tiny CNN (≈ 24k parameters), randomly initialised.
+
+    Per-channel standardization first (the model takes [0, 1] pixels, so that ranks are
+    truncated in pixel space), then three 3×3 conv + BatchNorm + ReLU blocks (16, 32, 64
+    channels, max-pooling after the first two), global average pooling and a linear head.
+    Works on any image size ``>= 4``; trained on 32×32.
+
+    Args:
+        num_classes (int): number of outputs. Default: 6, the synthetic shapes.
+
+    Returns:
+        nn.Sequential: maps ``(N, 3, H, W)`` images in [0, 1] to ``(N, num_classes)``
+        logits.
+
+    Examples:
+        >>> build_demo_model()(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 6])
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+    def block(c_in: int, c_out: int, pool: bool) -> list:
+        layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+        return layers + [nn.ReLU()] + ([nn.MaxPool2d(2)] if pool else [])
+
+    return nn.Sequential(
+        Normalize(SHAPES_MEAN, SHAPES_STD),
+        *block(3, 16, True),
+        *block(16, 32, True),
+        *block(32, 64, False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, num_classes),
+    )
+
+
+def load_demo_model(name: str = "natural") -> nn.Sequential:
+    r"""A shipped demo model, in eval mode, weights loaded with ``weights_only=True``.
+
+    Both classify the six synthetic shapes (:data:`captum_rig.synthetic.SHAPES`, in that
+    order) in 32×32 images in [0, 1]; on the command line they are ``--model demo:natural``
+    and ``--model demo:lowrank8``.
+
+    Args:
+        name (str): ``"natural"`` (trained on the synthetic shapes as they are) or
+            ``"lowrank8"`` (trained on their rank-8 approximations).
+
+    Returns:
+        nn.Sequential: :func:`build_demo_model` with the trained weights.
+
+    Examples:
+        >>> load_demo_model("natural")(torch.rand(1, 3, 32, 32)).shape
+        torch.Size([1, 6])
+    """
+    if name not in DEMO_MODELS:
+        raise ValueError(f"name must be one of {list(DEMO_MODELS)}, got {name!r}")
+    model = build_demo_model()
+    state = torch.load(ASSETS / DEMO_MODELS[name], map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()

@@ -158,6 +158,28 @@ def test_methods_help_lists_the_registry(capsys):
         (["explain", "a.png", "--model", "x:y", "--target", "cat"], "--target"),
         (["robustness", "--model", "x:y", "--data", "d", "--eps", "big"], "4/255"),
         (["robustness", "--model", "x:y", "--data", "d", "--norm", "l1"], "invalid choice"),
+        (["robustness", "--model", "x:y", "--data", "d", "--eps", "300/255"], "--eps must be in"),
+        (["robustness", "--model", "x:y", "--data", "d", "--alpha", "2"], "--alpha must be in"),
+        (
+            ["robustness", "--model", "x:y", "--data", "d", "--name", "a", "--name", "b"],
+            "--name given 2 times for 1 --model",
+        ),
+        (
+            [
+                "spectrum",
+                "--model",
+                "x:y",
+                "--model",
+                "x:z",
+                "--data",
+                "d",
+                "--name",
+                "a",
+                "--name",
+                "a",
+            ],
+            "--name labels must differ",
+        ),
         (["spectrum", "--model", "x:y", "--data", "d", "--ranks", "1:"], "--ranks"),
     ],
 )
@@ -171,19 +193,40 @@ def test_usage_errors_are_one_line(capsys, work, argv, match):
 # --------------------------------------------------------------------------- lowrank
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_lowrank_writes_the_rank_k_image(capsys, work, reverse):
-    """lowrank writes a PNG of the input's size holding the rank-k (or reverse) image."""
-    argv = ["lowrank", "a.png", "--rank", 3, "--out", "low.png"] + (["--reverse"] * reverse)
-    code, out, err = run(capsys, *argv)
+def stretched(x):
+    """min..max of x mapped to 0..1 (the --rescale reference)."""
+    return (x - x.min()) / (x.max() - x.min())
+
+
+@pytest.mark.parametrize(
+    "extra, reference",
+    [
+        ([], lambda x: low_rank(x, 3).clamp(0, 1)),
+        (["--rescale"], lambda x: stretched(low_rank(x, 3))),
+        (["--reverse"], lambda x: stretched(drop_top_ranks(x, 3))),
+        (["--reverse", "--no-rescale"], lambda x: drop_top_ranks(x, 3).clamp(0, 1)),
+    ],
+)
+def test_lowrank_writes_the_rank_k_image(capsys, work, extra, reference):
+    """lowrank writes the rank-k (or reverse) image; a reverse image is stretched by default."""
+    code, out, err = run(capsys, "lowrank", "a.png", "--rank", 3, "--out", "low.png", *extra)
     assert code == 0, err
     assert "wrote low.png" in out, out
     written = np.asarray(Image.open("low.png"), dtype=np.float64) / 255
     x = torch.from_numpy(np.asarray(Image.open("a.png"), dtype=np.float64) / 255)
-    x = x.permute(2, 0, 1)
-    expected = (drop_top_ranks if reverse else low_rank)(x, 3).clamp(0, 1).permute(1, 2, 0)
+    expected = reference(x.permute(2, 0, 1)).permute(1, 2, 0)
     assert written.shape == (12, 16, 3), written.shape
-    assert np.abs(written - expected.numpy()).max() <= 0.5 / 255 + 1e-9, "rank-3 image"
+    assert np.abs(written - expected.numpy()).max() <= 0.5 / 255 + 1e-9, "not the expected image"
+
+
+def test_lowrank_reverse_is_visible_by_default(capsys, work):
+    """A reverse image spans the full 0..255 range by default, not a near-black clip."""
+    assert run(capsys, "lowrank", "a.png", "--rank", 1, "--reverse", "--out", "r.png")[0] == 0
+    assert run(capsys, "lowrank", "a.png", "--rank", 1, "--reverse", "--no-rescale",
+               "--out", "dark.png")[0] == 0  # fmt: skip
+    shown, dark = np.asarray(Image.open("r.png")), np.asarray(Image.open("dark.png"))
+    assert shown.min() == 0 and shown.max() == 255, (shown.min(), shown.max())
+    assert dark.mean() < shown.mean() / 2, "clipping the reverse image darkens it"
 
 
 def test_lowrank_full_rank_and_rank_zero(capsys, work):
@@ -339,7 +382,8 @@ def test_explain_errors(capsys, work, extra, match):
         (
             "grey.png",
             "net.py:make",
-            "grey.png is a greyscale image but the model takes RGB images; pass --convert",
+            "grey.png is greyscale (mode L) but RGB (channels=3) was asked for; pass "
+            "convert=True (captum-rig: --convert)",
         ),
         ("missing.png", "net.py:make", "no such image file"),
         ("net.py", "net.py:make", "not an image file"),
@@ -478,15 +522,6 @@ def test_spectrum_interrupted_then_resumed(capsys, work, labelled_folder, monkey
     assert ".spectrum.ckpt" not in files_in(work / "sp"), "checkpoint removed when done"
 
 
-def _has_cifar_loader() -> bool:
-    try:
-        from captum_rig.data import load_cifar10  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_cifar_loader(), reason="captum_rig.data.load_cifar10 not there yet")
 def test_spectrum_on_fake_cifar10(capsys, work):
     """cifar10:PATH reads a CIFAR-10 folder in torchvision's format."""
     from captum_rig.synthetic import write_cifar10_folder
@@ -504,10 +539,12 @@ def test_spectrum_on_fake_cifar10(capsys, work):
     "data, extra, match",
     [
         ("empty", [], "no images"),
-        ("missing", [], "no such folder"),
-        ("cifar10:missing", [], "no such folder"),
+        ("missing", [], "image folder missing does not exist"),
+        ("cifar10:missing", [], "CIFAR-10 not found"),
         ("data", ["--ranks", "0:40:8"], "must be in 0..8"),
-        ("greys", [], "greyscale image but the model takes RGB"),
+        ("data", ["--model", "demo:natural"], "different input sizes"),
+        ("flat", ["--metric", "accuracy"], "has no labels"),
+        ("greys", [], "g.png is greyscale"),
         ("mixed", [], "--image-size"),
     ],
 )
@@ -519,6 +556,8 @@ def test_spectrum_errors(capsys, work, labelled_folder, data, extra, match):
     write_png(work / "greys" / "g.png", 8, 8, mode="L")
     (work / "mixed").mkdir()
     write_png(work / "mixed" / "a.png", 8, 8)
+    (work / "flat").mkdir()
+    write_png(work / "flat" / "x.png", 8, 8)
     write_png(work / "mixed" / "b.png", 9, 8)
     code, _, err = run(
         capsys, "spectrum", "--model", "net.py:make", "--data", data, *extra, "--out", "sp"
@@ -575,25 +614,171 @@ def test_robustness_errors(capsys, work, labelled_folder, extra, match):
 
 
 def test_demo_calls_run_demo(capsys, work, monkeypatch):
-    """demo --out DIR calls captum_rig.demo.run_demo(DIR) and lists the files it wrote."""
+    """demo --out DIR calls run_demo(DIR, log=print), prints its stages, files and report."""
     calls = []
 
-    def run_demo(out_dir, **kwargs):
+    def run_demo(out_dir, *, log=None, **kwargs):
         calls.append((Path(out_dir), kwargs))
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "figure.png").write_bytes(b"png")
+        log("[1/2] setup: a fake stage")
+        log("[2/2] report: report.md")
+        return [Path(out_dir) / "figure.png", Path(out_dir) / "report.md"]
 
     fake = types.ModuleType("captum_rig.demo")
     fake.run_demo = run_demo
     monkeypatch.setitem(sys.modules, "captum_rig.demo", fake)
     code, out, err = run(capsys, "demo", "--out", "d")
     assert code == 0, err
-    assert calls == [(Path("d"), {})] and "figure.png" in out, (calls, out)
+    assert calls == [(Path("d"), {})], calls
+    lines = out.splitlines()
+    assert lines[:2] == ["[1/2] setup: a fake stage", "[2/2] report: report.md"], lines
+    assert f"  {Path('d') / 'figure.png'}" in lines, "each written file is listed"
+    assert lines[-1] == f"open {Path('d') / 'report.md'} to read the report", lines[-1]
     code, out, err = run(capsys, "demo", "--out", "d", "--methods", "saliency,rig")
     assert code == 0, err
     assert calls[-1] == (Path("d"), {"methods": ["saliency", "rig"]}), calls
     code, out, err = run(capsys, "demo", "--out", "d", "--methods", "gradcam")
     assert_user_error(code, err, "unknown attribution method 'gradcam'")
+
+
+# --------------------------------------------------------------------------- first hour
+
+
+def test_version(capsys):
+    """--version prints 'captum-rig 0.1.0' (the package's __version__) and exits 0."""
+    import captum_rig
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"captum-rig {captum_rig.__version__}", out
+    assert captum_rig.__version__ == "0.1.0", captum_rig.__version__
+
+
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("robustness", ["--eps", "4/255", "--steps", "20", "--norm", "linf", "--seed", "0",
+                        "--batch-size", "64", "--split", "test"]),
+        ("spectrum", ["--metric", "agreement", "--out", "spectrum", "--seed", "0"]),
+        ("explain", ["--target", "auto", "--out", "explain.png"]),
+        ("demo", ["--out", "captum-rig-demo"]),
+    ],
+)  # fmt: skip
+def test_help_states_defaults(capsys, command, flags):
+    """Each option with a default names it in --help as '(default: VALUE)'."""
+    _, out, _ = run(capsys, command, "--help")
+    text = " ".join(out.split()).split("options:", 1)[1]  # after the usage; unwrapped
+    for flag, value in zip(flags[::2], flags[1::2]):
+        block = text.split(flag + " ", 1)[1]
+        assert f"(default: {value})" in block[:400], (
+            f"{command} {flag}: no default in {block[:400]}"
+        )
+
+
+def test_help_explains_the_ranks_syntax(capsys):
+    """spectrum --help shows the --ranks syntax with an example and the default."""
+    _, out, _ = run(capsys, "spectrum", "--help")
+    text = " ".join(out.split())
+    assert "a:b[:step]" in text and "0:224:8" in text and "(default: all" in text, text
+
+
+def test_explain_demo_model_names_the_shapes(capsys, work):
+    """--model demo:natural needs no file: 32×32 input, predictions named by the shapes."""
+    from captum_rig.models import load_demo_model
+    from captum_rig.synthetic import SHAPES, make_shapes
+
+    batch = make_shapes(1, size=48, seed=3)  # bigger than 32: resized by the model's input
+    Image.fromarray((batch.images[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
+        "shape.png"
+    )
+    code, out, err = run(
+        capsys, "explain", "shape.png", "--model", "demo:natural", "--methods", "saliency",
+        "--out", "f.png",
+    )  # fmt: skip
+    assert code == 0, err
+    x = load_image_like_the_cli("shape.png", 32)
+    with torch.no_grad():
+        predicted = int(load_demo_model("natural")(x.unsqueeze(0)).argmax(1))
+    assert f"predicted {predicted} ({SHAPES[predicted]})" in out, out
+    assert "random weights" not in err, err
+
+
+def load_image_like_the_cli(path, size):
+    """The image as the CLI gives it to a model with a size×size input."""
+    from captum_rig.data import load_image
+
+    return load_image(path, size=size)
+
+
+@pytest.mark.parametrize("spec", ["demo:natural", "demo:lowrank8"])
+def test_demo_specs_in_robustness_and_names(capsys, work, labelled_folder, spec):
+    """Demo specs work in robustness, and --name labels the rows (paired in order)."""
+    code, out, err = run(
+        capsys, "robustness", "--model", spec, "--model", "net.py:make",
+        "--name", "shipped", "--name", "mine", "--data", labelled_folder, "--steps", 1,
+        "--image-size", 8, "--num-classes", 6,
+        "--out", "rob.csv", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "| shipped |" in out and "| mine |" in out, out
+    assert [r["model"] for r in read_csv(work / "rob.csv")] == ["shipped", "mine"]
+
+
+def test_spectrum_several_models(capsys, work, labelled_folder, monkeypatch):
+    """Several --model: one CSV and one curve each, named by --name, y axis = the metric."""
+    from captum_rig import viz
+    from captum_rig.spectrum import rank_spectrum
+
+    drawn = {}
+    real = viz.plot_spectra
+
+    def spy(spectra, **kwargs):
+        fig, ax = real(spectra, **kwargs)
+        drawn.update(labels=[line.get_label() for line in ax.lines], ylabel=ax.get_ylabel())
+        return fig, ax
+
+    monkeypatch.setattr(viz, "plot_spectra", spy)
+    code, out, err = run(
+        capsys, "spectrum", "--model", "net.py:make", "--weights", "net.pt",
+        "--model", "net.py:make", "--name", "trained", "--data", labelled_folder,
+        "--ranks", "0:8:4", "--metric", "accuracy", "--out", "sp",
+    )  # fmt: skip
+    assert code == 0, err
+    assert files_in(work / "sp") == ["spectrum.png", "spectrum_make.csv", "spectrum_trained.csv"]
+    assert drawn["labels"] == ["trained", "make"], drawn
+    assert drawn["ylabel"] == "top-1 accuracy", drawn
+    images = torch.stack(
+        [load_image_like_the_cli(p, 8) for p in sorted(labelled_folder.rglob("*.png"))]
+    )
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    model = load_model(f"{work / 'net.py'}:make", weights=work / "net.pt")
+    expected = rank_spectrum(model, images, ranks=[0, 4, 8], labels=labels, progress=False)
+    rows = read_csv(work / "sp" / "spectrum_trained.csv")
+    assert [float(r["accuracy"]) for r in rows] == pytest.approx(expected.accuracy), rows
+    assert figure_pixels(work / "sp" / "spectrum.png").std() > 10, "blank plot"
+
+
+def test_spectrum_resume_reads_back_finished_models(capsys, work, labelled_folder, monkeypatch):
+    """--resume keeps a model whose CSV is complete instead of counting it again."""
+    import captum_rig.spectrum as spectrum
+
+    argv = ["spectrum", "--model", "net.py:make", "--model", "demo:natural", "--data",
+            labelled_folder, "--image-size", 8, "--num-classes", 6, "--out", "sp"]  # fmt: skip
+    assert run(capsys, *argv)[0] == 0
+    before = {p.name: p.read_text() for p in (work / "sp").glob("*.csv")}
+    monkeypatch.setattr(spectrum, "rank_spectrum", lambda *a, **k: pytest.fail("recounted"))
+    code, out, err = run(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert {p.name: p.read_text() for p in (work / "sp").glob("*.csv")} == before
+    assert sorted(before) == ["spectrum_make.csv", "spectrum_natural.csv"], sorted(before)
+
+
+def test_seed_makes_random_weights_repeatable(capsys, work):
+    """The same command twice predicts the same; the seed, not luck, fixes the weights."""
+    argv = ["explain", "a.png", "--model", "net.py:make", "--methods", "saliency",
+            "--target", 0, "--out", "f.png"]  # fmt: skip
+    first, second = run(capsys, *argv)[1], run(capsys, *argv)[1]
+    assert first == second, (first, second)
+    probabilities = {run(capsys, *argv, "--seed", s)[1].split("p = ")[1][:5] for s in range(4)}
+    assert len(probabilities) > 1, "different seeds should give different random models"
 
 
 # --------------------------------------------------------------------------- subprocess
@@ -623,10 +808,7 @@ def test_module_entry_point_success_and_error(work):
 def test_console_script(work):
     """The installed captum-rig script runs the same main."""
     script = Path(sys.executable).with_name("captum-rig")
-    if not script.exists():
-        script = shutil.which("captum-rig")
-    if not script:
-        pytest.skip("the captum-rig console script is not installed (pip install -e .)")
+    assert script.exists(), "pip install -e . installs the captum-rig script beside python"
     done = subprocess_run(
         [str(script), "explain", "a.png", "--model", "net.py:make", "--methods", "rig,saliency",
          "--n-steps", "3", "--out", "fig.png"], work,

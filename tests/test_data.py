@@ -1,22 +1,21 @@
-"""Tests for captum_rig.data (image files, folders, local CIFAR-10) and the normalization."""
+"""Tests for captum_rig.data: image files, image folders, local CIFAR-10, writing images."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from captum_rig.data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    Normalize,
+    IMAGE_EXTENSIONS,
+    ImageFiles,
+    image_dataset,
     image_folder,
+    image_format,
     load_cifar10,
     load_image,
     load_images,
-    with_normalization,
+    save_image,
 )
-from captum_rig.models import MODEL_NAMES, SmallCNN, cifar_model
 from captum_rig.synthetic import make_shapes, write_cifar10_folder
 
 
@@ -57,7 +56,7 @@ def test_load_greyscale_policy(tmp_path):
     """A greyscale image for an RGB model raises unless convert=True, which repeats it."""
     grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
     Image.fromarray(grey, mode="L").save(tmp_path / "g.png")
-    with pytest.raises(ValueError, match=r"g\.png is greyscale .*convert=True"):
+    with pytest.raises(ValueError, match=r"g\.png is greyscale \(mode L\) .*convert=True"):
         load_image(tmp_path / "g.png")
     x = load_image(tmp_path / "g.png", convert=True)
     assert x.shape == (3, 8, 8), x.shape
@@ -132,17 +131,17 @@ def test_load_exif_orientation(tmp_path):
 
 def test_load_bad_files(tmp_path):
     """Missing, non-image and truncated files raise ValueError naming the path."""
-    with pytest.raises(ValueError, match=r"missing\.png does not exist"):
+    with pytest.raises(ValueError, match=r"no such image file: .*missing\.png"):
         load_image(tmp_path / "missing.png")
     (tmp_path / "notes.png").write_text("not an image")
-    with pytest.raises(ValueError, match=r"could not read image file .*notes\.png"):
+    with pytest.raises(ValueError, match=r"notes\.png is not an image file that Pillow can read"):
         load_image(tmp_path / "notes.png")
     Image.fromarray(_rgb(64, 64)).save(tmp_path / "full.png")
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"cut\.png"):
         load_image(tmp_path / "cut.png")
-    with pytest.raises(ValueError, match=r"tmp\w* does not exist or is not a file|is not a file"):
+    with pytest.raises(ValueError, match=r"is a folder, expected an image file"):
         load_image(tmp_path)
 
 
@@ -257,70 +256,157 @@ def test_cifar10_corrupt_and_checksum(tmp_path):
         load_cifar10(tmp_path)
 
 
-# Normalize / with_normalization / models -----------------------------------------------
+def test_load_float_and_one_bit_modes(tmp_path):
+    """Float (F) images are clipped to [0, 1]; 1-bit images give 0/1; both stay grey."""
+    values = np.array([[-0.5, 0.25], [0.75, 2.0]], dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
+    x = load_image(tmp_path / "f.tif", channels=None)
+    assert x.shape == (1, 2, 2), x.shape
+    assert torch.equal(x[0], torch.tensor([[0.0, 0.25], [0.75, 1.0]])), x
+    bits = np.array([[0, 255], [255, 0]], dtype=np.uint8)
+    Image.fromarray(bits).convert("1").save(tmp_path / "b.png")
+    assert torch.equal(load_image(tmp_path / "b.png", channels=None)[0], torch.tensor(bits) / 255)
 
 
-def test_normalize_matches_torchvision():
-    """Normalize equals torchvision's Normalize, for (C, H, W) and (N, C, H, W)."""
+def test_load_resize_rounds_like_torchvision(tmp_path):
+    """A shorter-side resize whose long side is not whole matches torchvision's Resize."""
     from torchvision import transforms as T
 
-    x = torch.rand(2, 3, 5, 5)
-    ours, theirs = Normalize(CIFAR10_MEAN, CIFAR10_STD), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)
-    assert torch.allclose(ours(x), theirs(x), atol=1e-6), "batch normalization differs"
-    assert torch.allclose(ours(x[0]), theirs(x[0]), atol=1e-6), "single image differs"
-    assert "mean" in dict(ours.named_buffers()), "mean should be a buffer"
-    assert ours(x.double()).dtype == torch.float64, "dtype not kept"
+    Image.fromarray(_rgb(47, 71)).save(tmp_path / "a.png")
+    raw = load_image(tmp_path / "a.png")
+    expected = T.Compose([T.Resize(33, antialias=True), T.CenterCrop(32)])(raw).clamp(0, 1)
+    got = load_image(tmp_path / "a.png", size=32, resize=33)
+    assert torch.allclose(got, expected, atol=1e-6), "differs from torchvision"
 
 
-def test_with_normalization():
-    """with_normalization puts Normalize first, shares the model, leaves it unchanged."""
-    model = nn.Conv2d(3, 2, 1)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    net = with_normalization(model, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
-    x = torch.rand(2, 3, 4, 4)
-    assert isinstance(net, nn.Sequential) and net[1] is model, "model not wrapped as is"
-    assert torch.allclose(net(x), model((x - 0.5) / 0.2), atol=1e-6), "wrong output"
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), f"model parameter {k} changed"
+# ImageFiles / image_dataset ------------------------------------------------------------
+
+
+def _folder(root, layout):
+    """Writes {relative path: (h, w)} random images (text for .txt) under root; returns root."""
+    for i, (name, (h, w)) in enumerate(layout.items()):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".txt"):
+            (root / name).write_text("not an image")
+        else:
+            Image.fromarray(_rgb(h, w, seed=i)).save(root / name)
+    return root
+
+
+def test_image_files_items_and_labels(tmp_path):
+    """ImageFiles reads each file with load_image; labels pair with files in order."""
+    root = _folder(tmp_path, {"a.png": (8, 8), "b.png": (8, 8)})
+    files = ImageFiles([root / "a.png", root / "b.png"], labels=[4, 2], classes=["x"])
+    assert len(files) == 2 and files.classes == ["x"], files.classes
+    x, y = files[1]
+    assert y == 2 and torch.equal(x, load_image(root / "b.png")), "item differs from the file"
+    assert torch.equal(ImageFiles([root / "a.png"])[0], load_image(root / "a.png")), "no label"
+    with pytest.raises(ValueError, match="labels must have one entry per path"):
+        ImageFiles([root / "a.png"], labels=[1, 2])
+
+
+def test_image_files_refuse_mixed_sizes_without_size(tmp_path):
+    """Files of different sizes raise naming both (batches could not stack); size= fixes it."""
+    root = _folder(tmp_path, {"a.png": (8, 8), "b.png": (9, 8)})
+    paths = [root / "a.png", root / "b.png"]
+    with pytest.raises(ValueError, match=r"b\.png is \(3, 9, 8\) but .*a\.png is \(3, 8, 8\)"):
+        ImageFiles(paths)[1]
+    assert ImageFiles(paths, size=8)[1].shape == (3, 8, 8), "size= brings them to one size"
+
+
+def test_image_dataset_class_folders(tmp_path):
+    """Class subfolders give labels in sorted order, as torchvision's ImageFolder does."""
+    root = _folder(tmp_path, {"dog/1.png": (8, 8), "cat/1.png": (8, 8), "cat/2.jpg": (8, 8)})
+    (root / ".hidden").mkdir()  # not a class
+    data, labelled = image_dataset(root)
+    folder = image_folder(root)
+    assert labelled and data.classes == folder.classes == ["cat", "dog"], data.classes
+    assert [data[i][1] for i in range(3)] == [y for _, y in folder.samples] == [0, 0, 1]
+    assert all(torch.equal(data[i][0], folder[i][0]) for i in range(3)), "images differ"
+
+
+def test_image_dataset_flat_folder_and_size(tmp_path):
+    """A flat folder gives images without labels; size/resize/channels reach load_image."""
+    root = _folder(tmp_path, {"a.png": (20, 30), "b.PNG": (10, 12), "notes.txt": (1, 1)})
+    data, labelled = image_dataset(str(root), size=8, channels=1, convert=True)
+    assert not labelled and len(data) == 2, (labelled, len(data))
+    expected = load_image(root / "b.PNG", size=8, channels=1, convert=True)
+    assert torch.equal(data[1], expected), "item differs from load_image"
+
+
+def test_image_dataset_cifar10(cifar_root):
+    """cifar10:PATH is load_cifar10 (test split by default), resized when size is given."""
+    data, labelled = image_dataset(f"cifar10:{cifar_root}")
+    reference = load_cifar10(cifar_root, train=False)
+    assert labelled and len(data) == 9, len(data)
+    assert torch.equal(data[3][0], reference[3][0]) and data[3][1] == reference[3][1]
+    small, _ = image_dataset(f"cifar10:{cifar_root}", train=True, size=16)
+    assert len(small) == 23 and small[0][0].shape == (3, 16, 16), small[0][0].shape
+    grey, _ = image_dataset(f"cifar10:{cifar_root}", channels=1, convert=True)
+    assert grey[0][0].shape == (1, 32, 32), grey[0][0].shape
+    with pytest.raises(ValueError, match="CIFAR-10 is colour"):
+        image_dataset(f"cifar10:{cifar_root}", channels=1)
 
 
 @pytest.mark.parametrize(
-    "mean, std, error, match",
+    "layout, source, match",
     [
-        ((0.5, 0.5), (0.2, 0.2, 0.2), ValueError, "one value per channel"),
-        ((0.5,), (0.0,), ValueError, "std must be positive"),
-        ((0.5,), (float("nan"),), ValueError, "std contains NaN"),
-        ("abc", (1.0,), TypeError, "mean must be a sequence of floats"),
+        ({}, "missing", r"image folder .*missing does not exist"),
+        ({"notes.txt": (1, 1)}, ".", "no images"),
+        ({"cat/a.png": (8, 8), "dog/notes.txt": (1, 1)}, ".", r"class folder .*dog has no"),
+        ({}, "cifar10:nowhere", "CIFAR-10 not found"),
     ],
 )
-def test_normalize_errors(mean, std, error, match):
-    """Bad mean/std raise errors naming them."""
-    with pytest.raises(error, match=match):
-        Normalize(mean, std)
+def test_image_dataset_errors(tmp_path, layout, source, match):
+    """Missing folders, folders without images, empty class folders: ValueError naming them."""
+    _folder(tmp_path, layout)
+    source = source if source.startswith("cifar10:") else tmp_path / source
+    with pytest.raises(ValueError, match=match):
+        image_dataset(source)
+    with pytest.raises(TypeError, match="source must be a str"):
+        image_dataset(3)
 
 
-def test_normalize_wrong_channels():
-    """Input with the wrong channel count raises naming x."""
-    with pytest.raises(ValueError, match="x must have shape"):
-        Normalize((0.5,) * 3, (0.2,) * 3)(torch.rand(2, 1, 4, 4))
-    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
-        with_normalization("model", (0.5,), (0.2,))
+def test_image_extensions_cover_torchvision():
+    """Every extension torchvision's ImageFolder reads (but .pgm) is read here too."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    assert set(IMG_EXTENSIONS) <= set(IMAGE_EXTENSIONS), set(IMG_EXTENSIONS) - set(IMAGE_EXTENSIONS)
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
-def test_cifar_model_shapes(name):
-    """CIFAR models map (N, 3, 32, 32) to (N, classes), normalization first."""
-    model = cifar_model(name, num_classes=6).eval()
-    with torch.no_grad():
-        out = model(torch.rand(2, 3, 32, 32))
-    assert out.shape == (2, 6), out.shape
-    assert isinstance(model[0], Normalize), "Normalize should come first"
+# save_image ----------------------------------------------------------------------------
 
 
-def test_cifar_model_errors():
-    """Unknown names and bad class counts are rejected."""
-    assert "resnet18" in MODEL_NAMES and "small_cnn" in MODEL_NAMES, MODEL_NAMES
-    with pytest.raises(ValueError, match="name must be one of"):
-        cifar_model("alexnet2")
-    with pytest.raises(ValueError, match="num_classes must be >= 1"):
-        SmallCNN(0)
+def test_save_image_round_trip(tmp_path):
+    """An 8-bit image saved as PNG loads back equal; grey stays grey; JPEG by extension."""
+    x = torch.from_numpy(_rgb()).permute(2, 0, 1).float() / 255
+    save_image(x, tmp_path / "x.png")
+    assert torch.allclose(load_image(tmp_path / "x.png"), x, atol=1e-7), "PNG not lossless"
+    save_image(x[:1], tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").mode == "L", "greyscale should stay greyscale"
+    save_image(x, tmp_path / "x.JPG")
+    assert Image.open(tmp_path / "x.JPG").format == "JPEG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "x.JPG", "x.png"], "temps"
+
+
+def test_save_image_clip_or_rescale(tmp_path):
+    """Values are clipped to [0, 1], or with rescale=True min..max is stretched to 0..255."""
+    x = torch.tensor([[[-0.5, 0.0], [0.25, 0.5]]])
+    save_image(x, tmp_path / "c.png")
+    save_image(x, tmp_path / "r.png", rescale=True)
+    clipped, stretched = (
+        np.asarray(Image.open(tmp_path / "c.png")),
+        np.asarray(Image.open(tmp_path / "r.png")),
+    )
+    assert clipped.tolist() == [[0, 0], [64, 128]], clipped
+    assert stretched.tolist() == [[0, 128], [191, 255]], stretched
+
+
+def test_save_image_errors(tmp_path):
+    """Unknown extensions and bad shapes raise ValueError; nothing is written."""
+    with pytest.raises(ValueError, match=r"x\.xyz must end in one of .*\.png"):
+        save_image(torch.rand(3, 4, 4), tmp_path / "x.xyz")
+    with pytest.raises(ValueError, match=r"image must be a \(C, H, W\) tensor"):
+        save_image(torch.rand(2, 4, 4), tmp_path / "x.png")
+    assert image_format("a/b.tiff") == "TIFF"
+    assert not list(tmp_path.iterdir()), "nothing should be written"

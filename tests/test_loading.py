@@ -352,3 +352,62 @@ def test_pixel_model_overrides(net_file):
     assert isinstance(model, torchvision.models.ResNet) and prep.mean is None, prep
     with pytest.raises(ValueError, match="both mean and std"):
         load_pixel_model(spec, mean=(0.5,) * 3)
+
+
+def test_normalized_is_models_with_normalization(net_file):
+    """normalized() is models.with_normalization, on the model's device and in its mode."""
+    from captum_rig.models import Normalize
+
+    net = load_model(f"{net_file}:make").train()
+    wrapped = loading.normalized(net, (0.5,) * 3, (0.25,) * 3)
+    assert isinstance(wrapped[0], Normalize) and wrapped[1] is net, wrapped
+    assert wrapped.training, "the wrapped model keeps the model's mode"
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(wrapped(x), net((x - 0.5) / 0.25))
+
+
+# --------------------------------------------------------------------------- demo specs
+
+
+@pytest.mark.parametrize("name", ["natural", "lowrank8"])
+def test_demo_spec_loads_the_shipped_model(name):
+    """demo:<name> is load_demo_model(name): same weights, eval mode, no extra wrapping."""
+    from captum_rig.models import load_demo_model
+
+    model, prep = load_pixel_model(f"demo:{name}")
+    reference = load_demo_model(name)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+    assert not model.training, "eval mode"
+    assert type(model) is type(reference) and len(model) == len(reference), "not re-wrapped"
+
+
+def test_demo_spec_preprocessing_knows_input_and_classes():
+    """Demo specs: 32×32 input, RGB, the six shapes' names, no outside normalization."""
+    from captum_rig.synthetic import SHAPES
+
+    p = model_preprocessing("demo:natural")
+    assert p == Preprocessing(crop_size=32, in_channels=3, categories=SHAPES), p
+
+
+def test_demo_spec_with_weights_and_errors(tmp_path):
+    """--weights loads over the demo network; bad names, classes and pretrained are refused."""
+    from captum_rig.models import build_demo_model
+
+    torch.manual_seed(0)
+    own = build_demo_model()
+    torch.save(own.state_dict(), tmp_path / "own.pt")
+    model = load_model("demo:natural", weights=tmp_path / "own.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), own.eval()(x))
+    assert load_model("demo:natural", num_classes=6).training is False, "6 classes is fine"
+    with pytest.raises(ValueError, match="unknown demo model 'robust': choose from natural"):
+        load_model("demo:robust")
+    with pytest.raises(ValueError, match="the demo models have 6 classes, got num_classes=3"):
+        load_model("demo:natural", num_classes=3)
+    with pytest.raises(ValueError, match="pretrained weights are for torchvision specs only"):
+        load_model("demo:natural", pretrained=True)
+    with pytest.raises(ValueError, match="model spec must be"):
+        load_model("demo:")
