@@ -40,9 +40,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from captum_rig.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from captum_rig.data import load_cifar10
 from captum_rig.lowrank import drop_top_ranks, low_rank
-from captum_rig.models import MODEL_NAMES, cifar_model
+from captum_rig.models import CIFAR10_MEAN, CIFAR10_STD, MODEL_NAMES, cifar_model
 from captum_rig.synthetic import SyntheticShapes
 from captum_rig.transforms import RankTruncatedDataset
 
