@@ -13,7 +13,9 @@ References:
 """
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -200,7 +202,8 @@ def run_demo(
     - ``comparison_shapes.png``: ``n_images`` synthetic images, object outlined, and the
       maps of every method (shared colour scale: equal colour = equal share of the
       map's attribution mass); ``comparison_photo.png``: the same on the photo.
-    - ``rig_channel_max.png``: RIG in the paper's exact Eq. (3) form (channel max).
+    - ``rig_channel_max.png``: RIG in the paper's exact Eq. (3) form (channel max);
+      only when RIG is among ``methods``.
     - ``rank_gallery.png`` / ``rank_gallery_reverse.png``: the photo at ranks 1..full,
       and with its top ranks removed.
     - ``rank_spectra.png``: accuracy against rank, kept and removed, for both models.
@@ -212,9 +215,12 @@ def run_demo(
     - ``report.md``: ties it together, with the numbers; its text follows the methods
       that were run.
 
-    All files are first written to a temporary folder inside ``out_dir`` and moved into
-    place (``os.replace``) only when every one is complete: a failed run leaves no
-    partial output.
+    All files are first written to a staging folder inside ``out_dir`` (named after the
+    host and process id) and moved into place (``os.replace``) only when every one is
+    complete: a failed or interrupted run (Ctrl-C included) leaves no partial output,
+    and an ``out_dir`` it created is removed again while still empty. A staging folder
+    left by a killed run (SIGKILL, power loss) is removed by the next run in the same
+    folder once its process is gone.
 
     Args:
         out_dir (str or PathLike): output folder, created if missing; files of the same
@@ -236,7 +242,7 @@ def run_demo(
 
     Returns:
         list[Path]: the written files, in the order of :data:`OUTPUTS` (``report.md``
-        last).
+        last; ``rig_channel_max.png`` left out when RIG did not run).
 
     Examples:
         >>> paths = run_demo("demo-output", methods=["saliency"], n_images=1, n_eval=2,
@@ -258,10 +264,28 @@ def run_demo(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {str(out)!r} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".captum-rig-demo-"))
+    created = _make_folder(out)
     try:
-        state.paths = {key: staging / name for key, name in OUTPUTS.items()}
+        _remove_stale_staging(out)
+        return _run_in_staging(state, out, log)
+    except BaseException:
+        # Ctrl-C or a failure before anything was moved into place: a folder this run
+        # created must not outlive it (it is only removed while empty)
+        _remove_empty(created)
+        raise
+    finally:
+        if timings is not None:
+            timings.update(state.timings)
+
+
+def _run_in_staging(state: _State, out: Path, log: Optional[Callable[[str], None]]) -> List[Path]:
+    """Runs the stages into a fresh staging folder in ``out``, then moves the files out."""
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=_staging_prefix()))
+    try:
+        rig = any(m.name == "rig" for m in state.methods)
+        state.paths = {
+            key: staging / name for key, name in OUTPUTS.items() if rig or key != "rig_channel_max"
+        }
         _run_demo(state, log)
         written = []
         for tmp in state.paths.values():
@@ -270,9 +294,71 @@ def run_demo(
             written.append(out / tmp.name)
         return written
     finally:
-        if timings is not None:
-            timings.update(state.timings)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# -- output folder housekeeping ----------------------------------------------------------
+
+_STAGING = ".captum-rig-demo-"
+# <prefix><host>-<pid>-<tempfile's random part: letters, digits, underscores>
+_STAGING_NAME = re.compile(re.escape(_STAGING) + r"(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-\w+")
+
+
+def _host() -> str:
+    """This machine's name with every character but letters, digits and dots as ``_``."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _staging_prefix() -> str:
+    return f"{_STAGING}{_host()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists here; True when that cannot be told."""
+    if os.name != "posix":
+        # os.kill(pid, 0) would terminate the process on Windows: keep the folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Removes staging folders in ``out`` left by killed runs on this host."""
+    host = _host()
+    for path in out.glob(_STAGING + "*"):
+        match = _STAGING_NAME.fullmatch(path.name)
+        if (
+            match is not None
+            and match["host"] == host
+            and path.is_dir()
+            and not _pid_alive(int(match["pid"]))
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _make_folder(out: Path) -> List[Path]:
+    """Creates ``out`` and missing parents; returns the folders created, deepest first."""
+    missing = []
+    folder = out.absolute()
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    out.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Removes each of ``folders`` (deepest first) that is empty; stops at the first not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _check_arguments(
@@ -381,16 +467,17 @@ def _attribution_figures(s: _State) -> None:
     )
     _save_figure(fig, s.paths["comparison_shapes"], s.dpi)
 
-    fig, _ = plot_rig_channel_max(
-        s.model,
-        x,
-        target=y,
-        n_steps=s.n_steps,
-        masks=masks,
-        row_labels=labels,
-        title="RIG, Eq. (3): max over channels",
-    )
-    _save_figure(fig, s.paths["rig_channel_max"], s.dpi)
+    if "rig_channel_max" in s.paths:
+        fig, _ = plot_rig_channel_max(
+            s.model,
+            x,
+            target=y,
+            n_steps=s.n_steps,
+            masks=masks,
+            row_labels=labels,
+            title="RIG, Eq. (3): max over channels",
+        )
+        _save_figure(fig, s.paths["rig_channel_max"], s.dpi)
     _photo_figure(s)
 
 
@@ -671,12 +758,15 @@ def _report_attributions(s: _State) -> List[str]:
             "Blur IG blurs with zero padding (as PAIR's reference implementation does), so "
             "its path darkens the image border and part of its attribution can land there.",
         ]
+    if "rig_channel_max" in s.paths:
+        lines += [
+            "",
+            "RIG in the exact form of the paper's Eq. (3), each rank's gradient maxed over "
+            "the colour channels (one map per image; signed, red negative, green positive):",
+            "",
+            f"![RIG channel max]({OUTPUTS['rig_channel_max']})",
+        ]
     return lines + [
-        "",
-        "RIG in the exact form of the paper's Eq. (3), each rank's gradient maxed over the "
-        "colour channels (one map per image; signed, red negative, green positive):",
-        "",
-        f"![RIG channel max]({OUTPUTS['rig_channel_max']})",
         "",
         f"The same {'method' if one else 'methods'} on the photo ({s.photo}); the model has "
         f"only seen shapes (it calls the photo a *{s.photo_class}*), so this shows what "

@@ -1,6 +1,11 @@
 """Tests for captum_rig.demo: shipped assets, demo models, and the demo job."""
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import matplotlib
 
@@ -209,6 +214,128 @@ def test_run_demo_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         run_demo(tmp_path, methods=["saliency"], **SMALL)
     assert list(tmp_path.iterdir()) == [], "partial output left behind"
+
+
+def test_run_demo_without_rig_has_no_channel_max_figure(tmp_path):
+    """Without RIG: no rig_channel_max.png, and the report neither embeds nor describes it."""
+    paths = run_demo(tmp_path, methods=["saliency", "ig"], **SMALL)
+    names = [p.name for p in paths]
+    assert names == [n for k, n in OUTPUTS.items() if k != "rig_channel_max"], names
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names), "stray files"
+    report = paths[-1].read_text(encoding="utf-8")
+    assert OUTPUTS["rig_channel_max"] not in report and "Eq. (3)" not in report, report
+
+
+def _interrupt(monkeypatch, stage):
+    """Makes the demo stage ``stage`` (a function name in captum_rig.demo) raise Ctrl-C."""
+    import captum_rig.demo as demo
+
+    def ctrl_c(state):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, stage, ctrl_c)
+
+
+def test_run_demo_ctrl_c_removes_the_folder_it_created(tmp_path, monkeypatch):
+    """Ctrl-C after figures were staged removes the out folder and the parents it made."""
+    _interrupt(monkeypatch, "_rank_galleries")
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path / "new" / "out", methods=["saliency"], **SMALL)
+    assert list(tmp_path.iterdir()) == [], "created folders left behind"
+
+
+@pytest.mark.parametrize("content", [[], ["notes.txt"]], ids=["empty", "with-a-file"])
+def test_run_demo_ctrl_c_leaves_a_given_folder_as_it_was(tmp_path, monkeypatch, content):
+    """Ctrl-C leaves an out folder that existed before the run exactly as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in content:
+        (out / name).write_text("mine")
+    _interrupt(monkeypatch, "_setup")
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, methods=["saliency"], **SMALL)
+    assert sorted(p.name for p in out.iterdir()) == content
+    assert all((out / name).read_text() == "mine" for name in content)
+
+
+def _dead_pid():
+    """The id of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _staging_folders(out):
+    return sorted(p.name for p in out.glob(".captum-rig-demo-*"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process liveness is checked on POSIX only")
+def test_run_demo_removes_staging_of_dead_processes(tmp_path, monkeypatch):
+    """The next run removes a dead process's staging folder on this host, and no other."""
+    import captum_rig.demo as demo
+
+    host = demo._host()
+    dead = tmp_path / f".captum-rig-demo-{host}-{_dead_pid()}-ab_12cd"
+    keep = [
+        f".captum-rig-demo-{host}-{os.getpid()}-x1y2z3",  # alive: this process
+        f".captum-rig-demo-another.host-{_dead_pid()}-x1y2z3",  # cannot be checked here
+        ".captum-rig-demo-k3j2h1",  # no process id in the name
+    ]
+    for folder in [dead, *(tmp_path / name for name in keep)]:
+        folder.mkdir()
+        (folder / "report.md").write_text("partial")
+    _interrupt(monkeypatch, "_setup")
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path, methods=["saliency"], **SMALL)
+    assert _staging_folders(tmp_path) == sorted(keep)
+
+
+_KILLED_RUN = """
+import sys, time
+from captum_rig.demo import run_demo
+
+def log(line):
+    print(line, flush=True)
+    if line.startswith("[3/6]"):
+        time.sleep(600)  # killed here, with the first figures staged
+
+run_demo(sys.argv[1], methods=["saliency"], log=log, n_images=1, n_eval=2, n_spectrum=4,
+         n_steps=2, score_steps=2, dpi=20)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_run_demo_cleans_up_after_a_sigkilled_run(tmp_path, monkeypatch):
+    """A run killed with SIGKILL leaves its staging folder; the next run removes it."""
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_KILLED_RUN), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("[3/6]"):
+                break
+        assert lines and lines[-1].startswith("[3/6]"), lines
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    staged = _staging_folders(out)
+    assert len(staged) == 1 and (out / staged[0] / "comparison_shapes.png").is_file(), staged
+    _interrupt(monkeypatch, "_setup")
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, methods=["saliency"], **SMALL)
+    assert list(out.iterdir()) == [], "the killed run's staging folder is still there"
 
 
 @pytest.mark.parametrize(
