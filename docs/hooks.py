@@ -1,24 +1,236 @@
-"""mkdocs hook: Sphinx roles and ``.. math::`` blocks of docstrings, made readable.
+r"""mkdocs hook and griffe extension: the package's docstrings, made readable on the site.
 
-The package's docstrings are Google style but cross-reference with Sphinx roles
-(``:func:`~captum_rig.low_rank```), which Markdown renders literally: ":func:" followed
-by code. This hook, run on every page's HTML, drops the role and turns the target into
-an optional mkdocs-autorefs reference: a link when the API reference documents the
-object, plain code otherwise. ``~`` shows the last name only, as in Sphinx. Re-exported
-names (``captum_rig.low_rank``) are resolved to where they are defined, which is where
-the reference documents them. ``.. math::`` blocks become code blocks of their LaTeX.
+The docstrings are Google style but borrow a few Sphinx constructs that Markdown would
+render literally. Two pieces put them right:
+
+- :class:`DocstringsForTheSite`, a griffe extension (``mkdocs.yml`` lists it under the
+  mkdocstrings handler's ``extensions``), rewrites what griffe read before it is
+  rendered: ``:math:`...``` roles and ``.. math::`` blocks become arithmatex markup,
+  ``\(...\)`` and ``\[...\]`` (typeset in the browser by the vendored KaTeX, with the
+  docstrings' Unicode operators turned into TeX commands); defaults that name a module
+  constant (``method=PAPER``) show its value (``method='paper'``); module constants
+  computed from others (``MODEL_NAMES = tuple(_MODELS)``) show their value; an Args line
+  for several parameters (``size, resize: as in load_image``) becomes one per parameter,
+  and a Returns section's ``name (type):`` shows its type.
+- :func:`on_page_content`, run on every page's HTML: cross-reference roles
+  (``:func:`~captum_rig.low_rank```) become optional mkdocs-autorefs references, a link
+  when the API reference documents the object and plain code otherwise (``~`` shows the
+  last name only, as in Sphinx; re-exported names resolve to where they are defined, which
+  is where the reference documents them); ``\|`` in a table cell's code, the pipe
+  escaped for the table, shows as ``|``.
+- :func:`on_page_markdown`: a page's ``{.markdown .output}`` block, Markdown that the code
+  above it prints (a report's table), is shown rendered rather than as source.
 """
 
+import ast
 import html
 import importlib
 import re
 import textwrap
-from typing import Optional
+from typing import Any, List, Optional
+
+import griffe
 
 _ROLE = re.compile(
     r":(?:func|class|meth|data|attr|mod|obj|exc|const):<code>(?P<target>[^<]+)</code>"
 )
-_MATH = re.compile(r"<p>\.\. math::\s*(?P<body>.*?)</p>", re.S)
+_CELL = re.compile(r"<td(?P<attrs>[^>]*)>(?P<body>.*?)</td>", re.S)
+_CODE = re.compile(r"<code>(?P<body>[^<]*)</code>")
+# A page's output block of printed Markdown (a report's to_markdown()).
+_MARKDOWN_OUTPUT = re.compile(
+    r"^```\{\.markdown \.output\}[ ]*\n(?P<body>.*?)\n```[ ]*$", re.M | re.S
+)
+
+_MATH_ROLE = re.compile(r":math:`(?P<tex>[^`]+)`")
+# ``.. math::`` and the lines indented under it (or blank) that follow.
+_MATH_BLOCK = re.compile(
+    r"^(?P<indent>[ ]*)\.\. math::[ ]*\n(?P<body>(?:(?P=indent)[ ]+\S.*\n|[ ]*\n)+)", re.M
+)
+# The docstrings write maths in Unicode; KaTeX wants commands for operators.
+_TEX = {
+    "Σ": r"\sum ",
+    "σ": r"\sigma ",
+    "ᵀ": r"^\top ",
+    "∈": r"\in ",
+    "≠": r"\neq ",
+    "≤": r"\leq ",
+    "≥": r"\geq ",
+    "·": r"\cdot ",
+    "×": r"\times ",
+    "∂": r"\partial ",
+    "∞": r"\infty ",
+    "−": "-",
+    "‖": r"\| ",
+}
+# An Args line documenting several parameters at once: "size, resize: as in load_image".
+_GROUPED_ARGS = re.compile(r"^(?P<indent>[ ]+)(?P<names>\w+(?:, \w+)+): (?P<text>.*)$")
+# A Returns section opening "name (type): ...": the site shows the type (one value).
+_NAMED_RETURN = re.compile(r"^(?P<head>[ ]*Returns:\n[ ]+)\w+ \((?P<type>[^\n]+?)\): ", re.M)
+_MAX_VALUE = 300  # longer computed values keep their source expression
+
+
+# --------------------------------------------------------------------------------------
+# griffe: docstrings and values, before rendering
+# --------------------------------------------------------------------------------------
+
+
+def tex(text: str) -> str:
+    r"""Unicode operators of a docstring formula as TeX commands.
+
+    Examples:
+        >>> print(tex("Σ_i σ_i u_i v_iᵀ, t ∈ [0, w]"))
+        \sum _i \sigma _i u_i v_i^\top , t \in  [0, w]
+    """
+    return "".join(_TEX.get(char, char) for char in text)
+
+
+def math_markup(docstring: str) -> str:
+    r"""``:math:`` roles and ``.. math::`` blocks of a docstring as arithmatex markup.
+
+    Examples:
+        >>> print(math_markup("With :math:`x_i`,\n\n.. math::\n    a = Σ_i b_i\n\nso."))
+        With \(x_i\),
+        <BLANKLINE>
+        \[
+        a = \sum _i b_i
+        \]
+        <BLANKLINE>
+        so.
+    """
+
+    def block(match: "re.Match[str]") -> str:
+        body = textwrap.dedent(match.group("body")).strip()
+        indent = match.group("indent")
+        lines = ["\\[", *tex(body).splitlines(), "\\]"]
+        return "\n".join(indent + line for line in lines) + "\n\n"
+
+    text = _MATH_BLOCK.sub(block, docstring + "\n").rstrip("\n")
+    return _MATH_ROLE.sub(lambda m: f"\\({tex(m.group('tex'))}\\)", text)
+
+
+def split_grouped_args(docstring: str) -> str:
+    r"""One Args entry per parameter where a line documents several (griffe wants that).
+
+    Examples:
+        >>> print(split_grouped_args("Args:\n    size, resize: as in f.\n    x: one.\n\na, b: c"))
+        Args:
+            size: as in f.
+            resize: as in f.
+            x: one.
+        <BLANKLINE>
+        a, b: c
+    """
+    out: List[str] = []
+    args_indent: Optional[int] = None  # the Args header's indentation while inside it
+    for line in docstring.split("\n"):
+        indent = len(line) - len(line.lstrip())
+        if args_indent is not None and line.strip() and indent <= args_indent:
+            args_indent = None
+        if line.strip() in ("Args:", "Arguments:", "Parameters:"):
+            args_indent = indent
+        match = _GROUPED_ARGS.match(line) if args_indent is not None else None
+        if match is None:
+            out.append(line)
+            continue
+        for name in match.group("names").split(", "):
+            out.append(f"{match.group('indent')}{name}: {match.group('text')}")
+    return "\n".join(out)
+
+
+def returned_type(docstring: str) -> str:
+    r"""A Returns section's ``name (type): text`` as ``type: text``, the form the site reads.
+
+    Examples:
+        >>> print(returned_type("Returns:\n    attributions (Tensor or tuple): as inputs."))
+        Returns:
+            Tensor or tuple: as inputs.
+    """
+    return _NAMED_RETURN.sub(lambda m: f"{m.group('head')}{m.group('type')}: ", docstring)
+
+
+def _short_repr(value: Any, depth: int = 0) -> Optional[str]:
+    """A literal-looking repr of a constant, or None when it has none worth showing."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    if depth > 2:
+        return None
+    if isinstance(value, (tuple, list)):
+        items = [_short_repr(v, depth + 1) for v in value]
+        if None in items:
+            return None
+        inner = ", ".join(items) + ("," if isinstance(value, tuple) and len(items) == 1 else "")
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, dict):
+        items = []
+        for key, v in value.items():
+            shown = _short_repr(v, depth + 1)
+            if shown is None:
+                # objects (registry entries) by their type only
+                shown = f"{type(v).__name__}(...)"
+            items.append(f"{key!r}: {shown}")
+        return "{" + ", ".join(items) + "}"
+    return None
+
+
+def _is_literal(source: str) -> bool:
+    try:
+        ast.literal_eval(source)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def _module_value(module_path: str, name: str) -> Any:
+    """The runtime value of ``module_path.name``; AttributeError when there is none."""
+    return getattr(importlib.import_module(module_path), name)
+
+
+class DocstringsForTheSite(griffe.Extension):
+    """Maths markup in docstrings, values instead of names in defaults and constants."""
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Runs once the package is loaded: visits every object it defines."""
+        self._visit(pkg)
+
+    def _visit(self, obj: griffe.Object) -> None:
+        if obj.docstring is not None:
+            text = math_markup(obj.docstring.value)
+            obj.docstring.value = returned_type(split_grouped_args(text))
+        if obj.is_function:
+            self._defaults(obj)
+        if obj.is_attribute and obj.parent is not None and obj.parent.is_module:
+            self._value(obj)
+        for member in obj.members.values():
+            if not member.is_alias:
+                self._visit(member)
+
+    def _defaults(self, func: griffe.Function) -> None:
+        for parameter in func.parameters:
+            default = parameter.default
+            if not isinstance(default, griffe.ExprName):
+                continue
+            try:
+                value = _module_value(func.module.path, default.name)
+            except (ImportError, AttributeError):
+                continue
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                parameter.default = repr(value)
+
+    def _value(self, attr: griffe.Attribute) -> None:
+        if attr.value is None or _is_literal(str(attr.value)):
+            return
+        try:
+            value = _module_value(attr.module.path, attr.name)
+        except (ImportError, AttributeError):
+            return
+        shown = _short_repr(value)
+        if shown is not None and len(shown) <= _MAX_VALUE:
+            attr.value = shown
+
+
+# --------------------------------------------------------------------------------------
+# mkdocs: cross-reference roles and table cells, on every page's HTML
+# --------------------------------------------------------------------------------------
 
 
 def _canonical(identifier: str) -> Optional[str]:
@@ -55,13 +267,34 @@ def _replace(match: "re.Match[str]") -> str:
     return f'<autoref identifier="{html.escape(identifier)}" optional>{code}</autoref>'
 
 
-def _math(match: "re.Match[str]") -> str:
-    """A ``.. math::`` block (LaTeX source) shown as a code block."""
-    body = textwrap.dedent(match.group("body")).strip()
-    return f"<pre><code>{body}</code></pre>"
+def _cell(match: "re.Match[str]") -> str:
+    """A table cell whose code spans show ``|`` where the Markdown escaped it."""
+    body = _CODE.sub(
+        lambda m: "<code>" + m.group("body").replace("\\|", "|") + "</code>", match.group("body")
+    )
+    return f"<td{match.group('attrs')}>{body}</td>"
 
 
-def on_page_content(html_text: str, **kwargs) -> str:
-    """Runs on every page's HTML, before mkdocs-autorefs resolves the references."""
+def _rendered_output(match: "re.Match[str]") -> str:
+    body = match.group("body")
+    return f'<div class="output rendered-output" markdown="1">\n\n{body}\n\n</div>\n'
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    """Printed Markdown (a ```{.markdown .output} block) is shown rendered, as a table."""
+    return _MARKDOWN_OUTPUT.sub(_rendered_output, markdown)
+
+
+def on_page_content(html_text: str, **kwargs: Any) -> str:
+    r"""Runs on every page's HTML, before mkdocs-autorefs resolves the references.
+
+    Examples:
+        >>> on_page_content(r"<td><code>--norm linf\|l2</code></td>")
+        '<td><code>--norm linf|l2</code></td>'
+        >>> on_page_content(":func:<code>~captum_rig.low_rank</code>")
+        '<autoref identifier="captum_rig.lowrank.low_rank" optional><code>low_rank</code></autoref>'
+        >>> on_page_content(":class:<code>Tensor</code>")
+        '<code>Tensor</code>'
+    """
     html_text = _ROLE.sub(_replace, html_text)
-    return _MATH.sub(_math, html_text)
+    return _CELL.sub(_cell, html_text)

@@ -49,7 +49,13 @@ NO_RUN = "<!-- no-run -->"
 RUNNABLE = {"python", "py", "python3"}
 PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
 # Pages whose figures under docs/img/ this file regenerates (others own the rest).
-FIGURE_PAGES = ("tutorial_rig.md", "getting_started.md", "pixel_space.md", "captum_tools.md")
+FIGURE_PAGES = (
+    "tutorial_rig.md",
+    "getting_started.md",
+    "pixel_space.md",
+    "captum_tools.md",
+    "rank_contributions.md",
+)
 
 _FENCE = re.compile(r"^(?P<indent>[ ]{0,3})(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")
 _IMAGE_LINK = re.compile(r"!\[[^\]]*\]\((?P<path>img/[^)\s]+)\)")
@@ -394,6 +400,8 @@ API_MODULES = (
     "captum_rig.lowrank",
     "captum_rig.attr.rig",
     "captum_rig.attr.blur_ig",
+    "captum_rig.attr.layer_rig",
+    "captum_rig.attr.rank_contributions",
     "captum_rig.transforms",
     "captum_rig.spectrum",
     "captum_rig.robustness",
@@ -402,6 +410,8 @@ API_MODULES = (
     "captum_rig.models",
     "captum_rig.data",
     "captum_rig.loading",
+    "captum_rig.metrics",
+    "captum_rig.quantus",
     "captum_rig.synthetic",
     "captum_rig.demo",
     "captum_rig.methods",
@@ -499,3 +509,113 @@ if __name__ == "__main__":
     if not args.write_figures:
         cli.error("nothing to do: pass --write-figures")
     write_figures(args.pages)
+
+
+# --------------------------------------------------------------------------------------
+# Printed output shown on the pages, and the site's maths
+# --------------------------------------------------------------------------------------
+
+# A block fenced ```{.text .output} shows what the runnable Python block above it prints.
+OUTPUT_CLASS = ".output"
+
+
+def output_blocks(path: Path) -> List[tuple]:
+    """``(fence line of the Python block, expected text)`` for every output block."""
+    text = path.read_text()
+    lines = text.splitlines()
+    pairs, last = [], None
+    for block in code_blocks(text):
+        if block.lang in RUNNABLE and block.run:
+            last = block
+        elif OUTPUT_CLASS in lines[block.line - 1]:
+            assert last is not None, f"{path.name}:{block.line}: output block before any code"
+            pairs.append((last.line, block.code))
+    return pairs
+
+
+def page_outputs(path: Path, workdir: Path) -> Dict[int, str]:
+    """Runs the page like ``run_page``; what each Python block printed, by its fence line."""
+    import contextlib
+    import io
+
+    namespace: Dict[str, object] = {"__name__": f"docs_{path.stem}"}
+    outputs: Dict[int, str] = {}
+    old_cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        for block in python_blocks(path):
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer):
+                exec(compile(block.code, f"{_page_id(path)}:{block.line}", "exec"), namespace)
+            outputs[block.line] = buffer.getvalue()
+    finally:
+        os.chdir(old_cwd)
+        plt.close("all")
+    return outputs
+
+
+def test_output_blocks_parser(tmp_path: Path):
+    """An output block belongs to the nearest runnable Python block above it."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nprint(1)\n```\n\n```{.text .output}\n1\n```\n\n```text\nplain\n```\n"
+        "<!-- no-run -->\n```python\nprint(2)\n```\n```{.text .output}\n3\n```\n"
+    )
+    assert output_blocks(page) == [(1, "1\n"), (1, "3\n")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in PAGES if output_blocks(p)], ids=_page_id)
+def test_page_output_blocks_match(page: Path, tmp_path: Path):
+    """Every ```{.text .output} block shows what its Python block prints (doctest rules)."""
+    outputs = page_outputs(page, tmp_path)
+    checker = doctest.OutputChecker()
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for line, expected in output_blocks(page):
+        got = outputs[line]
+        assert checker.check_output(expected, got, flags), (
+            f"the block at {_page_id(page)}:{line} prints\n{got}\nbut the page shows\n{expected}"
+        )
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", ["docs/hooks.py", "scripts/screenshot_docs.py"])
+def test_docs_tools_doctests(path: str):
+    """The docs hook's and the screenshot script's examples pass as doctests."""
+    pytest.importorskip("griffe")
+    module = _load_script(ROOT / path)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted and not result.failed, f"{path}: {result}"
+
+
+def test_docstring_maths_becomes_arithmatex():
+    """Every ``:math:`` role and ``.. math::`` block of the package turns into KaTeX input."""
+    pytest.importorskip("griffe")
+    hooks = _load_script(ROOT / "docs" / "hooks.py")
+    seen = 0
+    for name in MODULES:
+        for obj in vars(importlib.import_module(name)).values():
+            doc = getattr(obj, "__doc__", None) if callable(obj) else None
+            if not isinstance(doc, str) or "math:" not in doc:
+                continue
+            seen += 1
+            converted = hooks.math_markup(doc)
+            assert ":math:" not in converted and ".. math::" not in converted, converted
+            assert "\\(" in converted or "\\[" in converted, converted
+    assert seen, "no docstring uses :math: any more: drop this test or the hook's maths"
+
+
+def test_home_page_links_every_page():
+    """The home page's "Where to go" table links every page of docs/."""
+    home = (DOCS / "index.md").read_text()
+    table = home[home.index("## Where to go") :]
+    table = table[: table.find("\n## ")] if "\n## " in table else table
+    linked = set(re.findall(r"\]\(([\w.-]+\.md)\)", table))
+    pages = {p.name for p in DOCS.glob("*.md")} - {"index.md"}
+    assert not pages - linked, f"docs/index.md's Where to go table skips {sorted(pages - linked)}"
