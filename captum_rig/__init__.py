@@ -6,6 +6,8 @@ References:
 """
 
 from captum_rig.attr.blur_ig import BlurIG, BlurIntegratedGradients
+from captum_rig.attr.layer_rig import LayerRankIntegratedGradients, LayerRIG
+from captum_rig.attr.rank_contributions import rank_contributions
 from captum_rig.attr.rig import RIG, RankIntegratedGradients
 from captum_rig.lowrank import RankPath, drop_top_ranks, low_rank
 from captum_rig.spectrum import RankSpectrum, rank_spectrum
@@ -18,6 +20,9 @@ __all__ = [
     "RIG",
     "BlurIntegratedGradients",
     "BlurIG",
+    "LayerRankIntegratedGradients",
+    "LayerRIG",
+    "rank_contributions",
     "low_rank",
     "drop_top_ranks",
     "RankPath",

@@ -9,22 +9,43 @@ References:
     arXiv:2012.03516.
 """
 
+import contextlib
 from typing import Iterator, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from captum_rig._checks import check_images, check_int
+from captum_rig._checks import check_images, check_int, compute_dtype
 
 __all__ = ["low_rank", "drop_top_ranks", "RankPath"]
 
 Ranks = Union[Tensor, Sequence[float], Sequence[int]]
 
 
-def _svd_dtype(dtype: torch.dtype) -> torch.dtype:
-    # LAPACK/cuSOLVER have no half kernels and half precision would lose the small
-    # singular values anyway: compute in float32 at least, keep float64.
-    return torch.float64 if dtype == torch.float64 else torch.float32
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Runs the block with one intra-op CPU thread, restoring the count after, on error too.
+
+    A batched CPU SVD factors its small matrices one after the other, and LAPACK gains
+    little from threads at these sizes; on a loaded 2-core machine the threaded SVD of a
+    3×224×224 image took about 17x longer than a single-threaded one
+    (``benchmarks/bench_rig.py --busy``).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _svd(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD of every trailing H×W matrix, in :func:`compute_dtype`, one CPU thread."""
+    with _one_cpu_thread(x.device):
+        return torch.linalg.svd(x.to(compute_dtype(x.dtype)), full_matrices=False)
 
 
 def low_rank(x: Tensor, k: int) -> Tensor:
@@ -54,7 +75,7 @@ def low_rank(x: Tensor, k: int) -> Tensor:
         return x.clone()
     if k == 0:
         return x * 0  # stays in the autograd graph, unlike zeros_like
-    u, s, vh = torch.linalg.svd(x.to(_svd_dtype(x.dtype)), full_matrices=False)
+    u, s, vh = _svd(x)
     x_k = (u[..., :k] * s[..., None, :k]) @ vh[..., :k, :]
     return x_k.to(x.dtype)
 
@@ -113,9 +134,7 @@ class RankPath:
         check_images(images, name="images")
         self._images = images.detach()
         with torch.no_grad():
-            u, s, vh = torch.linalg.svd(
-                self._images.to(_svd_dtype(images.dtype)), full_matrices=False
-            )
+            u, s, vh = _svd(self._images)
         self._u, self._s, self._vh = u, s, vh
 
     @property
@@ -135,10 +154,19 @@ class RankPath:
         return t
 
     def _combine(self, coefficients: Tensor) -> Tensor:
-        # coefficients: (m, w) weights of the rank-one terms σ_i u_i v_iᵀ
+        # coefficients: (m, w) weights of the rank-one terms σ_i u_i v_iᵀ. Only the span of
+        # terms with a non-zero weight enters the product: a rank-k image costs k terms,
+        # not w, and a path increment within one rank a single term.
         m = coefficients.shape[0]
-        c = coefficients.view(m, *([1] * (self._s.dim() - 1)), self.width)
-        return ((self._u * (self._s * c).unsqueeze(-2)) @ self._vh).to(self._images.dtype)
+        used = torch.nonzero(coefficients.any(dim=0)).reshape(-1)
+        if used.numel() == 0:
+            return torch.zeros(
+                (m, *self._images.shape), dtype=self._images.dtype, device=self._images.device
+            )
+        lo, hi = int(used[0]), int(used[-1]) + 1
+        c = coefficients[:, lo:hi].reshape(m, *([1] * (self._s.dim() - 1)), hi - lo)
+        u, s, vh = self._u[..., lo:hi], self._s[..., lo:hi], self._vh[..., lo:hi, :]
+        return ((u * (s * c).unsqueeze(-2)) @ vh).to(self._images.dtype)
 
     def images(self, t: Ranks, reverse: bool = False) -> Tensor:
         r"""Points ``x(t)`` on the rank path; at integer ``t = k`` the rank-k images.

@@ -12,8 +12,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from captum._utils.typing import TargetType
 from torch import Tensor, nn
+
+from captum_rig._captum import TargetType
 
 __all__ = ["AttributionMethod", "METHODS", "METHOD_NAMES", "get_method", "parse_methods"]
 

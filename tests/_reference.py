@@ -4,6 +4,29 @@ import numpy as np
 import torch
 from torch import nn
 
+try:
+    from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
+except ImportError:  # captum < 0.8 ships no captum.testing; the same model, copied
+
+    class BasicModel_ConvNet_One_Conv(nn.Module):  # noqa: N801 - Captum's name
+        """Captum's one-conv test model: relu(conv) then relu(linear), fixed weights."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 2, 3, 1)
+            self.fc1 = nn.Linear(8, 4)
+            with torch.no_grad():
+                self.conv1.weight.fill_(1.0)
+                self.conv1.bias.copy_(torch.tensor([-50.0, -75.0]))
+                self.fc1.weight.copy_(torch.cat([torch.ones(4, 5), -torch.ones(4, 3)], dim=1))
+                self.fc1.bias.zero_()
+
+        def forward(self, x, x2=None):
+            if x2 is not None:
+                x = x + x2
+            x = torch.relu(self.conv1(x)).view(-1, 8)
+            return torch.relu(self.fc1(x))
+
 
 def numpy_rank_k(x: np.ndarray, k: int) -> np.ndarray:
     """Algorithm 1 as written: one SVD per image and channel, keep the top k terms."""

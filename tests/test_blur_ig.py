@@ -15,7 +15,6 @@ import saliency.core as saliency
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
-from captum.testing.helpers.basic_models import BasicModel_ConvNet
 from scipy import ndimage
 from torch import nn
 
@@ -292,8 +291,8 @@ def test_noise_tunnel():
     blur_ig = BlurIG(model)
     nt = NoiseTunnel(blur_ig)
     smooth = nt.attribute(x, nt_type="smoothgrad", nt_samples=2, target=1, n_steps=5)
-    assert smooth.shape == x.shape and bool(torch.isfinite(smooth).all())
     plain = blur_ig.attribute(x, target=1, n_steps=5)
+    assert smooth.shape == x.shape and not torch.allclose(smooth, plain), "noise must matter"
     still = nt.attribute(x, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, target=1, n_steps=5)
     torch.testing.assert_close(still, plain, msg="zero noise must give the plain attribution")
 
@@ -315,21 +314,45 @@ def test_captum_metrics():
         assert value.shape == (2,) and bool(torch.isfinite(value).all()), name
 
 
-def test_captum_testing_model_and_target_forms():
-    """captum.testing's BasicModel_ConvNet: int, list, 1-d and 0-d tensor targets agree."""
-    model = BasicModel_ConvNet()
-    x = 2 * torch.rand(3, 1, 10, 10)
+def test_target_forms_match_the_reference():
+    """Int, list, 1-d and 0-d tensor targets give PAIR's per-example maps (float64 CNN)."""
+    model = TinyCNN().double()
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
     blur_ig = BlurIG(model)
-    kwargs = dict(max_sigma=3.0, n_steps=6)
-    per_example = torch.cat(
-        [blur_ig.attribute(x[i : i + 1], target=t, **kwargs) for i, t in enumerate([4, 0, 9])]
-    )
-    for target in ([4, 0, 9], torch.tensor([4, 0, 9])):
-        torch.testing.assert_close(blur_ig.attribute(x, target=target, **kwargs), per_example)
-    torch.testing.assert_close(
-        blur_ig.attribute(x, target=torch.tensor(4), **kwargs),
-        blur_ig.attribute(x, target=4, **kwargs),
-    )
+
+    def reference(targets):
+        return torch.stack(
+            [
+                pair_blur_ig(model, x[i], t, batch_size=1, max_sigma=3.0, steps=6)
+                for i, t in enumerate(targets)
+            ]
+        )
+
+    per_example = reference([4, 0, 3])
+    assert per_example.abs().max() > 1e-3, "the test needs a model with real gradients"
+    for target in ([4, 0, 3], torch.tensor([4, 0, 3])):
+        got = blur_ig.attribute(x, target=target, max_sigma=3.0, n_steps=6)
+        torch.testing.assert_close(got, per_example, rtol=1e-9, atol=1e-12, msg=repr(target))
+    all_4 = reference([4, 4, 4])
+    for target in (4, torch.tensor(4), torch.tensor([4])):
+        got = blur_ig.attribute(x, target=target, max_sigma=3.0, n_steps=6)
+        torch.testing.assert_close(got, all_4, rtol=1e-9, atol=1e-12, msg=repr(target))
+
+
+def test_captum_testing_model():
+    """Captum's test ConvNet, with random head weights so that its gradients are not ~0
+    (all-ones weights make its softmax flat), matches PAIR's reference."""
+    basic_models = pytest.importorskip("captum.testing.helpers.basic_models")
+    model = basic_models.BasicModel_ConvNet().double()
+    with torch.no_grad():
+        model.fc1.weight.normal_()
+        model.fc2.weight.normal_()
+    x = 4 * torch.rand(2, 1, 10, 10, dtype=torch.float64)
+    got = BlurIG(model).attribute(x, target=[3, 7], max_sigma=3.0, n_steps=8)
+    for i, target in enumerate([3, 7]):
+        ref = pair_blur_ig(model, x[i], target, batch_size=1, max_sigma=3.0, steps=8)
+        assert ref.abs().max() > 1e-3, "the test needs a model with real gradients"
+        torch.testing.assert_close(got[i], ref, rtol=1e-9, atol=1e-12, msg=f"example {i}")
 
 
 def test_tuple_targets_for_multi_dim_outputs():

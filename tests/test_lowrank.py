@@ -210,3 +210,55 @@ class TestRankPath:
         cpu = RankPath(x).images([1, 5, 12])
         gpu = RankPath(x.to(cuda_device)).images([1, 5, 12])
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float32),
+        (torch.float64, torch.float64),
+    ],
+)
+def test_compute_dtype(dtype, expected):
+    """Half and bfloat16 are upcast to float32; float32 and float64 are kept."""
+    assert checks.compute_dtype(dtype) == expected
+
+
+class TestSvdThreads:
+    """The CPU SVD runs on one thread, and the caller's thread count comes back."""
+
+    @pytest.fixture
+    def two_threads(self):
+        """Two intra-op threads during the test, the previous count after."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        yield
+        torch.set_num_threads(before)
+
+    def test_svd_sees_one_thread_and_count_is_restored(self, two_threads, monkeypatch):
+        """RankPath and low_rank factor on one thread; the count is 2 again after."""
+        seen = []
+        svd = torch.linalg.svd
+
+        def recording_svd(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return svd(*args, **kwargs)
+
+        monkeypatch.setattr(torch.linalg, "svd", recording_svd)
+        x = torch.rand(2, 3, 6, 6)
+        RankPath(x)
+        low_rank(x, 2)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+
+    def test_count_is_restored_on_error(self, two_threads, monkeypatch):
+        """An SVD that fails still gives the thread count back."""
+
+        def failing_svd(*args, **kwargs):
+            raise RuntimeError("linalg.svd: did not converge")
+
+        monkeypatch.setattr(torch.linalg, "svd", failing_svd)
+        with pytest.raises(RuntimeError, match="did not converge"):
+            RankPath(torch.rand(1, 1, 4, 4))
+        assert torch.get_num_threads() == 2

@@ -6,32 +6,36 @@ import math
 import numpy as np
 import pytest
 import torch
-from _reference import CallLog, SinModel, TinyConvNet, numpy_rank_k
-from captum.attr import IntegratedGradients, NoiseTunnel
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
-from captum.metrics import infidelity, sensitivity_max
-from captum.testing.helpers.basic_models import (
-    BasicModel_ConvNet,
+from _reference import (
     BasicModel_ConvNet_One_Conv,
+    CallLog,
+    SinModel,
+    TinyConvNet,
+    numpy_rank_k,
 )
+from captum.attr import IntegratedGradients, NoiseTunnel
+from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
 from captum_rig import RIG, RankIntegratedGradients
+from captum_rig._captum import SUPPORTED_METHODS
+from captum_rig.attr import _path
 from captum_rig.attr.rig import paper_rank_weights
 
 PATH_METHODS = sorted(SUPPORTED_METHODS)
 
 
-def eq3_loop(model, x, target, channel_max=False, multiply_by_inputs=False):
-    """Eq. (3) as written: for k = 1..w, the rank-k image from numpy's SVD, its gradient
-    by plain autograd, weight (w - k) / w, summed."""
+def eq3_loop(model, x, target, channel_max=False, multiply_by_inputs=False, baseline=None):
+    """Eq. (3) as written: for k = 1..w, the rank-k image from numpy's SVD (of x - b,
+    shifted by the baseline b), its gradient by plain autograd, weight (w - k) / w, summed."""
     w = min(x.shape[-2:])
+    b = torch.zeros_like(x) if baseline is None else torch.broadcast_to(baseline, x.shape)
     total = 0
     for k in range(1, w + 1):
-        x_k = torch.from_numpy(numpy_rank_k(x.double().numpy(), k)).to(x.dtype)
+        x_k = b + torch.from_numpy(numpy_rank_k((x - b).double().numpy(), k)).to(x.dtype)
         x_k.requires_grad_()
         model(x_k)[:, target].sum().backward()
-        grad = x_k.grad * x if multiply_by_inputs else x_k.grad
+        grad = x_k.grad * (x - b) if multiply_by_inputs else x_k.grad
         if channel_max:
             grad = grad.amax(dim=1, keepdim=True)
         total = total + (w - k) / w * grad
@@ -85,6 +89,47 @@ class TestPaperMethod:
             assert len(sub_ranks) == min(m, 7) and sorted(set(sub_ranks)) == sub_ranks
             assert math.isclose(sum(sub_weights), sum(weights)), "total weight must be kept"
         assert paper_rank_weights(1) == ([], [])
+
+    # Written by hand from the rule: masses w - k (k = 1..w-1), group j ends at the rank
+    # whose cumulative mass is closest to j/m of the total, each group evaluated at the
+    # rank nearest its mass-weighted mean rank. E.g. w = 8, m = 3: masses 7..1, total 28,
+    # cumulative 7, 13, 18, 22, ...; 28/3 ≈ 9.3 is closest to 7 (rank 1), 56/3 ≈ 18.7 to
+    # 18 (rank 3): groups {1}, {2, 3}, {4..7}; means 1, 27/11 ≈ 2.45, 50/10 = 5.
+    @pytest.mark.parametrize(
+        "width, n_steps, ranks, weights",
+        [
+            (4, 1, [2], [1.5]),
+            (4, 2, [1, 2], [0.75, 0.75]),
+            (8, 2, [1, 4], [1.625, 1.875]),
+            (8, 3, [1, 2, 5], [0.875, 1.375, 1.25]),
+            (8, 6, [1, 2, 3, 4, 5, 6], [0.875, 0.75, 0.625, 0.5, 0.375, 0.375]),
+            (10, 4, [1, 2, 4, 7], [0.9, 1.5, 1.1, 1.0]),
+            (2, 1, [1], [0.5]),
+        ],
+    )
+    def test_rank_weights_pinned(self, width, n_steps, ranks, weights):
+        """The grouped ranks and weights, computed by hand from the equal-mass rule."""
+        got_ranks, got_weights = paper_rank_weights(width, n_steps)
+        assert got_ranks == ranks, f"w={width}, m={n_steps}: {got_ranks}"
+        np.testing.assert_allclose(got_weights, weights, rtol=1e-12)
+
+    def test_groups_have_equal_weight_mass(self):
+        """For w = 224, m = 16 every group's weight is within one rank's weight of the mean."""
+        ranks, weights = paper_rank_weights(224, 16)
+        mean = sum(weights) / 16
+        assert len(ranks) == 16 and all(abs(g - mean) <= 223 / 224 for g in weights), weights
+        assert ranks[0] < 10 and ranks[-1] > 150, "groups must spread over all ranks"
+
+    def test_grouped_sum_tracks_the_full_sum(self, model):
+        """n_steps=m with m ranks of equal mass approximates the full sum on a CNN, better
+        as m grows."""
+        x = torch.rand(3, 3, 24, 24, dtype=torch.float64)
+        full = RIG(model).attribute(x, target=2)
+        errors = []
+        for m in (2, 6, 12):
+            approx = RIG(model).attribute(x, target=2, n_steps=m)
+            errors.append(float((approx - full).norm() / full.norm()))
+        assert errors[0] > errors[1] > errors[2] and errors[2] < 0.05, errors
 
     def test_subsampled_is_exact_for_constant_gradients(self):
         """With n_steps=m < w, a model of constant gradient gets the full sum exactly."""
@@ -232,6 +277,9 @@ class TestCaptumCitizenship:
         if method != "paper":
             torch.testing.assert_close(attr[0], a, atol=1e-6, rtol=0)  # linear in a
             torch.testing.assert_close(attr[1], torch.sin(b), atol=1e-4, rtol=0)
+        else:  # ∂F/∂a = 1 at every rank: Σ_k (w - k)/w = (w - 1)/2; b by the loop
+            torch.testing.assert_close(attr[0], torch.full_like(a, 2.5))
+            torch.testing.assert_close(attr[1], eq3_loop(SinModel(), b, 0))
 
     def test_paper_needs_one_width_for_tuples(self, model):
         """method="paper" with inputs of different min(H, W) is a clear ValueError."""
@@ -297,12 +345,17 @@ class TestCaptumCitizenship:
             x,
             nt_type="smoothgrad_sq",
             nt_samples=2,
+            stdevs=0.0,
             target=1,
             method="gausslegendre",
             n_steps=8,
             return_convergence_delta=True,
         )
-        assert attr.shape == x.shape and delta.shape == (4,)
+        plain, plain_delta = RIG(model).attribute(
+            x, target=1, method="gausslegendre", n_steps=8, return_convergence_delta=True
+        )
+        torch.testing.assert_close(attr, plain**2)
+        torch.testing.assert_close(delta, plain_delta.repeat_interleave(2))
 
     def test_captum_metrics(self, model):
         """captum.metrics.infidelity and sensitivity_max accept RIG."""
@@ -320,9 +373,18 @@ class TestCaptumCitizenship:
         assert sens.shape == (2,) and bool(torch.isfinite(sens).all())
 
     def test_captum_testing_model(self):
-        """Captum's own test ConvNet runs end to end (its gradients are all ~0)."""
-        attr = RIG(BasicModel_ConvNet()).attribute(torch.rand(2, 1, 10, 10), target=3)
-        assert attr.shape == (2, 1, 10, 10) and bool(torch.isfinite(attr).all())
+        """Captum's own test ConvNet, given random head weights so that its gradients are
+        not ~0 (all-ones weights make its softmax flat), equals the loop of Eq. (3)."""
+        basic_models = pytest.importorskip("captum.testing.helpers.basic_models")
+        net = basic_models.BasicModel_ConvNet().double()
+        with torch.no_grad():
+            net.fc1.weight.normal_()
+            net.fc2.weight.normal_()
+        x = 4 * torch.rand(2, 1, 10, 10, dtype=torch.float64)
+        attr = RIG(net).attribute(x, target=3)
+        expected = eq3_loop(net, x, 3)
+        assert expected.abs().max() > 1e-3, "the test needs a model with real gradients"
+        torch.testing.assert_close(attr, expected)
 
     def test_leaves_no_trace(self, model):
         """No hooks, no parameter grads, inputs and their requires_grad untouched."""
@@ -370,6 +432,226 @@ class TestCaptumCitizenship:
             cpu = RIG(cpu_model).attribute(x, target=1, **kwargs)
             gpu = RIG(gpu_model).attribute(x.to(cuda_device), target=1, **kwargs)
             torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-3)
+
+
+class TestBaselines:
+    """baselines=b: the rank path of x - b from b, complete to F(x) - F(b)."""
+
+    def test_paper_matches_plain_loop(self, model):
+        """ "paper" with a baseline is Σ (w - k)/w · ∂F/∂x at b + low_rank(x - b, k)."""
+        x = torch.rand(2, 3, 7, 6, dtype=torch.float64)
+        b = torch.rand(2, 3, 7, 6, dtype=torch.float64)
+        got = RIG(model).attribute(x, target=3, baselines=b)
+        torch.testing.assert_close(got, eq3_loop(model, x, 3, baseline=b))
+        assert not torch.allclose(got, RIG(model).attribute(x, target=3)), "b must matter"
+
+    def test_paper_channel_max_and_multiply_by_inputs(self, model):
+        """channel_reduction and multiply_by_inputs (by x - b) follow the loop too."""
+        x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+        b = torch.rand(1, 3, 1, 1, dtype=torch.float64)
+        rig = RIG(model, multiply_by_inputs=True)
+        got = rig.attribute(x, target=0, baselines=b, channel_reduction="max")
+        expected = eq3_loop(model, x, 0, channel_max=True, multiply_by_inputs=True, baseline=b)
+        torch.testing.assert_close(got, expected)
+
+    @pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle"])
+    def test_sin_model_is_complete_to_the_baseline(self, method):
+        """F = Σ sin(x): every pixel gets exactly sin(x_i) - sin(b_i)."""
+        x = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+        b = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+        attr, delta = RIG(SinModel()).attribute(
+            x, target=0, method=method, n_steps=300, baselines=b, return_convergence_delta=True
+        )
+        torch.testing.assert_close(attr, torch.sin(x) - torch.sin(b), atol=5e-5, rtol=0)
+        assert delta.abs().max() < 1e-4, f"delta {delta}"
+
+    @pytest.mark.parametrize("method", PATH_METHODS)
+    def test_linear_model_equals_captum_ig(self, method):
+        """A linear model: exactly a ⊙ (x - b), as Captum's IG with the same baselines."""
+        lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 7 * 6, 4)).double()
+        x = torch.rand(2, 3, 7, 6, dtype=torch.float64)
+        b = torch.rand(1, 3, 7, 6, dtype=torch.float64)
+        attr, delta = RIG(lin).attribute(
+            x, target=1, method=method, n_steps=5, baselines=b, return_convergence_delta=True
+        )
+        ig = IntegratedGradients(lin).attribute(x, target=1, n_steps=5, baselines=b)
+        torch.testing.assert_close(attr, ig)
+        assert delta.abs().max() < 1e-12, f"delta {delta}"
+
+    def test_paper_delta_uses_the_baseline(self, model):
+        """The paper method's delta is Σ attr - (F(x) - F(b))."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        b = torch.full_like(x, 0.3)
+        attr, delta = RIG(model).attribute(
+            x, target=0, baselines=0.3, return_convergence_delta=True
+        )
+        expected = attr.sum((1, 2, 3)) - (model(x)[:, 0] - model(b)[:, 0])
+        torch.testing.assert_close(delta, expected)
+
+    @pytest.mark.parametrize("method", ["paper", "riemann_trapezoid"])
+    def test_equivalent_forms(self, model, method):
+        """0 equals None bit for bit; a number equals its full tensor; (C, 1, 1) and
+        (1, C, H, W) broadcast like their expansions; a 1-tuple equals its entry."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        rig = RIG(model)
+        kwargs = dict(target=1, method=method, n_steps=7)
+        none = rig.attribute(x, **kwargs)
+        assert torch.equal(rig.attribute(x, baselines=0, **kwargs), none)
+        torch.testing.assert_close(
+            rig.attribute(x, baselines=0.25, **kwargs),
+            rig.attribute(x, baselines=torch.full_like(x, 0.25), **kwargs),
+        )
+        per_channel = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)[:, None, None]
+        torch.testing.assert_close(
+            rig.attribute(x, baselines=per_channel, **kwargs),
+            rig.attribute(x, baselines=per_channel.expand(2, 3, 6, 6).clone(), **kwargs),
+        )
+        one = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+        torch.testing.assert_close(
+            rig.attribute(x, baselines=(one,), **kwargs),
+            rig.attribute(x, baselines=one.expand(2, -1, -1, -1).clone(), **kwargs),
+        )
+
+    def test_tuple_inputs(self):
+        """One baseline per input of a tuple (or one number for all), each its own path."""
+
+        def forward(a, c):
+            return (a.sin().sum((1, 2, 3)) + 2 * c.sum((1, 2, 3)))[:, None]
+
+        a = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        c = torch.rand(2, 1, 5, 8, dtype=torch.float64)
+        ba, bc = torch.rand(2, 3, 6, 6, dtype=torch.float64), 0.5
+        attr = RIG(forward).attribute(
+            (a, c), target=0, method="gausslegendre", n_steps=200, baselines=(ba, bc)
+        )
+        torch.testing.assert_close(attr[0], a.sin() - ba.sin(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(attr[1], 2 * (c - bc), atol=1e-10, rtol=0)
+        same = RIG(forward).attribute((a, c), target=0, method="gausslegendre", baselines=0.5)
+        assert torch.equal(
+            same[1],
+            RIG(forward).attribute((a, c), target=0, method="gausslegendre", baselines=(0.5, 0.5))[
+                1
+            ],
+        )
+
+    def test_path_starts_at_the_baseline_and_ends_at_x(self, model):
+        """The model sees b + low_rank(x - b, k): rank k after removing b, x itself last."""
+        # 8 steps: Captum's nodes k/8 are exact in float32, so t lands on integer ranks.
+        x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+        b = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+        log = CallLog(model)
+        RIG(log).attribute(x, target=0, method="riemann_right", n_steps=8, baselines=b)
+        seen = torch.cat(log.seen)
+        ranks = torch.linalg.matrix_rank(seen - b, atol=1e-8).amax(dim=1)
+        assert ranks.tolist() == list(range(1, 9))
+        assert torch.equal(seen[-1], x[0]), "the last point must be x, bit for bit"
+        log.seen.clear()
+        RIG(log).attribute(x, target=0, method="riemann_left", n_steps=8, baselines=b)
+        assert torch.equal(log.seen[0][0], b[0]), "the first point must be b"
+
+    def test_noise_tunnel_with_baselines(self, model):
+        """NoiseTunnel expands per-example baselines; zero noise gives RIG itself."""
+        x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        b = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+        nt = NoiseTunnel(RIG(model))
+        for method in ("paper", "gausslegendre"):
+            got = nt.attribute(
+                x, nt_samples=3, stdevs=0.0, target=1, method=method, n_steps=6, baselines=b
+            )
+            expected = RIG(model).attribute(x, target=1, method=method, n_steps=6, baselines=b)
+            torch.testing.assert_close(got, expected)
+
+    @pytest.mark.parametrize(
+        "baselines, error, message",
+        [
+            (torch.rand(2, 3, 5, 5), ValueError, r"baselines must broadcast to .*\(1, 3, 6, 6\)"),
+            (torch.rand(3, 3, 6, 6), ValueError, "baselines must broadcast"),
+            ((0.0, 1.0), ValueError, r"baselines must have one entry per input \(1\), got 2"),
+            ("zero", TypeError, "baselines must be a real number"),
+            ([0.0], TypeError, "baselines must be a real number"),
+            (True, TypeError, "baselines must be a real number"),
+            (math.inf, ValueError, "baselines must be finite"),
+            (torch.full((1, 3, 1, 1), math.nan), ValueError, "baselines contains NaN"),
+        ],
+    )
+    def test_bad_baselines(self, model, baselines, error, message):
+        """Wrong baselines raise an error naming them."""
+        x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+        with pytest.raises(error, match=message):
+            RIG(model).attribute(x, target=0, baselines=baselines)
+
+    def test_bad_baseline_of_a_tuple_names_its_index(self, model):
+        """In a tuple, the offending entry is named by its index."""
+        inputs = (torch.rand(1, 3, 6, 6), torch.rand(1, 3, 6, 6))
+        with pytest.raises(ValueError, match=r"baselines\[1\] must broadcast"):
+            RIG(lambda a, c: (a + c).sum((1, 2, 3))[:, None]).attribute(
+                inputs, target=0, baselines=(0.0, torch.rand(4, 4))
+            )
+
+    def test_baselines_is_keyword_only(self, model):
+        """baselines cannot be passed by position (Captum's IG has it second)."""
+        x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+        with pytest.raises(TypeError):
+            RIG(model).attribute(x, 0, None, None, "paper", None, None, False, 0.0)
+
+
+class TestPassSizes:
+    """How the path is cut into forward passes."""
+
+    @staticmethod
+    def _batch_sizes(forward, inputs, **kwargs):
+        sizes = []
+
+        def recording(*args):
+            sizes.append(args[0].shape[0])
+            return forward(*args)
+
+        RIG(recording).attribute(inputs, target=0, **kwargs)
+        return sizes
+
+    @pytest.mark.parametrize("num_examples, sizes", [(1, [64, 36]), (3, [63] * 4 + [48])])
+    def test_default_passes_hold_64_examples_whatever_the_batch(self, num_examples, sizes):
+        """Without internal_batch_size a pass holds 64 // N points of N examples each."""
+        x = torch.rand(num_examples, 3, 6, 6, dtype=torch.float64)
+        got = self._batch_sizes(SinModel(), x, method="riemann_middle", n_steps=100)
+        assert got == sizes
+
+    def test_default_passes_are_bounded_in_bytes(self, monkeypatch):
+        """Large images get fewer examples per pass: at most DEFAULT_PASS_BYTES of points."""
+        x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+        per_example = 3 * 16 * 16 * 8
+        assert _path.example_bytes((x,)) == per_example
+        monkeypatch.setattr(_path, "DEFAULT_PASS_BYTES", 10 * per_example)
+        got = self._batch_sizes(SinModel(), x, method="riemann_middle", n_steps=12)
+        assert got == [10, 10, 4], "5 points of 2 examples, then 2"
+        # A tuple counts every input's bytes.
+        monkeypatch.setattr(_path, "DEFAULT_PASS_BYTES", 12 * per_example)
+        got = self._batch_sizes(
+            lambda a, c: (a.sum((1, 2, 3)) + c.sum((1, 2, 3)))[:, None],
+            (x, x.clone()),
+            method="riemann_middle",
+            n_steps=12,
+        )
+        assert got == [6, 6, 6, 6], "6 examples of two inputs each"
+
+    def test_default_for_a_megapixel_image(self):
+        """A 1024×1024 RGB float32 image: 12 MiB a point, two examples per pass."""
+        x = torch.empty(1, 3, 1024, 1024)
+        step = _path.points_per_pass(1, None, _path.example_bytes((x,)))
+        assert step == _path.DEFAULT_PASS_BYTES // (12 * 2**20) == 2
+        assert _path.points_per_pass(1, 8, _path.example_bytes((x,))) == 8, "given: as is"
+
+    def test_default_path_steps_follow_the_widest_input(self):
+        """Path methods default to n_steps = the largest min(H, W) of the inputs."""
+        a = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+        c = torch.rand(1, 1, 9, 12, dtype=torch.float64)
+        for inputs in ((a, c), (c, a)):
+            sizes = self._batch_sizes(
+                lambda p, q: (p.sum((1, 2, 3)) + q.sum((1, 2, 3)))[:, None],
+                inputs,
+                method="riemann_right",
+            )
+            assert sum(sizes) == 9, f"{sizes}: 9 steps, the wider input's width"
 
 
 @pytest.mark.parametrize(

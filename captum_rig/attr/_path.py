@@ -7,25 +7,29 @@ Captum's IntegratedGradients lays them out (step-major: all N examples of step 0
 step 1, ...), so targets and additional forward arguments behave exactly as there.
 """
 
+import math
 import warnings
 from typing import Callable, Iterator, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import (
-    _expand_additional_forward_args,
-    _expand_target,
-    _format_additional_forward_args,
-    _format_output,
-)
-from captum._utils.typing import TargetType
-from captum.attr._utils.attribution import GradientAttribution
+from captum.attr import GradientAttribution
 from torch import Tensor
 
-from captum_rig._checks import check_images, check_int
+from captum_rig._captum import (
+    TargetType,
+    expand_additional_forward_args,
+    expand_target,
+    format_additional_forward_args,
+    format_output,
+)
+from captum_rig._checks import check_images, check_int, check_real
 
-# Examples per forward/backward pass when the caller gives no internal_batch_size:
-# bounded, so that the w rank images of a batch are never all in memory at once.
+# When the caller gives no internal_batch_size, a forward/backward pass takes at most
+# DEFAULT_EXAMPLES_PER_PASS examples and at most DEFAULT_PASS_BYTES bytes of path points
+# (one point of every input, in the inputs' dtype): the model's activations grow with
+# both, so small images get the usual batch and a 1024×1024 image one or two per pass.
 DEFAULT_EXAMPLES_PER_PASS = 64
+DEFAULT_PASS_BYTES = 32 * 2**20
 
 INPUTS_LAYOUT = "(N, C, H, W)"
 
@@ -63,10 +67,31 @@ def check_inputs(inputs: Tuple[Tensor, ...]) -> None:
         )
 
 
-def points_per_pass(num_examples: int, internal_batch_size: Optional[int]) -> int:
-    """Path points per forward pass, as Captum's ``_batch_attribution`` computes it."""
+def example_bytes(inputs: Tuple[Tensor, ...]) -> int:
+    """Bytes of one path point of one example: one ``(C, H, W)`` slice of every input."""
+    return sum(x[0].numel() * x.element_size() for x in inputs)
+
+
+def points_per_pass(
+    num_examples: int, internal_batch_size: Optional[int], point_bytes: int = 0
+) -> int:
+    """Path points per forward pass, as Captum's ``_batch_attribution`` computes it.
+
+    Args:
+        num_examples: N, the examples every path point holds.
+        internal_batch_size: examples per pass; None: at most
+            ``DEFAULT_EXAMPLES_PER_PASS`` examples and ``DEFAULT_PASS_BYTES`` bytes.
+        point_bytes: bytes of one point of one example (:func:`example_bytes`); 0: the
+            byte bound is not applied.
+
+    Returns:
+        int: points per pass, at least 1 (one point holds N examples).
+    """
     if internal_batch_size is None:
-        return max(1, DEFAULT_EXAMPLES_PER_PASS // num_examples)
+        examples = DEFAULT_EXAMPLES_PER_PASS
+        if point_bytes > 0:
+            examples = min(examples, DEFAULT_PASS_BYTES // point_bytes)
+        return max(1, examples // num_examples)
     internal_batch_size = check_int(internal_batch_size, name="internal_batch_size", low=1)
     if internal_batch_size < num_examples:
         warnings.warn(
@@ -78,6 +103,62 @@ def points_per_pass(num_examples: int, internal_batch_size: Optional[int]) -> in
     return max(1, internal_batch_size // num_examples)
 
 
+def format_baselines(baselines: object, inputs: Tuple[Tensor, ...]) -> Tuple[Optional[Tensor], ...]:
+    """One baseline per input: None (zeros) or a tensor broadcastable to the input.
+
+    Args:
+        baselines: None (zeros), a number, a tensor broadcastable to every input, or a
+            tuple of numbers/tensors with one entry per input.
+        inputs: the formatted inputs, each ``(N, C, H, W)``.
+
+    Returns:
+        tuple: None for a baseline of None, else a finite tensor broadcastable to the
+        input (not expanded: a ``(1, C, H, W)`` baseline stays small), in the input's
+        dtype and device, detached.
+
+    Raises:
+        TypeError, ValueError: naming ``baselines`` (or ``baselines[i]``).
+    """
+    if baselines is None:
+        return (None,) * len(inputs)
+    if isinstance(baselines, tuple):
+        if len(baselines) != len(inputs):
+            raise ValueError(
+                f"baselines must have one entry per input ({len(inputs)}), got {len(baselines)}"
+            )
+        named = [
+            (b, f"baselines[{i}]" if len(inputs) > 1 else "baselines")
+            for i, b in enumerate(baselines)
+        ]
+    else:
+        named = [(baselines, "baselines")] * len(inputs)
+    return tuple(_baseline(b, x, name) for (b, name), x in zip(named, inputs))
+
+
+def _baseline(baseline: object, x: Tensor, name: str) -> Optional[Tensor]:
+    """One checked baseline for input ``x`` (see :func:`format_baselines`)."""
+    if baseline is None:
+        return None
+    if isinstance(baseline, Tensor):
+        try:
+            shape = torch.broadcast_shapes(baseline.shape, x.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(
+                f"{name} must broadcast to the input's shape {tuple(x.shape)}, got shape "
+                f"{tuple(baseline.shape)}"
+            )
+        if baseline.is_complex() or baseline.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got dtype {baseline.dtype}")
+        b = baseline.detach().to(device=x.device, dtype=x.dtype)
+        if not bool(torch.isfinite(b).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return b
+    value = check_real(baseline, name=name, low=-math.inf)
+    return torch.tensor(value, dtype=x.dtype, device=x.device)
+
+
 def path_gradients(
     attribution: GradientAttribution,
     n_points: int,
@@ -86,6 +167,7 @@ def path_gradients(
     target: TargetType = None,
     additional_forward_args: Optional[object] = None,
     internal_batch_size: Optional[int] = None,
+    point_bytes: int = 0,
 ) -> Iterator[Tuple[int, int, Tuple[Tensor, ...]]]:
     """Yields ``(start, stop, grads)`` for consecutive chunks of the ``n_points`` points.
 
@@ -96,13 +178,14 @@ def path_gradients(
             ``(stop - start, N, C, H, W)``.
         num_examples: N.
         target, additional_forward_args: as in Captum's IntegratedGradients.
-        internal_batch_size: examples per pass (None: a bounded default).
+        internal_batch_size: examples per pass (None: bounded by count and bytes).
+        point_bytes: bytes of one point of one example, for the default's byte bound.
 
     Yields:
         ``grads``: one tensor per input, shape ``(stop - start, N, C, H, W)``, detached.
     """
-    step = points_per_pass(num_examples, internal_batch_size)
-    additional_forward_args = _format_additional_forward_args(additional_forward_args)
+    step = points_per_pass(num_examples, internal_batch_size, point_bytes)
+    additional_forward_args = format_additional_forward_args(additional_forward_args)
     for start in range(0, n_points, step):
         stop = min(start + step, n_points)
         count = stop - start
@@ -111,7 +194,7 @@ def path_gradients(
             for p in make_points(start, stop)
         )
         expanded_args = (
-            _expand_additional_forward_args(additional_forward_args, count)
+            expand_additional_forward_args(additional_forward_args, count)
             if additional_forward_args is not None
             else None
         )
@@ -119,7 +202,7 @@ def path_gradients(
             grads = attribution.gradient_func(
                 forward_fn=attribution.forward_func,
                 inputs=points,
-                target_ind=_expand_target(target, count),
+                target_ind=expand_target(target, count),
                 additional_forward_args=expanded_args,
             )
         yield (
@@ -151,7 +234,7 @@ def attribution_result(
         return_convergence_delta: also return ``Σ attributions - (F(end) - F(start))``
             per example, shape ``(N,)``.
     """
-    output = _format_output(is_inputs_tuple, attributions)
+    output = format_output(is_inputs_tuple, attributions)
     if not return_convergence_delta:
         return output
     delta = attribution.compute_convergence_delta(

@@ -12,13 +12,18 @@ from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr._utils.attribution import GradientAttribution
+from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_rig._checks import check_images, check_int, check_real
-from captum_rig.attr._path import attribution_result, format_inputs, path_gradients
+from captum_rig._captum import TargetType, TensorOrTupleOfTensorsGeneric
+from captum_rig._checks import check_images, check_int, check_real, compute_dtype
+from captum_rig.attr._path import (
+    attribution_result,
+    example_bytes,
+    format_inputs,
+    path_gradients,
+)
 
 __all__ = ["BlurIntegratedGradients", "BlurIG", "gaussian_blur", "blur_sigmas"]
 
@@ -27,11 +32,6 @@ TRUNCATE = 4.0
 
 
 Sigmas = Union[float, Sequence[float], Tensor]
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Blur in float32 at least (half matmuls would lose the small kernel tails), keep f64.
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _kernels(sigmas: Sequence[float], length: int) -> np.ndarray:
@@ -57,52 +57,128 @@ def _kernels(sigmas: Sequence[float], length: int) -> np.ndarray:
     return out
 
 
-def _toeplitz(kernels: np.ndarray, length: int, dtype: torch.dtype, device) -> Tensor:
-    """``(S, L, L)`` matrices ``B[s, i, j] = g_s(i - j)``: the zero-padded blur along one axis."""
-    k = torch.from_numpy(kernels).to(device=device, dtype=dtype)
-    i = torch.arange(length, device=device)
-    return k[:, i[:, None] - i[None, :] + length - 1]
+def _fast_length(n: int) -> int:
+    """The smallest ``2^a · 3^b · 5^c >= n``: a length every FFT library does fast."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _kind(kernel: np.ndarray, identity: np.ndarray) -> str:
+    """``"zero"``, ``"identity"`` or ``"fft"``: how a kernel is applied."""
+    if not kernel.any():
+        return "zero"
+    return "identity" if np.array_equal(kernel, identity) else "fft"
+
+
+class _AxisBlur:
+    """Zero-padded 1-D convolutions along one axis of ``(M, H, W)`` tensors, by FFT.
+
+    Holds, per σ, the spectra of several kernel sets (each ``(S, 2L-1)`` from
+    ``_kernels``) at one FFT length ``n_σ >= L + r_σ``, ``r_σ`` the largest radius among the
+    sets' kernels of that σ: the circular convolution of that length never wraps a kernel
+    tail onto a kept pixel, so its first ``L`` outputs are the zero-padded convolution. The
+    length depends on σ alone, so a blur does not depend on the other sigmas it is computed
+    with. Identity and zero kernels skip the FFT, which keeps σ = 0 exact.
+    """
+
+    def __init__(
+        self, kernel_sets: Sequence[np.ndarray], length: int, dim: int, dtype: torch.dtype, device
+    ) -> None:
+        self.length, self.dim = length, dim
+        centre = length - 1
+        offsets = np.abs(np.arange(2 * length - 1) - centre)
+        stacked = np.stack(kernel_sets)  # (sets, S, 2L - 1)
+        radii = np.where(stacked.any(axis=0), offsets, 0).max(axis=1)
+        self.n = [_fast_length(length + int(r)) for r in radii]
+        identity = (offsets == 0).astype(stacked.dtype)
+        self.kinds = [[_kind(k, identity) for k in kernels] for kernels in kernel_sets]
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        self.spectra: List[List[Tensor]] = [[] for _ in kernel_sets]
+        for s, n in enumerate(self.n):
+            # Offset d goes to index d mod n, the layout of a circular convolution.
+            circular = np.zeros((len(kernel_sets), n))
+            circular[:, :length] = stacked[:, s, centre:]
+            circular[:, n - centre :] += stacked[:, s, :centre]
+            spectra = torch.from_numpy(np.fft.rfft(circular)).to(device, complex_dtype)
+            for which, spectrum in enumerate(spectra):
+                self.spectra[which].append(spectrum[:, None] if dim == -2 else spectrum)
+
+    def needs_fft(self, s: int, *sets: int) -> bool:
+        """Whether kernel ``s`` of any of ``sets`` is a true convolution."""
+        return any(self.kinds[i][s] == "fft" for i in sets)
+
+    def rfft(self, t: Tensor, s: int) -> Tensor:
+        """The spectrum of ``t`` along this axis at σ number ``s``'s length, to share."""
+        return torch.fft.rfft(t, n=self.n[s], dim=self.dim)
+
+    def apply(
+        self, which: int, s: int, t: Tensor, t_hat: Optional[Tensor] = None
+    ) -> Optional[Tensor]:
+        """Kernel ``s`` of set ``which`` applied to ``t`` (None for a zero kernel)."""
+        kind = self.kinds[which][s]
+        if kind != "fft":
+            return None if kind == "zero" else t
+        t_hat = self.rfft(t, s) if t_hat is None else t_hat
+        out = torch.fft.irfft(t_hat * self.spectra[which][s], n=self.n[s], dim=self.dim)
+        return out.narrow(self.dim, 0, self.length)
 
 
 class _BlurPath:
     """The blur path of one image batch ``x`` of shape ``(..., H, W)``.
 
-    Blurring every channel with a zero-padded separable Gaussian is ``B_H · X · B_Wᵀ``;
-    a chunk of S sigmas is two batched matmuls, on the device of ``x``, in float32 at least.
+    Blurring every channel with a zero-padded separable Gaussian is a 1-D convolution along
+    H, then one along W. Both run by FFT, one σ at a time into the preallocated result, so
+    the memory besides the result stays a few images' worth at any image size and kernel
+    width. On the device of ``x``, in float32 at least; differentiable in ``x`` unless
+    ``detach``.
     """
 
-    def __init__(self, x: Tensor) -> None:
+    # Kernel sets of images_and_velocity: the blur, its σ-derivative, the blur at σ + h.
+    BLUR, DIFF, STEP = 0, 1, 2
+
+    def __init__(self, x: Tensor, detach: bool = True) -> None:
         self.shape = x.shape
-        self.dtype = _compute_dtype(x.dtype)
-        self.device = x.device
-        *lead, h, w = x.shape
-        self.h, self.w, self.m = h, w, math.prod(lead)
-        # X as one (H, M·W) matrix, so that B_H (S, H, H) multiplies it in a single mm.
-        self._columns = (
-            x.detach().to(self.dtype).reshape(self.m, h, w).permute(1, 0, 2).reshape(h, -1)
+        self.dtype = compute_dtype(x.dtype)
+        self.h, self.w = x.shape[-2:]
+        self._x = (x.detach() if detach else x).to(self.dtype).reshape(-1, self.h, self.w)
+
+    def _axes(
+        self, sets_h: List[np.ndarray], sets_w: List[np.ndarray]
+    ) -> Tuple[_AxisBlur, _AxisBlur]:
+        device = self._x.device
+        return (
+            _AxisBlur(sets_h, self.h, -2, self.dtype, device),
+            _AxisBlur(sets_w, self.w, -1, self.dtype, device),
         )
 
-    def _kernels(self, sigmas: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
-        k_h = _kernels(sigmas, self.h)
-        return k_h, (k_h if self.w == self.h else _kernels(sigmas, self.w))
-
-    def _matrices(self, kernels: Tuple[np.ndarray, np.ndarray]) -> Tuple[Tensor, Tensor]:
-        """``B_H`` and ``B_Wᵀ`` from the kernels of both axes."""
-        k_h, k_w = kernels
-        rows = _toeplitz(k_h, self.h, self.dtype, self.device)
-        cols = rows if k_w is k_h else _toeplitz(k_w, self.w, self.dtype, self.device)
-        return rows, cols.transpose(1, 2)
-
-    def _right(self, t: Tensor, cols_t: Tensor) -> Tensor:
-        """``(S, H, M·W) @ B_Wᵀ`` reshaped to ``(S, ..., H, W)``."""
-        s = t.shape[0]
-        out = torch.bmm(t.reshape(s, self.h * self.m, self.w), cols_t)
-        return out.reshape(s, self.h, self.m, self.w).transpose(1, 2).reshape(s, *self.shape)
+    def _x_hat(self, rows: _AxisBlur, s: int, sets: Sequence[int], cache: dict) -> Optional[Tensor]:
+        """X's spectrum along H at σ number ``s``'s length; consecutive sigmas share it."""
+        if not rows.needs_fft(s, *sets):
+            return None
+        if cache.get("n") != rows.n[s]:
+            cache.clear()  # the last length only: the spectrum is a whole image's size
+            cache.update(n=rows.n[s], hat=rows.rfft(self._x, s))
+        return cache["hat"]
 
     def images(self, sigmas: Sequence[float]) -> Tensor:
         """``blur(x, σ)`` for every σ: ``(S, ..., H, W)`` in the compute dtype."""
-        rows, cols_t = self._matrices(self._kernels(sigmas))
-        return self._right(torch.matmul(rows, self._columns), cols_t)
+        rows, cols = self._axes([_kernels(sigmas, self.h)], [_kernels(sigmas, self.w)])
+        out = self._x.new_empty((len(sigmas), *self._x.shape))
+        cache: dict = {}
+        for s in range(len(sigmas)):
+            x_hat = self._x_hat(rows, s, [0], cache)
+            out[s] = cols.apply(0, s, rows.apply(0, s, self._x, x_hat))
+        return out.reshape(len(sigmas), *self.shape)
 
     def images_and_velocity(
         self, sigmas: Sequence[float], grad_step: float
@@ -113,19 +189,30 @@ class _BlurPath:
         ``D_H X B'_Wᵀ + B_H X D_Wᵀ``; ``D`` is taken from the float64 kernels, so the
         cancellation of the finite difference never happens in float32.
         """
-        k = self._kernels(sigmas)
-        k_step = self._kernels([sigma + grad_step for sigma in sigmas])
-        k_diff = tuple((a - b) / grad_step for a, b in zip(k_step, k))
-        if k[1] is k[0]:
-            k_diff = (k_diff[0], k_diff[0])
-        rows, cols_t = self._matrices(k)
-        rows_diff, cols_diff_t = self._matrices(k_diff)
-        cols_step_t = _toeplitz(k_step[1], self.w, self.dtype, self.device).transpose(1, 2)
-        blurred_rows = torch.matmul(rows, self._columns)
-        images = self._right(blurred_rows, cols_t)
-        velocity = self._right(torch.matmul(rows_diff, self._columns), cols_step_t)
-        velocity += self._right(blurred_rows, cols_diff_t)
-        return images, velocity
+        blur, diff, step = self.BLUR, self.DIFF, self.STEP
+        stepped = [sigma + grad_step for sigma in sigmas]
+        k_h, k_w = _kernels(sigmas, self.h), _kernels(sigmas, self.w)
+        k_step_h, k_step_w = _kernels(stepped, self.h), _kernels(stepped, self.w)
+        rows, cols = self._axes(
+            [k_h, (k_step_h - k_h) / grad_step],
+            [k_w, (k_step_w - k_w) / grad_step, k_step_w],
+        )
+        images = self._x.new_empty((len(sigmas), *self._x.shape))
+        velocity = torch.empty_like(images)
+        cache: dict = {}
+        for s in range(len(sigmas)):
+            x_hat = self._x_hat(rows, s, [blur, diff], cache)
+            rows_x = rows.apply(blur, s, self._x, x_hat)
+            diff_x = rows.apply(diff, s, self._x, x_hat)
+            hat = cols.rfft(rows_x, s) if cols.needs_fft(s, blur, diff) else None
+            images[s] = cols.apply(blur, s, rows_x, hat)
+            terms = [cols.apply(diff, s, rows_x, hat)]
+            if diff_x is not None:
+                terms.append(cols.apply(step, s, diff_x))
+            terms = [t for t in terms if t is not None]
+            velocity[s] = sum(terms[1:], terms[0]) if terms else 0.0
+        shape = (len(sigmas), *self.shape)
+        return images.reshape(shape), velocity.reshape(shape)
 
 
 def _as_sigmas(sigma: Sigmas) -> Tuple[List[float], bool]:
@@ -150,8 +237,9 @@ def gaussian_blur(x: Tensor, sigma: Sigmas) -> Tensor:
     mode="constant")`` on an ``(H, W, C)`` image, which is the blur of PAIR's BlurIG:
     zero padding, kernel truncated at ``4σ`` (radius ``int(4σ + 0.5)``) and normalised
     over that support, σ = 0 the identity. Any σ works, also beyond the image size.
-    Computed as ``B_σ,H · X · B_σ,Wᵀ`` with banded Toeplitz matrices, on the device of
-    ``x``; half and bfloat16 inputs are blurred in float32.
+    Computed as two 1-D convolutions (along H, then W) by FFT, one σ at a time, so memory
+    stays a few images' worth at any size; on the device of ``x``, differentiable in ``x``;
+    half and bfloat16 inputs are blurred in float32.
 
     Args:
         x (Tensor): float tensor ``(..., H, W)``, e.g. images ``(N, C, H, W)``.
@@ -173,7 +261,7 @@ def gaussian_blur(x: Tensor, sigma: Sigmas) -> Tensor:
     sigmas, is_scalar = _as_sigmas(sigma)
     if not sigmas:
         return x.new_empty((0, *x.shape))
-    blurred = _BlurPath(x).images(sigmas).to(x.dtype)
+    blurred = _BlurPath(x, detach=False).images(sigmas).to(x.dtype)
     return blurred[0] if is_scalar else blurred
 
 
@@ -181,8 +269,6 @@ def blur_sigmas(max_sigma: float, n_steps: int, sqrt: bool = False) -> List[floa
     """The ``n_steps + 1`` sigmas of the blur path, exactly as PAIR's BlurIG spaces them.
 
     ``σ_i = i · max_sigma / n_steps`` (or its square root when ``sqrt``), ``i = 0..n_steps``.
-
-    Examples:
     With ``sqrt`` the path therefore ends at ``σ = sqrt(max_sigma)``, as in PAIR.
 
     Examples:
@@ -288,9 +374,9 @@ class BlurIntegratedGradients(GradientAttribution):
             sqrt (bool): space the sigmas as ``sqrt(i · max_sigma / n_steps)`` instead
                 of linearly, denser at little blur; as in PAIR, the path then ends at
                 ``σ_n = sqrt(max_sigma)``.
-                of linearly, denser at little blur.
             internal_batch_size (int, optional): examples per forward/backward pass, as
-                in Captum's IntegratedGradients; None: a bounded default (64).
+                in Captum's IntegratedGradients; None: at most 64 examples and at most
+                ``captum_rig.attr._path.DEFAULT_PASS_BYTES`` bytes of path points.
             return_convergence_delta (bool): also return, per example,
                 ``Σ attributions - (F(x) - F(blur(x, σ_n)))``, ``σ_n`` the path's last
                 sigma (``max_sigma``, or ``sqrt(max_sigma)`` with ``sqrt``).
@@ -324,6 +410,7 @@ class BlurIntegratedGradients(GradientAttribution):
             target=target,
             additional_forward_args=additional_forward_args,
             internal_batch_size=internal_batch_size,
+            point_bytes=example_bytes(formatted),
         )
         return attribution_result(
             self,
@@ -367,7 +454,8 @@ class BlurIntegratedGradients(GradientAttribution):
         ):
             for total, grad, velocity in zip(totals, grads, velocities):
                 w = weights[start:stop].to(velocity.device, velocity.dtype)
-                total += torch.tensordot(w, grad.to(velocity.dtype) * velocity, dims=1)
+                # In place: a product the size of the whole chunk would raise peak memory.
+                total += torch.tensordot(w, velocity.mul_(grad), dims=1)
         return tuple(total.to(x.dtype) for total, x in zip(totals, inputs))
 
     def has_convergence_delta(self) -> bool:

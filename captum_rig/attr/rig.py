@@ -6,24 +6,43 @@ References:
 """
 
 import typing
-from typing import Callable, List, Literal, Optional, Tuple, Union
+from typing import Callable, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
-from captum.attr._utils.attribution import GradientAttribution
+from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_rig._captum import (
+    SUPPORTED_METHODS,
+    TargetType,
+    TensorOrTupleOfTensorsGeneric,
+    approximation_parameters,
+)
 from captum_rig._checks import check_int
-from captum_rig.attr._path import attribution_result, format_inputs, path_gradients
+from captum_rig.attr._path import (
+    attribution_result,
+    example_bytes,
+    format_baselines,
+    format_inputs,
+    path_gradients,
+)
 from captum_rig.lowrank import RankPath
 
-__all__ = ["RankIntegratedGradients", "RIG", "paper_rank_weights"]
+__all__ = [
+    "RankIntegratedGradients",
+    "RIG",
+    "BaselineRankPath",
+    "rank_paths",
+    "paper_rank_weights",
+]
 
 PAPER = "paper"
 CHANNEL_REDUCTIONS = (None, "max")
+
+# None (zeros), a number, a tensor broadcastable to every input, or one per input.
+BaselineType = Union[None, float, Tensor, Tuple[Union[float, Tensor], ...]]
 
 
 def paper_rank_weights(width: int, n_steps: Optional[int] = None) -> Tuple[List[int], List[float]]:
@@ -31,38 +50,137 @@ def paper_rank_weights(width: int, n_steps: Optional[int] = None) -> Tuple[List[
 
     Eq. (3) sums ``(w - k) / w · ∂F(x_k)/∂x_k`` over ``k = 1..w``; rank ``w`` has weight 0
     and is skipped. With ``n_steps = m < w - 1`` the ranks ``1..w-1`` are split into ``m``
-    contiguous groups of near-equal size; each group is evaluated at its middle rank with
-    the summed weight of all its ranks, so the sum still approximates the full one.
+    contiguous groups of near-equal weight mass: group ``j`` (``j = 1..m-1``) ends at the
+    rank whose cumulative weight is closest to ``j/m`` of the total (the lower one on a
+    tie; every group keeps at least one rank). Each group is evaluated at the rank nearest
+    its weighted mean rank ``Σ w_k k / Σ w_k`` (the lower one on a tie), with the summed
+    weight of the group, so the grouped sum is exact when the gradient changes linearly
+    with the rank inside a group, and approximates the full sum otherwise.
 
     Args:
         width (int): ``w = min(H, W)``.
-        n_steps (int, optional): number of ranks to evaluate; None: all ``w - 1``.
+        n_steps (int, optional): number of ranks to evaluate, ``>= 1``; None: all
+            ``w - 1``.
 
     Returns:
-        (ranks, weights): two lists of equal length.
+        (ranks, weights): two lists of equal length, ranks increasing.
 
     Examples:
         >>> paper_rank_weights(4)
         ([1, 2, 3], [0.75, 0.5, 0.25])
+        >>> paper_rank_weights(4, n_steps=2)
+        ([1, 2], [0.75, 0.75])
         >>> paper_rank_weights(4, n_steps=1)
         ([2], [1.5])
     """
-    ranks = np.arange(1, width)
-    if n_steps is not None and n_steps < len(ranks):
-        groups = np.array_split(ranks, n_steps)
-    else:
-        groups = [ranks[i : i + 1] for i in range(len(ranks))]
-    return (
-        [int(g[len(g) // 2]) for g in groups],
-        [float(((width - g) / width).sum()) for g in groups],
+    width = check_int(width, name="width")
+    ranks = np.arange(1, max(width, 1), dtype=np.int64)
+    weights = ((width - ranks) / width).tolist()
+    if n_steps is None or check_int(n_steps, name="n_steps", low=1) >= len(ranks):
+        return ranks.tolist(), weights
+    # Integer masses w·weight = w - k, so that ties and the nearest rank are exact.
+    mass = width - ranks
+    bounds = [0, *_group_ends(np.cumsum(mass), n_steps)]
+    out_ranks, out_weights = [], []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        m, k = mass[lo:hi], ranks[lo:hi]
+        num, den = int((m * k).sum()), int(m.sum())
+        # The integer nearest num / den, the lower one on a tie: ceil(num / den - 1/2).
+        out_ranks.append(-((den - 2 * num) // (2 * den)))
+        out_weights.append(den / width)
+    return out_ranks, out_weights
+
+
+def _group_ends(cumulative: np.ndarray, groups: int) -> List[int]:
+    """Ends (exclusive indices) of ``groups`` contiguous groups of near-equal mass.
+
+    ``cumulative`` is the increasing cumulative mass of the items; group ``j`` ends after
+    the item whose cumulative mass is closest to ``j / groups`` of the total.
+    """
+    n, total = len(cumulative), int(cumulative[-1])
+    scaled = cumulative * groups  # compare c · groups with j · total: integers, exact
+    ends, previous = [], 0
+    for j in range(1, groups):
+        target = j * total
+        i = int(np.searchsorted(scaled, target))  # first item with c · groups >= target
+        if i > 0 and (i == n or target - scaled[i - 1] <= scaled[i] - target):
+            i -= 1  # the item before is at least as close
+        # Item i ends the group (end index i + 1); leave one item for every later group.
+        end = min(max(i + 1, previous + 1), n - (groups - j))
+        ends.append(end)
+        previous = end
+    return [*ends, n]
+
+
+class BaselineRankPath:
+    r"""The rank path of ``x - b``, started from the baseline: ``x(t) = b + RankPath(x - b)(t)``.
+
+    ``x(0) = b``, ``x(k) = b + low_rank(x - b, k)`` and ``x(w) = x`` (the input itself,
+    bit for bit); without a baseline it is :class:`captum_rig.RankPath` of ``x``.
+
+    Args:
+        images (Tensor): ``(N, C, H, W)``.
+        baseline (Tensor, optional): broadcastable to ``images``; None: zeros.
+    """
+
+    def __init__(self, images: Tensor, baseline: Optional[Tensor] = None) -> None:
+        self.baseline = baseline
+        self._images = images.detach()
+        self.path = RankPath(self._images if baseline is None else self._images - baseline)
+
+    @property
+    def width(self) -> int:
+        """``w = min(H, W)``."""
+        return self.path.width
+
+    def images(self, t: Union[Tensor, Sequence[float]]) -> Tensor:
+        """Points ``x(t)``, shape ``(m, N, C, H, W)``, the input's dtype and device."""
+        points = self.path.images(t)
+        if self.baseline is None:
+            return points
+        points = points + self.baseline
+        full = torch.as_tensor(t, dtype=torch.float64).reshape(-1) >= self.width
+        if bool(full.any()):
+            points[full.to(points.device)] = self._images
+        return points
+
+    def displacement(
+        self, start: Union[Tensor, Sequence[float]], stop: Union[Tensor, Sequence[float]]
+    ) -> Tensor:
+        """Exact increments ``x(stop) - x(start)``, pairwise, shape ``(m, N, C, H, W)``."""
+        return self.path.displacement(start, stop)
+
+    def start(self, like: Optional[Tensor] = None) -> Tensor:
+        """``x(0)``: the baseline (or zeros) expanded to the input's shape (or ``like``'s)."""
+        like = self._images if like is None else like
+        if self.baseline is None:
+            return torch.zeros_like(like)
+        return self.baseline.expand_as(like).to(like.dtype).clone()
+
+
+def rank_paths(
+    inputs: Tuple[Tensor, ...], baselines: BaselineType = None
+) -> Tuple[BaselineRankPath, ...]:
+    """One :class:`BaselineRankPath` per input (one SVD each), after checking baselines.
+
+    Args:
+        inputs (tuple[Tensor, ...]): formatted inputs, each ``(N, C, H, W)``.
+        baselines: None (zeros), a number, a tensor broadcastable to every input, or a
+            tuple of those, one per input.
+
+    Raises:
+        ValueError, TypeError: naming ``baselines``.
+    """
+    return tuple(
+        BaselineRankPath(x, b) for x, b in zip(inputs, format_baselines(baselines, inputs))
     )
 
 
 class RankIntegratedGradients(GradientAttribution):
     r"""Rank Integrated Gradients (RIG): gradients averaged over the low-rank images.
 
-    For an image ``x`` of width ``w = min(H, W)`` and its rank-k images ``x_k`` (the best
-    rank-k approximation of every channel, see :func:`captum_rig.low_rank`):
+    For an image ``x`` of width ``w = min(H, W)``, a baseline ``b`` (zeros by default) and
+    the rank-k images ``x_k = b + low_rank(x - b, k)`` (see :func:`captum_rig.low_rank`):
 
     - ``method="paper"`` is Eq. (3) of the paper, per channel:
       ``RIG(x) = Σ_{k=1}^{w} (w - k)/w · ∂F(x_k)/∂x_k``, same shape as the input;
@@ -72,9 +190,9 @@ class RankIntegratedGradients(GradientAttribution):
       image.
     - ``method`` set to any Captum approximation method (``"gausslegendre"``,
       ``"riemann_trapezoid"``, ...) integrates gradients along the continuous rank path
-      ``x(t)``, ``t ∈ [0, w]``, from ``x(0) = 0`` through every ``x(k) = x_k`` (linear in
+      ``x(t)``, ``t ∈ [0, w]``, from ``x(0) = b`` through every ``x(k) = x_k`` (linear in
       between) to ``x(w) = x``. This variant is complete: the attributions of an example
-      sum to ``F(x) - F(0)`` up to the quadrature error, which
+      sum to ``F(x) - F(b)`` up to the quadrature error, which
       ``return_convergence_delta`` reports.
 
     One SVD per input gives every rank image; the images are streamed through the model
@@ -85,9 +203,10 @@ class RankIntegratedGradients(GradientAttribution):
             outputs; it should contain its own input normalization, because ranks are
             taken in pixel space.
         multiply_by_inputs (bool): for ``method="paper"`` only: if True, each rank's
-            gradient is multiplied by the input before the (optional) channel reduction,
-            a "global" attribution like gradient × input. The path methods always
-            multiply by the path's velocity, which is what makes them complete.
+            gradient is multiplied by ``x - b`` (the input, for the zero baseline) before
+            the (optional) channel reduction, a "global" attribution like gradient ×
+            input. The path methods always multiply by the path's velocity, which is
+            what makes them complete.
 
     Examples:
         >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
@@ -117,6 +236,7 @@ class RankIntegratedGradients(GradientAttribution):
         internal_batch_size: Optional[int] = None,
         *,
         return_convergence_delta: Literal[True],
+        baselines: BaselineType = None,
     ) -> Tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
 
     @typing.overload
@@ -130,6 +250,8 @@ class RankIntegratedGradients(GradientAttribution):
         channel_reduction: Optional[str] = None,
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: Literal[False] = False,
+        *,
+        baselines: BaselineType = None,
     ) -> TensorOrTupleOfTensorsGeneric: ...
 
     @log_usage()
@@ -143,6 +265,8 @@ class RankIntegratedGradients(GradientAttribution):
         channel_reduction: Optional[str] = None,
         internal_batch_size: Optional[int] = None,
         return_convergence_delta: bool = False,
+        *,
+        baselines: BaselineType = None,
     ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
         r"""Attributes the target output to every pixel of every channel.
 
@@ -153,9 +277,10 @@ class RankIntegratedGradients(GradientAttribution):
             target (int, tuple, Tensor or list, optional): as in Captum's
                 IntegratedGradients.
             additional_forward_args (Any, optional): as in Captum's IntegratedGradients.
-            n_steps (int, optional): ``method="paper"``: number of ranks evaluated (None:
-                all ``w - 1`` ranks that carry weight). Path methods: quadrature points
-                (None: ``w``).
+            n_steps (int, optional): ``method="paper"``: number of ranks evaluated, each
+                standing for a group of ranks of equal weight mass (see
+                :func:`paper_rank_weights`; None: all ``w - 1`` ranks that carry weight).
+                Path methods: quadrature points (None: ``w``).
             method (str): ``"paper"`` (Eq. 3) or a Captum approximation method
                 (``"gausslegendre"``, ``"riemann_left"``, ``"riemann_right"``,
                 ``"riemann_middle"``, ``"riemann_trapezoid"``) for the complete
@@ -164,11 +289,17 @@ class RankIntegratedGradients(GradientAttribution):
                 over channels, the paper's exact Eq. (3), output ``(N, 1, H, W)``; only
                 with ``method="paper"``.
             internal_batch_size (int, optional): examples per forward/backward pass, as
-                in Captum's IntegratedGradients; None: a bounded default (64).
+                in Captum's IntegratedGradients; None: at most 64 examples and at most
+                ``captum_rig.attr._path.DEFAULT_PASS_BYTES`` bytes of path points.
             return_convergence_delta (bool): also return, per example,
-                ``Σ attributions - (F(x) - F(0))``: about 0 for the path methods (their
+                ``Σ attributions - (F(x) - F(b))``: about 0 for the path methods (their
                 quadrature error); for ``"paper"`` it measures how far Eq. (3) is from
                 complete.
+            baselines (float, Tensor or tuple, optional): keyword only. Where the path
+                starts: None (zeros), a number, a tensor broadcastable to every input
+                (e.g. ``(1, C, H, W)`` or ``(C, 1, 1)``), or a tuple with one number or
+                tensor per input. The path runs along the rank path of ``x - b``:
+                ``x_k = b + low_rank(x - b, k)``.
 
         Returns:
             attributions (Tensor or tuple[Tensor, ...]): shape of ``inputs``
@@ -182,7 +313,7 @@ class RankIntegratedGradients(GradientAttribution):
             >>> x = torch.rand(2, 1, 4, 4)
             >>> attr, delta = rig.attribute(
             ...     x, target=1, method="riemann_trapezoid", n_steps=64,
-            ...     return_convergence_delta=True)
+            ...     return_convergence_delta=True, baselines=0.5)
             >>> attr.shape, delta.shape
             (torch.Size([2, 1, 4, 4]), torch.Size([2]))
         """
@@ -200,11 +331,12 @@ class RankIntegratedGradients(GradientAttribution):
         if n_steps is not None:
             n_steps = check_int(n_steps, name="n_steps", low=1)
 
-        paths = tuple(RankPath(x) for x in formatted)
+        paths = rank_paths(formatted, baselines)
         run = dict(
             target=target,
             additional_forward_args=additional_forward_args,
             internal_batch_size=internal_batch_size,
+            point_bytes=example_bytes(formatted),
         )
         if method == PAPER:
             attributions = self._attribute_paper(
@@ -218,7 +350,7 @@ class RankIntegratedGradients(GradientAttribution):
             is_inputs_tuple,
             attributions,
             formatted,
-            lambda: tuple(torch.zeros_like(x) for x in formatted),  # x(0) = 0
+            lambda: tuple(p.start() for p in paths),  # x(0) = b
             target=target,
             additional_forward_args=additional_forward_args,
             return_convergence_delta=return_convergence_delta,
@@ -227,7 +359,7 @@ class RankIntegratedGradients(GradientAttribution):
     def _attribute_paper(
         self,
         inputs: Tuple[Tensor, ...],
-        paths: Tuple[RankPath, ...],
+        paths: Tuple[BaselineRankPath, ...],
         n_steps: Optional[int],
         channel_reduction: Optional[str],
         **run,
@@ -249,6 +381,8 @@ class RankIntegratedGradients(GradientAttribution):
             )
             for x in inputs
         ]
+        # multiply_by_inputs multiplies by the path's extent x - b, as Captum's IG does.
+        extents = [x if p.baseline is None else x - p.baseline for x, p in zip(inputs, paths)]
 
         def make_points(start: int, stop: int) -> Tuple[Tensor, ...]:
             return tuple(p.images(ranks[start:stop]) for p in paths)
@@ -256,9 +390,9 @@ class RankIntegratedGradients(GradientAttribution):
         for start, stop, grads in path_gradients(
             self, len(ranks), make_points, num_examples, **run
         ):
-            for total, grad, x in zip(totals, grads, inputs):
+            for total, grad, extent in zip(totals, grads, extents):
                 if self.multiplies_by_inputs:
-                    grad = grad * x
+                    grad = grad * extent
                 if channel_reduction == "max":
                     grad = grad.amax(dim=2, keepdim=True)
                 w = weights[start:stop].to(grad.device, grad.dtype)
@@ -268,7 +402,7 @@ class RankIntegratedGradients(GradientAttribution):
     def _attribute_path(
         self,
         inputs: Tuple[Tensor, ...],
-        paths: Tuple[RankPath, ...],
+        paths: Tuple[BaselineRankPath, ...],
         n_steps: Optional[int],
         method: str,
         **run,
@@ -289,7 +423,7 @@ class RankIntegratedGradients(GradientAttribution):
         totals = [torch.zeros_like(x) for x in inputs]
 
         # Each input runs along its own rank path at its own speed, t_i = α · w_i, so the
-        # joint path still starts at 0 and ends at the inputs.
+        # joint path still starts at the baselines and ends at the inputs.
         def make_points(start: int, stop: int) -> Tuple[Tensor, ...]:
             return tuple(p.images(alphas[start:stop] * p.width) for p in paths)
 

@@ -1,0 +1,159 @@
+"""The attribution registry (captum_rig.methods) and where Captum's private API is imported."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from _reference import TinyConvNet
+from captum.attr import IntegratedGradients, Saliency
+
+from captum_rig import RIG, BlurIG
+from captum_rig.methods import (
+    METHOD_NAMES,
+    METHODS,
+    UNKNOWN_METHOD,
+    AttributionMethod,
+    get_method,
+    parse_methods,
+)
+
+PACKAGE = Path(__file__).resolve().parents[1] / "captum_rig"
+
+# What each registered name must compute, built independently of the registry.
+DIRECT = {
+    "rig": lambda model, x, t: RIG(model).attribute(x, target=t, n_steps=4),
+    "ig": lambda model, x, t: IntegratedGradients(model).attribute(x, target=t, n_steps=4),
+    "blurig": lambda model, x, t: BlurIG(model).attribute(x, target=t, n_steps=4),
+    "saliency": lambda model, x, t: Saliency(model).attribute(x.clone().requires_grad_(), target=t),
+}
+
+
+@pytest.fixture
+def model():
+    """A small smooth CNN in float64: real gradients everywhere."""
+    return TinyConvNet().double()
+
+
+def test_every_method_has_a_direct_reference():
+    """The registry and this file's reference table name the same methods."""
+    assert set(METHODS) == set(DIRECT), "add a direct reference for every new method"
+    assert METHOD_NAMES == tuple(METHODS)
+    assert all(METHODS[name].name == name for name in METHODS)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_method_runs_and_equals_its_class(model, name):
+    """Each registered method gives what its Captum-style class gives, shape of the input."""
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    method = get_method(name)
+    got = method.attribute(model, x, target=[1, 3], n_steps=4)
+    expected = DIRECT[name](model, x, [1, 3])
+    assert got.shape == x.shape
+    assert expected.abs().max() > 1e-6, "the test needs a model with real gradients"
+    torch.testing.assert_close(got, expected)
+    assert not x.requires_grad, "the caller's tensor must be left alone"
+
+
+@pytest.mark.parametrize("name", ["rig", "ig", "blurig"])
+def test_extra_arguments_reach_attribute(model, name):
+    """Keyword arguments pass through to ``attribute`` and override the defaults."""
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    got, delta = get_method(name).attribute(
+        model, x, target=0, n_steps=3, internal_batch_size=2, return_convergence_delta=True
+    )
+    build = {"rig": RIG, "ig": IntegratedGradients, "blurig": BlurIG}[name]
+    expected, expected_delta = build(model).attribute(
+        x, target=0, n_steps=3, internal_batch_size=2, return_convergence_delta=True
+    )
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(delta, expected_delta)
+
+
+def test_saliency_takes_its_own_arguments(model):
+    """Saliency's ``abs=False`` reaches it: signed gradients, as Captum gives them."""
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    got = get_method("saliency").attribute(model, x, target=0, abs=False)
+    expected = Saliency(model).attribute(x.clone().requires_grad_(), target=0, abs=False)
+    torch.testing.assert_close(got, expected)
+    assert (got < 0).any(), "signed gradients expected"
+
+
+def test_n_steps_is_ignored_by_methods_without_steps(model):
+    """Saliency takes no n_steps: the registry drops it instead of failing."""
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    method = get_method("saliency")
+    assert not method.takes_steps
+    torch.testing.assert_close(
+        method.attribute(model, x, target=2, n_steps=50),
+        method.attribute(model, x, target=2),
+    )
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [("rgi", "; did you mean rig?"), ("blur_ig", "; did you mean blurig, rig?"), ("zzz", "")],
+)
+def test_unknown_name_lists_choices_and_a_hint(name, hint):
+    """An unknown name is a ValueError listing every method, with close names as a hint."""
+    expected = UNKNOWN_METHOD.format(name=name, names=", ".join(METHOD_NAMES), hint=hint)
+    with pytest.raises(ValueError) as error:
+        get_method(name)
+    assert str(error.value) == expected
+    assert all(n in str(error.value) for n in METHOD_NAMES)
+
+
+def test_parse_methods_splits_commas_and_drops_repeats():
+    """Comma lists and repeated names give each method once, in first-seen order."""
+    parsed = parse_methods(["ig, rig", "rig,,saliency", " ig "])
+    assert [m.name for m in parsed] == ["ig", "rig", "saliency"]
+    assert all(isinstance(m, AttributionMethod) for m in parsed)
+
+
+@pytest.mark.parametrize("names", [[], [""], [" , "]])
+def test_parse_methods_needs_a_name(names):
+    """No name at all is a ValueError that lists the choices."""
+    with pytest.raises(ValueError, match="no attribution method given; choose from rig"):
+        parse_methods(names)
+
+
+def test_parse_methods_rejects_unknown_names_with_hint():
+    """One bad name in a list fails the whole list, naming it."""
+    with pytest.raises(ValueError, match=r"unknown attribution method 'sailency'.*saliency\?"):
+        parse_methods(["rig,sailency"])
+
+
+def _private_captum_imports(path: Path):
+    """``(line, module)`` of every import of captum._utils / captum.attr._utils in a file."""
+    private = re.compile(r"^captum(\.attr)?\._utils(\.|$)")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and private.match(node.module):
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if private.match(a.name)]
+    return found
+
+
+def test_captum_private_api_is_imported_in_one_module():
+    """Only captum_rig/_captum.py imports captum._utils or captum.attr._utils."""
+    offenders = {
+        str(path.relative_to(PACKAGE)): found
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "_captum.py" and (found := _private_captum_imports(path))
+    }
+    assert not offenders, f"import these through captum_rig._captum instead: {offenders}"
+    assert _private_captum_imports(PACKAGE / "_captum.py"), "the one home must exist"
+
+
+def test_private_import_finder_sees_every_form(tmp_path):
+    """The check above catches from-imports, plain imports and nested ones."""
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import captum._utils.common\n"
+        "from captum.attr._utils.attribution import GradientAttribution\n"
+        "def f():\n    from captum._utils import typing\n"
+        "from captum.attr import IntegratedGradients\n"
+    )
+    assert [line for line, _ in _private_captum_imports(source)] == [1, 2, 4]
