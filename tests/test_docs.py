@@ -3,8 +3,11 @@
 Every ```python block of every ``docs/*.md`` page (and of ``README.md``) is executed, the
 blocks of one page in order in one fresh namespace, in a temporary working directory,
 with matplotlib's Agg backend. A block that must not run is fenced ```text instead, or
-preceded by a ``<!-- no-run -->`` line. Figures a page embeds from ``docs/img/`` must be
-written by that page's own code, so that code and picture cannot drift apart; run
+preceded by a ``<!-- no-run -->`` line. A block fenced ```{.text .output} (or
+```{.markdown .output}, shown rendered) right after a Python block is what that block
+prints, compared with doctest's rules (``...`` stands for any text) in the same run.
+Figures a page embeds from ``docs/img/`` must be written by that page's own code, so that
+code and picture cannot drift apart; run
 
     python tests/test_docs.py --write-figures
 
@@ -111,24 +114,35 @@ def python_blocks(path: Path) -> List[Block]:
     return [b for b in code_blocks(path.read_text()) if b.lang in RUNNABLE and b.run]
 
 
-def run_page(path: Path, workdir: Path) -> Dict[str, object]:
-    """Executes the page's Python blocks in order in one namespace, in ``workdir``."""
+def run_page(path: Path, workdir: Path) -> Dict[int, str]:
+    """Executes the page's Python blocks in order in one namespace, in ``workdir``.
+
+    Returns what each block printed, keyed by the line of its opening fence, so that the
+    page's output blocks can be checked against the same run.
+    """
+    import contextlib
+    import io
+
     namespace: Dict[str, object] = {"__name__": f"docs_{path.stem}"}
+    outputs: Dict[int, str] = {}
     old_cwd = os.getcwd()
     os.chdir(workdir)
     try:
         for block in python_blocks(path):
             where = f"{path.relative_to(ROOT)}:{block.line}"
+            buffer = io.StringIO()
             try:
-                exec(compile(block.code, where, "exec"), namespace)
+                with contextlib.redirect_stdout(buffer):
+                    exec(compile(block.code, where, "exec"), namespace)
             except Exception as e:
                 raise AssertionError(
                     f"the code block at {where} failed: {type(e).__name__}: {e}\n{block.code}"
                 ) from e
+            outputs[block.line] = buffer.getvalue()
     finally:
         os.chdir(old_cwd)
         plt.close("all")
-    return namespace
+    return outputs
 
 
 def embedded_figures(path: Path) -> List[str]:
@@ -147,8 +161,15 @@ def _page_id(path: Path) -> str:
 
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=_page_id)
 def test_page_code_runs(page: Path, tmp_path: Path):
-    """Every Python block of the page runs, in order, in one fresh namespace."""
-    run_page(page, tmp_path)
+    """Every Python block runs, in order, in one namespace; output blocks show what it prints."""
+    outputs = run_page(page, tmp_path)
+    checker = doctest.OutputChecker()
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for line, expected in output_blocks(page):
+        got = outputs[line]
+        assert checker.check_output(expected, got, flags), (
+            f"the block at {_page_id(page)}:{line} prints\n{got}\nbut the page shows\n{expected}"
+        )
     # The figures the page embeds from docs/img/ and owns are written by its own code.
     if page.name in FIGURE_PAGES:
         for name in embedded_figures(page):
@@ -533,27 +554,6 @@ def output_blocks(path: Path) -> List[tuple]:
     return pairs
 
 
-def page_outputs(path: Path, workdir: Path) -> Dict[int, str]:
-    """Runs the page like ``run_page``; what each Python block printed, by its fence line."""
-    import contextlib
-    import io
-
-    namespace: Dict[str, object] = {"__name__": f"docs_{path.stem}"}
-    outputs: Dict[int, str] = {}
-    old_cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        for block in python_blocks(path):
-            buffer = io.StringIO()
-            with contextlib.redirect_stdout(buffer):
-                exec(compile(block.code, f"{_page_id(path)}:{block.line}", "exec"), namespace)
-            outputs[block.line] = buffer.getvalue()
-    finally:
-        os.chdir(old_cwd)
-        plt.close("all")
-    return outputs
-
-
 def test_output_blocks_parser(tmp_path: Path):
     """An output block belongs to the nearest runnable Python block above it."""
     page = tmp_path / "page.md"
@@ -562,20 +562,6 @@ def test_output_blocks_parser(tmp_path: Path):
         "<!-- no-run -->\n```python\nprint(2)\n```\n```{.text .output}\n3\n```\n"
     )
     assert output_blocks(page) == [(1, "1\n"), (1, "3\n")]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("page", [p for p in PAGES if output_blocks(p)], ids=_page_id)
-def test_page_output_blocks_match(page: Path, tmp_path: Path):
-    """Every ```{.text .output} block shows what its Python block prints (doctest rules)."""
-    outputs = page_outputs(page, tmp_path)
-    checker = doctest.OutputChecker()
-    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    for line, expected in output_blocks(page):
-        got = outputs[line]
-        assert checker.check_output(expected, got, flags), (
-            f"the block at {_page_id(page)}:{line} prints\n{got}\nbut the page shows\n{expected}"
-        )
 
 
 def _load_script(path: Path):
