@@ -1,6 +1,7 @@
-"""Context managers the modules share: files written whole or not at all, eval mode.
+"""What the modules share about files and modes: output paths, atomic writes, eval mode.
 
-Every file the library writes (CSV, PNG, checkpoints, caches, CIFAR pickles) goes
+Every output path the library takes (CSV, PNG, checkpoints, caches, CIFAR pickles) is
+proved writable by :func:`check_writable` before any work, and every file is written
 through :func:`atomic_path`, so an interrupted run never leaves a half-written file.
 """
 
@@ -13,6 +14,68 @@ from typing import Any, Iterator, Union
 from torch import nn
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def check_writable(
+    path: PathLike, name: str, *, folder: bool = False, create: bool = False
+) -> Path:
+    """Proves that the output path ``path`` can be written, before any work is done.
+
+    A file path needs a folder to write into (and must not be a folder itself); a
+    folder path must be a folder. A missing folder (a file's parent, or the folder
+    itself) is created with its parents only when ``create`` is True. Writability is
+    tested by creating a temporary file in the folder and removing it at once; an
+    existing file at ``path`` is left untouched.
+
+    Args:
+        path (str or PathLike): the output file, or with ``folder=True`` the output folder.
+        name (str): the argument's name, for the error message.
+        folder (bool): ``path`` is a folder rather than a file.
+        create (bool): create the missing folder and its parents.
+
+    Returns:
+        Path: ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: ``path`` is not a str or PathLike.
+        ValueError: the folder is missing (and ``create`` is False), cannot be
+            created, or is not writable; or ``path`` is of the wrong kind.
+
+    Examples:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> check_writable(root / "new" / "run.ckpt", "checkpoint", create=True).parent.is_dir()
+        True
+        >>> check_writable(root / "missing" / "run.csv", "out")
+        Traceback (most recent call last):
+        ...
+        ValueError: out '...run.csv' is not a writable file: the folder '...' does not exist
+    """
+    try:
+        path = Path(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{name} must be a str or PathLike, got {type(path).__name__}") from None
+    where = path if folder else path.parent
+    kind = "folder" if folder else "file"
+    if not folder and path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a folder; a file path is expected")
+    if where.exists() and not where.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is not a writable {kind}: {str(where)!r} is a file")
+    if not where.is_dir() and not create:
+        raise ValueError(
+            f"{name} {str(path)!r} is not a writable {kind}: the folder {str(where)!r} "
+            "does not exist"
+        )
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".write-test.")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(
+            f"{name} {str(path)!r} is not a writable {kind}: {e.strerror or e}"
+        ) from None
+    return path
 
 
 @contextlib.contextmanager

@@ -16,8 +16,12 @@ References:
     arXiv:2012.03516.
 """
 
+import contextlib
 import csv
+import hashlib
 import os
+import signal
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import (
@@ -25,6 +29,7 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
     Mapping,
     Optional,
@@ -34,11 +39,18 @@ from typing import (
 )
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_rig._checks import check_batches, check_int, check_model, model_device, model_logits
-from captum_rig._context import atomic_path, eval_mode
+from captum_rig._checks import (
+    Batches,
+    check_batches,
+    check_int,
+    check_model,
+    model_device,
+    model_logits,
+)
+from captum_rig._context import atomic_path, check_writable, eval_mode
 from captum_rig.lowrank import RankPath
 
 __all__ = [
@@ -49,7 +61,7 @@ __all__ = [
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_CHECKPOINT_FORMAT = "captum_rig.rank_spectrum/1"
+_CHECKPOINT_FORMAT = "captum_rig.rank_spectrum/2"
 _CSV_COLUMNS = ["rank", "agreement", "accuracy", "n_images", "reverse"]
 # Figures moved to captum_rig.viz; these names still resolve here for old imports.
 _MOVED_TO_VIZ = ("plot_spectra", "plot_accuracy_gap")
@@ -315,13 +327,27 @@ def rank_spectrum(
 
     **Resuming.** With ``checkpoint=PATH`` the counts so far are saved to ``PATH``
     (atomically: temporary file, then ``os.replace``) every ``checkpoint_every``
-    batches and when the run is interrupted by an exception. Calling again with the same
-    arguments loads it (``torch.load(..., weights_only=True)``), skips the batches
-    already counted and returns the same result as an uninterrupted run; the file is
-    removed once the run completes. Data must come in the same order (no shuffling),
-    and the model must be the same: neither is recorded. A checkpoint written with
-    different ``ranks``, ``reverse``, image shape, labels or (tensor data) ``batch_size``
-    raises a ValueError.
+    batches and, whenever at least one batch was counted, when the run is interrupted
+    by an exception or Ctrl-C (a second Ctrl-C during that save is held back). The
+    folder of ``PATH`` is created if missing and proved writable before any batch.
+    Calling again with the same arguments loads it (``torch.load(...,
+    weights_only=True)``), skips the batches already counted and returns the same
+    result as an uninterrupted run; the file is removed once the run completes. The
+    checkpoint records what makes a run the same run, and resuming checks it all:
+
+    - the model: a SHA-256 of the names, dtypes, shapes and bytes of an ``nn.Module``'s
+      parameters and buffers (a model that is not an ``nn.Module`` is recorded as None
+      and then not checked);
+    - the data: the number of images and of batches (when ``len`` tells them) and the
+      batch size (a tensor's ``batch_size``, a DataLoader's own), and a SHA-256 of the
+      images and of the labels of every batch counted; each skipped batch is hashed
+      again and compared, so the data must come in the same order (no shuffling);
+    - ``ranks``, ``reverse``, the image shape and whether there are labels.
+
+    Any difference raises a ValueError that names it (e.g. "batch 3's images differ
+    from the checkpoint's", "the model's weights differ from the checkpoint's", "the
+    data has 40 images, the checkpoint 10"), and leaves the file as it was. Hashing
+    reads each counted batch once more: a small cost next to its forward passes.
 
     **Distributed.** Called from every process of a ``torch.distributed`` group (e.g.
     under ``torchrun``, gloo on CPU, nccl on GPU), each process counts its share of the
@@ -353,7 +379,8 @@ def rank_spectrum(
             The model is not moved: it must already live there. Default: the device of
             the model's first parameter or buffer, else CPU.
         progress (bool): show a tqdm progress bar (only on process 0 when distributed).
-        checkpoint (str or PathLike, optional): file for resumable partial counts.
+        checkpoint (str or PathLike, optional): file for resumable partial counts; its
+            folder is created if missing.
         checkpoint_every (int): save the checkpoint every this many batches.
 
     Returns:
@@ -385,11 +412,9 @@ def rank_spectrum(
     # This process counts the batches with index % stride == offset.
     stride, offset = (1, 0) if checked.presharded else (world_size, process)
     n_mine = None if checked.length is None else len(range(offset, checked.length, stride))
-    path = None
-    if checkpoint is not None:
-        path = os.fspath(checkpoint)
-        if world_size > 1:
-            path = f"{path}.{process}-of-{world_size}"
+    record = None
+    if checkpoint is not None:  # before any batch: a bad path or another run fails now
+        record = _Record.open(checkpoint, model, data, checked, batch_size, world_size, process)
 
     bar = tqdm(
         total=n_mine,
@@ -399,38 +424,43 @@ def rank_spectrum(
     )
     setting: Optional[_Setting] = None
     state: Optional[_State] = None
+    index = -1
     try:
         with eval_mode(model), torch.no_grad():
             for index, (images, batch_labels) in enumerate(checked.batches):
                 if setting is None:
                     setting = _Setting.first(images, batch_labels, ranks, reverse)
-                    fingerprint = setting.fingerprint(
-                        batch_size if checked.from_tensor else None, world_size, process
-                    )
-                    state = _load_checkpoint(path, fingerprint, len(setting.ranks))
+                    m = len(setting.ranks)
+                    state = _State.zeros(m) if record is None else record.start(setting, m)
                 else:
                     setting.check_batch(index, images, batch_labels)
                 if index % stride != offset:
                     continue
+                digest = None if record is None else _batch_digest(images, batch_labels)
                 if index < state.next_batch:  # counted before the interruption
+                    record.verify(state, (index - offset) // stride, index, digest)
                     bar.update()
                     continue
                 agree, correct = _count_batch(
                     model, images, batch_labels, setting, batch_size, device
                 )
                 # one assignment: an interrupt never leaves the counts half-updated
-                state = state.add(index, images.shape[0], agree, correct)
+                state = state.add(index, images.shape[0], agree, correct, digest)
                 bar.update()
-                if path is not None and state.batches_counted % checkpoint_every == 0:
-                    _save_checkpoint(path, fingerprint, state)
+                if record is not None and state.batches_counted % checkpoint_every == 0:
+                    record.save(state)
     except BaseException:
-        if path is not None and state is not None and state.batches_counted:
-            _save_checkpoint(path, fingerprint, state)
+        # Whatever was counted since the last save (none: e.g. a refused resume) is kept.
+        if record is not None and state is not None and state.batches_counted > record.counted:
+            with _interrupts_held():
+                record.save(state)
         raise
     finally:
         bar.close()
     if setting is None:
         raise ValueError("data must not be empty: it yielded no batch")
+    if record is not None:
+        record.check_complete(state, index + 1)
 
     counts = torch.cat([torch.tensor([state.n_images]), state.agree, state.correct])
     if world_size > 1:
@@ -440,8 +470,8 @@ def rank_spectrum(
         raise ValueError("data must not be empty: no image was counted")
     m = len(setting.ranks)
     agree, correct = counts[1 : 1 + m].tolist(), counts[1 + m :].tolist()
-    if path is not None and os.path.exists(path):
-        os.remove(path)
+    if record is not None and os.path.exists(record.path):
+        os.remove(record.path)
     return RankSpectrum(
         ranks=list(setting.ranks),
         agreement=[a / n_images for a in agree],
@@ -488,55 +518,86 @@ class _Setting:
                 f"unlike the first batch: give labels for every batch or for none"
             )
 
-    def fingerprint(
-        self, batch_size: Optional[int], world_size: int, process: int
-    ) -> Dict[str, Any]:
+    def fingerprint(self) -> Dict[str, Any]:
+        """What the first batch fixes, as a checkpoint records it."""
         return {
-            "format": _CHECKPOINT_FORMAT,
             "ranks": list(self.ranks),
             "reverse": self.reverse,
             "image_shape": list(self.shape),
             "labels": self.has_labels,
-            "batch_size": batch_size,
-            "world_size": world_size,
-            "process": process,
         }
 
 
 class _State:
-    """Counts so far; immutable, so that one assignment replaces it whole."""
+    """Counts so far; immutable, so that one assignment replaces it whole.
+
+    ``digests`` holds one 64-byte digest (images, labels) per batch counted; the list is
+    shared and only appended to, and a state reads its first ``batches_counted`` entries,
+    so an older state stays valid (and adding a batch costs no copy of the list).
+    """
 
     def __init__(
-        self, next_batch: int, batches_counted: int, n_images: int, agree: Tensor, correct: Tensor
+        self,
+        next_batch: int,
+        batches_counted: int,
+        n_images: int,
+        agree: Tensor,
+        correct: Tensor,
+        digests: List[bytes],
     ) -> None:
         self.next_batch = next_batch
         self.batches_counted = batches_counted
         self.n_images = n_images
         self.agree = agree
         self.correct = correct
+        self.digests = digests
 
     @classmethod
     def zeros(cls, m: int) -> "_State":
         z = torch.zeros(m, dtype=torch.int64)
-        return cls(0, 0, 0, z, z.clone())
+        return cls(0, 0, 0, z, z.clone(), [])
 
-    def add(self, index: int, n: int, agree: Tensor, correct: Tensor) -> "_State":
+    def add(
+        self, index: int, n: int, agree: Tensor, correct: Tensor, digest: Optional[bytes]
+    ) -> "_State":
+        if digest is not None:
+            del self.digests[self.batches_counted :]  # left by an interrupted add
+            self.digests.append(digest)
         return _State(
             index + 1,
             self.batches_counted + 1,
             self.n_images + n,
             self.agree + agree,
             self.correct + correct,
+            self.digests,
         )
 
     def to_dict(self) -> Dict[str, Any]:
+        digests = b"".join(self.digests[: self.batches_counted])
         return {
             "next_batch": self.next_batch,
             "batches_counted": self.batches_counted,
             "n_images": self.n_images,
             "agree": self.agree,
             "correct": self.correct,
+            # uint8 (batches, 64): loadable with weights_only=True
+            "digests": torch.frombuffer(bytearray(digests), dtype=torch.uint8).view(-1, 64),
         }
+
+    @classmethod
+    def from_dict(cls, s: Mapping[str, Any]) -> "_State":
+        raw = s["digests"].to(torch.uint8).reshape(-1, 64).numpy().tobytes()
+        state = cls(
+            int(s["next_batch"]),
+            int(s["batches_counted"]),
+            int(s["n_images"]),
+            s["agree"].to(torch.int64),
+            s["correct"].to(torch.int64),
+            [raw[i : i + 64] for i in range(0, len(raw), 64)],
+        )
+        if len(state.digests) != state.batches_counted:
+            raise ValueError(f"{len(state.digests)} digests for {state.batches_counted} batches")
+        return state
 
 
 def _check_ranks(ranks: Any, width: int) -> List[int]:
@@ -594,39 +655,185 @@ def _predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> T
 # -- checkpoints and processes ---------------------------------------------------------
 
 
-def _save_checkpoint(path: str, fingerprint: Dict[str, Any], state: _State) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"fingerprint": fingerprint, "state": state.to_dict()}, tmp)
+class _Record:
+    """A run's checkpoint file: what makes a run the same run, and its counts so far."""
+
+    def __init__(self, path: str, identity: Dict[str, Any], saved: Optional[Dict]) -> None:
+        self.path = path
+        self.identity = identity
+        self.saved = saved
+        self.fingerprint: Dict[str, Any] = {}
+        self.counted = 0  # batches the file holds
+
+    @classmethod
+    def open(
+        cls,
+        checkpoint: PathLike,
+        model: Callable[[Tensor], Tensor],
+        data: Any,
+        checked: Batches,
+        batch_size: int,
+        world_size: int,
+        process: int,
+    ) -> "_Record":
+        """Checks the path and, when the file exists, the model and data against it."""
+        check_writable(checkpoint, "checkpoint", create=True)
+        path = os.fspath(checkpoint)
+        if world_size > 1:
+            path = f"{path}.{process}-of-{world_size}"
+        identity = {
+            "model": _model_digest(model),
+            "n_images": _n_images(data, checked),
+            "n_batches": checked.length,
+            "batch_size": batch_size if checked.from_tensor else getattr(data, "batch_size", None),
+            "world_size": world_size,
+            "process": process,
+        }
+        record = cls(path, identity, _read_checkpoint(path))
+        if record.saved is not None:
+            record._compare(record.saved["identity"], identity)
+        return record
+
+    def start(self, setting: _Setting, m: int) -> _State:
+        """The counts to resume from (zeros without a file), once the first batch is known."""
+        self.fingerprint = setting.fingerprint()
+        if self.saved is None:
+            return _State.zeros(m)
+        self._compare(self.saved["fingerprint"], self.fingerprint)
+        state = self.saved["state"]
+        if state.agree.shape != (m,) or state.correct.shape != (m,):
+            self._fail("it holds counts of the wrong shape")
+        self.counted = state.batches_counted
+        return state
+
+    def verify(self, state: _State, ordinal: int, index: int, digest: bytes) -> None:
+        """Compares a skipped batch with the digest recorded when it was counted."""
+        saved = state.digests[ordinal]
+        for what, part in (("images", slice(0, 32)), ("labels", slice(32, 64))):
+            if saved[part] != digest[part]:
+                self._fail(f"batch {index}'s {what} differ from the checkpoint's")
+
+    def check_complete(self, state: _State, n_batches: int) -> None:
+        """The data ran out before the batches the checkpoint counted: another data set."""
+        if state.next_batch > n_batches:
+            self._fail(
+                f"the data has {n_batches} batches, but the checkpoint counted {state.next_batch}"
+            )
+
+    def save(self, state: _State) -> None:
+        content = {
+            "format": _CHECKPOINT_FORMAT,
+            "identity": self.identity,
+            "fingerprint": self.fingerprint,
+            "state": state.to_dict(),
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(content, tmp)
+        self.counted = state.batches_counted
+
+    def _compare(self, saved: Mapping[str, Any], now: Dict[str, Any]) -> None:
+        differences = [_difference(key, saved.get(key), value) for key, value in now.items()]
+        differences = [d for d in differences if d]
+        if differences:
+            self._fail("; ".join(differences))
+
+    def _fail(self, reason: str) -> None:
+        raise ValueError(
+            f"checkpoint {self.path!r} does not match this call: {reason}. Pass the same "
+            f"model, data and arguments to resume, or delete the file to start over"
+        )
 
 
-def _load_checkpoint(path: Optional[str], fingerprint: Dict[str, Any], m: int) -> _State:
-    if path is None or not os.path.exists(path):
-        return _State.zeros(m)
+def _difference(key: str, saved: Any, now: Any) -> Optional[str]:
+    """How a recorded value differs from this call's, or None (unknown is no difference)."""
+    if saved == now:
+        return None
+    unknown = saved is None or now is None
+    if key == "model":
+        return None if unknown else "the model's weights differ from the checkpoint's"
+    if key in ("n_images", "n_batches"):
+        what = key[2:]
+        return None if unknown else f"the data has {now} {what}, the checkpoint {saved}"
+    if key == "batch_size" and unknown:
+        return None
+    return f"it was written with {key}={saved!r}, but this call has {key}={now!r}"
+
+
+def _read_checkpoint(path: str) -> Optional[Dict[str, Any]]:
+    """The file's content with its state parsed; None when there is no file."""
+    if not os.path.exists(path):
+        return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        saved_fp, s = saved["fingerprint"], saved["state"]
-        state = _State(
-            int(s["next_batch"]),
-            int(s["batches_counted"]),
-            int(s["n_images"]),
-            s["agree"].to(torch.int64),
-            s["correct"].to(torch.int64),
-        )
+        if saved.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"format {saved.get('format')!r}, not {_CHECKPOINT_FORMAT!r}")
+        saved["state"] = _State.from_dict(saved["state"])
+        dict(saved["identity"]), dict(saved["fingerprint"])
     except Exception as e:
         raise ValueError(
             f"checkpoint {path!r} is not a rank_spectrum checkpoint ({type(e).__name__}: "
             f"{e}); delete it to start over"
         ) from e
-    for key in fingerprint:
-        if saved_fp.get(key) != fingerprint[key]:
-            raise ValueError(
-                f"checkpoint {path!r} was written with {key}={saved_fp.get(key)!r}, but this "
-                f"call has {key}={fingerprint[key]!r}: pass the same arguments to resume, or "
-                f"delete the file to start over"
-            )
-    if state.agree.shape != (m,) or state.correct.shape != (m,):
-        raise ValueError(f"checkpoint {path!r} holds counts of the wrong shape; delete it")
-    return state
+    return saved
+
+
+def _model_digest(model: Callable[[Tensor], Tensor]) -> Optional[str]:
+    """SHA-256 of an nn.Module's parameter and buffer names, dtypes, shapes and bytes.
+
+    None for a callable that is not an ``nn.Module``: its weights cannot be seen.
+    """
+    if not isinstance(model, nn.Module):
+        return None
+    h = hashlib.sha256()
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in named:
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        h.update(_tensor_bytes(tensor))
+    return h.hexdigest()
+
+
+def _batch_digest(images: Tensor, labels: Optional[Tensor]) -> bytes:
+    """64 bytes: the SHA-256 of the images and that of the labels (dtype, shape, bytes)."""
+    out = b""
+    for tensor in (images, labels):
+        h = hashlib.sha256()
+        if tensor is not None:
+            h.update(f"{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            h.update(_tensor_bytes(tensor))
+        out += h.digest()
+    return out
+
+
+def _tensor_bytes(tensor: Tensor) -> memoryview:
+    # uint8 view: every dtype (bfloat16 included) without a numpy conversion of values
+    flat = tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu()
+    return memoryview(flat.numpy())
+
+
+def _n_images(data: Any, checked: Batches) -> Optional[int]:
+    """The number of images ``data`` holds, when it tells (a tensor, a DataLoader)."""
+    if checked.from_tensor:
+        return int((data[0] if isinstance(data, tuple) else data).shape[0])
+    sampler = getattr(getattr(data, "batch_sampler", None), "sampler", None)
+    for source in (sampler, getattr(data, "dataset", None)):
+        try:
+            return len(source)  # type: ignore[arg-type]
+        except (TypeError, NotImplementedError):  # no sampler, or an iterable dataset
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ignores Ctrl-C for the block (a second Ctrl-C must not cut the final save short)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def _world() -> Tuple[int, int]:

@@ -11,7 +11,6 @@ high-rank-only images.
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Tuple, Union
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from captum_rig._checks import check_images, check_int
-from captum_rig._context import atomic_path
+from captum_rig._context import atomic_path, check_writable
 from captum_rig.lowrank import drop_top_ranks, low_rank
 
 __all__ = ["LowRank", "DropTopRanks", "RankTruncatedDataset"]
@@ -185,8 +184,7 @@ class RankTruncatedDataset(Dataset):
                 )
             mode = "droptop" if self.reverse else "lowrank"
             self.cache_path = Path(cache_dir) / f"{key}_{mode}{self.k}.pt"
-
-            _check_writable_folder(Path(cache_dir), "cache_dir")
+            check_writable(cache_dir, "cache_dir", folder=True, create=True)
 
         self.storage_dtype = storage_dtype
         loaded = self._load(dataset, n) if self.cache_path else None
@@ -347,13 +345,3 @@ class _Digest:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-
-def _check_writable_folder(folder: Path, name: str) -> None:
-    """Creates ``folder`` if needed and proves it writable, before any work is done."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise ValueError(f"{name} {str(folder)!r} is not a writable folder: {e.strerror}") from None

@@ -6,7 +6,7 @@ import stat
 import pytest
 from torch import nn
 
-from captum_rig._context import atomic_path, eval_mode
+from captum_rig._context import atomic_path, check_writable, eval_mode
 
 
 def test_atomic_path_writes_whole_file_with_umask_permissions(tmp_path):
@@ -47,3 +47,49 @@ def test_eval_mode_restores_each_submodule_flag():
     assert model.training and model[0].training and not model[1].training, (
         "each module's own training flag is restored"
     )
+
+
+# -- check_writable --------------------------------------------------------------------
+
+
+def test_check_writable_file_in_existing_folder_leaves_no_trace(tmp_path):
+    """A file path in a writable folder passes; the probe file is gone, no file made."""
+    (tmp_path / "old.csv").write_text("keep")
+    got = check_writable(str(tmp_path / "old.csv"), "out")
+    assert got == tmp_path / "old.csv", "the path comes back as a Path"
+    assert os.listdir(tmp_path) == ["old.csv"], "the probe file is removed"
+    assert (tmp_path / "old.csv").read_text() == "keep", "an existing file is untouched"
+    check_writable(tmp_path / "new.csv", "out")
+    assert os.listdir(tmp_path) == ["old.csv"], "nothing is created for a new file path"
+
+
+def test_check_writable_creates_missing_folders_only_when_asked(tmp_path):
+    """A missing folder is an error naming the argument, or created with create=True."""
+    with pytest.raises(ValueError, match=r"^out '.*run.csv' is not a writable file: the folder"):
+        check_writable(tmp_path / "a" / "b" / "run.csv", "out")
+    assert os.listdir(tmp_path) == [], "nothing is created without create=True"
+    check_writable(tmp_path / "a" / "b" / "run.csv", "checkpoint", create=True)
+    assert (tmp_path / "a" / "b").is_dir() and os.listdir(tmp_path / "a" / "b") == []
+    with pytest.raises(ValueError, match="^cache_dir .* the folder .* does not exist"):
+        check_writable(tmp_path / "c", "cache_dir", folder=True)
+    check_writable(tmp_path / "c" / "d", "cache_dir", folder=True, create=True)
+    assert (tmp_path / "c" / "d").is_dir(), "a folder path is created itself"
+
+
+def test_check_writable_refuses_wrong_kinds(tmp_path):
+    """A folder given as a file, a file given as a folder or parent, a bad type: errors."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="out .* is a folder; a file path is expected"):
+        check_writable(tmp_path, "out")
+    with pytest.raises(
+        ValueError, match="cache_dir .* not a writable folder: .*blocker' is a file"
+    ):
+        check_writable(blocker, "cache_dir", folder=True, create=True)
+    with pytest.raises(ValueError, match="checkpoint .* not a writable file: .*blocker' is a file"):
+        check_writable(blocker / "c.ckpt", "checkpoint", create=True)
+    with pytest.raises(ValueError, match="checkpoint .* not a writable file: Not a directory"):
+        check_writable(blocker / "sub" / "c.ckpt", "checkpoint", create=True)
+    with pytest.raises(TypeError, match="checkpoint must be a str or PathLike, got int"):
+        check_writable(3, "checkpoint")
+    assert os.listdir(tmp_path) == ["blocker"], "nothing is left behind"

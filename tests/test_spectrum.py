@@ -428,7 +428,7 @@ def test_resume_after_interruption(tmp_path, checkpoint_every):
     path = tmp_path / "spectrum.ckpt"
     with pytest.raises(RuntimeError, match="interrupted"):
         rank_spectrum(
-            tiny_model(),
+            Counting(tiny_model()),  # the same model (names included) as the resumed run's
             helper.Interrupted(batches, 2),
             progress=False,
             checkpoint=path,
@@ -463,9 +463,11 @@ def test_resume_tensor_data_interrupted_inside_the_model(tmp_path):
         )
     assert path.exists(), "the interrupt left a checkpoint"
     with pytest.raises(ValueError, match="batch_size=2, but this call has batch_size=3"):
-        rank_spectrum(tiny_model(), x, labels=y, batch_size=3, progress=False, checkpoint=path)
+        rank_spectrum(
+            Counting(tiny_model()), x, labels=y, batch_size=3, progress=False, checkpoint=path
+        )
     resumed = rank_spectrum(
-        tiny_model(), x, labels=y, batch_size=2, progress=False, checkpoint=path
+        Counting(tiny_model()), x, labels=y, batch_size=2, progress=False, checkpoint=path
     )
     assert resumed == expected, "the resumed run equals the uninterrupted one"
 
