@@ -58,6 +58,7 @@ FIGURE_PAGES = (
     "pixel_space.md",
     "captum_tools.md",
     "rank_contributions.md",
+    "stability.md",
 )
 
 _FENCE = re.compile(r"^(?P<indent>[ ]{0,3})(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")

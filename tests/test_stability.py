@@ -1,8 +1,10 @@
-"""Tests for captum_rig.stability: operator norms, Lipschitz bound, minimal distortion."""
+"""Tests for captum_rig.stability: norms, Lipschitz bounds, distortion, spectra, tables."""
 
+import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,12 +14,17 @@ from torch import nn
 from captum_rig.robustness import pgd_attack
 from captum_rig.stability import (
     StabilityReport,
+    compare_stability,
+    conv2d_norm_bound,
     conv2d_operator_norm,
+    feature_map_spectra,
     gaussian_minimal_distortion,
     layer_operator_norms,
+    lipschitz_analysis,
     lipschitz_bound,
     minimal_distortion,
     stability_analysis,
+    weight_spectra,
 )
 
 
@@ -228,8 +235,19 @@ class Residual(nn.Module):
         return self.head(self.relu(out))
 
 
+class ReluResidual(nn.Module):
+    """y = relu(conv(x)) + x: its bound is ‖conv‖ + 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return F.relu(self.conv(x)) + x
+
+
 class Functional(nn.Module):
-    """A functional F.relu between two layers: invisible to module hooks."""
+    """A functional F.relu and a constant factor between two layers."""
 
     def __init__(self):
         super().__init__()
@@ -240,36 +258,234 @@ class Functional(nn.Module):
         return self.b(F.relu(self.a(x)) * 3)
 
 
-def test_no_bound_for_a_residual_block():
-    """An in-place residual addition is caught: no bound, layer norms still given."""
-    report = stability_analysis(Residual(), torch.rand(1, 3, 8, 8), norms=(), gaussian=False)
-    assert report.lipschitz_bound is None, f"a bound was computed: {report.lipschitz_bound}"
-    assert "not a plain chain" in report.lipschitz_note, report.lipschitz_note
-    assert [layer.norm is not None for layer in report.layers] == [True] * 5, report.layers
+class Concat(nn.Module):
+    """y = cat([conv_a(x), conv_b(x)]): its bound is √(‖a‖² + ‖b‖²)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 3, padding=1)
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        return torch.flatten(torch.cat([self.a(x), self.b(x)], dim=1), 1)
+
+
+class Product(nn.Module):
+    """y = a(x) · b(x): a product of two moving tensors has no global constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.a(x) * self.b(x)
+
+
+def exact_conv_norm(conv: nn.Conv2d, shape) -> float:
+    """The conv's largest singular value from its full matrix on ``shape`` inputs."""
+    w = conv.weight.detach().double()
+    return torch.linalg.matrix_norm(
+        full_matrix(lambda v: conv._conv_forward(v, w, None), shape), 2
+    ).item()
+
+
+def empirical_ratio(model: nn.Module, x: torch.Tensor) -> float:
+    """Largest ‖f(x) − f(y)‖ / ‖x − y‖ over random and close pairs around ``x``."""
+    model.eval()
+    y = torch.rand_like(x)
+    close = x + 1e-3 * torch.randn_like(x)
+    with torch.no_grad():
+        ratios = [
+            ((model(x) - model(o)).flatten(1).norm(dim=1) / (x - o).flatten(1).norm(dim=1)).max()
+            for o in (y, close)
+        ]
+    return max(r.item() for r in ratios)
+
+
+def test_relu_residual_bound_is_norm_plus_one():
+    """y = relu(conv(x)) + x: the bound is the conv's exact norm + 1."""
+    model = ReluResidual().double()
+    report = lipschitz_analysis(model, torch.rand(1, 2, 6, 6, dtype=torch.float64))
+    expected = exact_conv_norm(model.conv, (2, 6, 6)) + 1
+    assert report.bound == pytest.approx(expected, rel=1e-9), report
+    assert report.note == "composed along the model's graph", report.note
+
+
+def test_in_place_residual_block_bound():
+    """In-place ``out += x`` then a head: (‖bn‖·‖conv‖ + 1)·‖fc‖, checked numerically."""
+    model = Residual().double().eval()
+    with torch.no_grad():
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    bound = lipschitz_bound(model, x)
+    bn = model.bn
+    bn_norm = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).abs().max().item()
+    fc = torch.linalg.matrix_norm(model.head[1].weight.detach(), 2).item()
+    expected = (bn_norm * exact_conv_norm(model.conv, (3, 8, 8)) + 1) * fc
+    assert bound == pytest.approx(expected, rel=1e-9), f"{bound} vs {expected}"
+    assert empirical_ratio(model, torch.rand(32, 3, 8, 8, dtype=torch.float64)) <= bound
+
+
+def test_concat_rule():
+    """Concatenation: √(‖a‖² + ‖b‖²), with exact conv norms from full matrices."""
+    model = Concat().double()
+    bound = lipschitz_bound(model, torch.rand(1, 2, 5, 5, dtype=torch.float64))
+    a = exact_conv_norm(model.a, (2, 5, 5))
+    b = torch.linalg.matrix_norm(model.b.weight.detach().view(1, 2), 2).item()
+    assert bound == pytest.approx(math.hypot(a, b), rel=1e-9), f"{bound} vs {math.hypot(a, b)}"
+
+
+def test_functional_relu_and_constant_factor():
+    """F.relu is 1-Lipschitz and ``* 3`` scales by 3: 3‖A‖‖B‖."""
+    model = Functional()
+    bound = lipschitz_bound(model, torch.rand(1, 4))
+    layers = (model.a, model.b)
+    norms = [torch.linalg.matrix_norm(m.weight.detach().double(), 2).item() for m in layers]
+    assert bound == pytest.approx(3 * norms[0] * norms[1], rel=1e-9), bound
 
 
 @pytest.mark.parametrize(
-    "model",
-    [Functional(), nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2))],
-    ids=["functional", "unknown-layer"],
+    "model, names",
+    [
+        (Product(), ["mul", "'mul'"]),
+        (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), ["'1'", "LayerNorm"]),
+    ],
+    ids=["product", "unknown-layer"],
 )
-def test_no_bound_for_functional_ops_or_unknown_layers(model):
-    """Functional ops between layers or a layer with no known norm: no bound."""
-    x = torch.rand(1, 4)
-    assert lipschitz_bound(model, x) is None, "a bound was computed"
-    norms = [layer.norm for layer in layer_operator_norms(model, x)]
-    assert norms[0] is not None and norms[-1] is not None, f"Linear norms missing: {norms}"
+def test_unknown_op_gives_none_with_a_note(model, names):
+    """An op with no known constant: None, and the note names it."""
+    report = lipschitz_analysis(model, torch.rand(1, 4))
+    assert report.bound is None, report.bound
+    for name in names:
+        assert name in report.note, f"{name!r} not in {report.note!r}"
+    assert lipschitz_bound(model, torch.rand(1, 4)) is None, "lipschitz_bound disagrees"
 
 
-def test_resnet_layers_without_bound():
-    """A torchvision ResNet gets per-layer norms and no (wrong) chain bound."""
+def test_untraceable_model_gives_none_with_a_note():
+    """Data-dependent control flow cannot be traced: None, the note says so."""
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.a(x) if x.sum() > 0 else -self.a(x)
+
+    report = lipschitz_analysis(Branchy(), torch.rand(1, 4))
+    assert report.bound is None and "could not trace" in report.note, report.note
+
+
+def tiny_densenet():
+    """A two-block DenseNet small enough for CPU tests."""
+    torchvision = pytest.importorskip("torchvision")
+    return torchvision.models.DenseNet(
+        growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=3
+    )
+
+
+def small_vgg(torchvision):
+    """VGG-11 with a narrow classifier (its 25088×4096 layer is slow on a CPU)."""
+    model = torchvision.models.vgg11(weights=None, num_classes=4)
+    model.classifier[0] = nn.Linear(512 * 7 * 7, 32)
+    model.classifier[3] = nn.Linear(32, 32)
+    model.classifier[6] = nn.Linear(32, 4)
+    return model
+
+
+ARCHS = {
+    "resnet18": lambda tv: tv.models.resnet18(weights=None, num_classes=4),
+    "vgg11": lambda tv: small_vgg(tv),
+    "densenet": lambda tv: tiny_densenet(),
+    "mobilenet_v2": lambda tv: tv.models.mobilenet_v2(weights=None, num_classes=4),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_torchvision_architectures_get_a_bound(arch):
+    """ResNet, VGG, DenseNet and MobileNetV2 get a bound above measured ratios; no hooks."""
+    torchvision = pytest.importorskip("torchvision")
+    model = ARCHS[arch](torchvision)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(2, 3, 32, 32)
+    report = lipschitz_analysis(model, x[:1], n_iter=10)
+    assert report.bound is not None, report.note
+    assert empirical_ratio(model, x) <= report.bound, "a measured ratio exceeds the bound"
+    assert hooks_left(model) == [], "hooks left"
+    kinds = {
+        "resnet18": "BasicBlock",
+        "densenet": "_DenseBlock",
+        "mobilenet_v2": "InvertedResidual",
+    }
+    if arch in kinds:
+        assert report.blocks and {b.kind for b in report.blocks} == {kinds[arch]}, report.blocks
+        assert all(b.norm is not None and b.norm > 0 for b in report.blocks), report.blocks
+    else:
+        assert report.blocks == [], "VGG has no residual block"
+
+
+def test_resnet_bound_is_the_product_of_its_stages():
+    """A ResNet's graph bound equals stem norms × block bounds × pool × fc."""
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(weights=None, num_classes=4)
-    x = torch.rand(1, 3, 16, 16)
-    layers = layer_operator_norms(model, x, n_iter=3)
-    assert sum(layer.kind == "Conv2d" for layer in layers) == 20, "conv calls missing"
-    assert lipschitz_bound(model, x, n_iter=3) is None, "residual net must not get a bound"
-    assert hooks_left(model) == [], "hooks left on the ResNet"
+    report = lipschitz_analysis(model, torch.rand(1, 3, 32, 32), n_iter=5)
+    assert len(report.blocks) == 8 and report.blocks[0].name == "layer1.0", report.blocks
+    norms = {layer.name: layer.norm for layer in report.layers}
+    product = math.prod(norms[n] for n in ("conv1", "bn1", "relu", "maxpool", "avgpool", "fc"))
+    product *= math.prod(block.norm for block in report.blocks)
+    assert report.bound == pytest.approx(product, rel=1e-9), f"{report.bound} vs {product}"
+    assert sum(layer.kind == "Conv2d" for layer in report.layers) == 20, "conv calls missing"
+
+
+# --------------------------------------------------------------------------- certified
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("size", [(6, 6), (7, 5), (12, 12)], ids=["6x6", "7x5", "12x12"])
+@pytest.mark.parametrize("name", list(CONVS))
+def test_gram_bound_is_above_the_exact_norm(name, size):
+    """Gram iteration never falls below the full matrix's norm, and stays close to it."""
+    conv = nn.Conv2d(**CONVS[name])
+    exact = exact_conv_norm(conv, (conv.in_channels,) + size)
+    bound = conv2d_norm_bound(conv, size)
+    assert bound >= exact * (1 - 1e-12), f"{name}: bound {bound} < exact {exact}"
+    assert bound <= 2.0 * exact, f"{name}: bound {bound} far above exact {exact}"
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gram_bound_is_exact_for_circular_convolutions(stride):
+    """Circular padding is a circular convolution: the bound equals the exact norm."""
+    conv = nn.Conv2d(3, 4, 3, padding=1, stride=stride, padding_mode="circular")
+    exact = exact_conv_norm(conv, (3, 8, 8))
+    assert conv2d_norm_bound(conv, (8, 8), n_iter=12) == pytest.approx(exact, rel=1e-3)
+
+
+def test_gram_iteration_on_matrices():
+    """On plain matrices: above the largest singular value, within rank^(1/2^(t+1))."""
+    from captum_rig.stability import _gram_bound
+
+    matrices = torch.randn(5, 7, 4, dtype=torch.float64) * torch.logspace(-3, 3, 5).view(5, 1, 1)
+    exact = torch.linalg.matrix_norm(matrices, 2)
+    for t in (1, 3, 8):
+        bound = _gram_bound(matrices, t)
+        assert bool((bound >= exact * (1 - 1e-12)).all()), f"t={t}: {bound} < {exact}"
+        assert bool((bound <= exact * 4 ** (1 / 2 ** (t + 1)) * (1 + 1e-12)).all()), t
+
+
+def test_certified_model_bound_is_above_power_iteration():
+    """Certified bound ≥ the power-iteration one and ≥ measured ratios, and says so."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.mobilenet_v2(weights=None, num_classes=4)
+    x = torch.rand(2, 3, 16, 16)
+    power = lipschitz_analysis(model, x[:1], n_iter=10, blocks=False)
+    certified = lipschitz_analysis(model, x[:1], certified=True, gram_iter=6, blocks=False)
+    assert certified.bound >= power.bound * (1 - 1e-6), (certified.bound, power.bound)
+    assert "certified" in certified.method and "power iteration" in power.method
+    assert empirical_ratio(model, x) <= certified.bound, "a measured ratio above the bound"
 
 
 def test_no_hooks_left_even_on_error():
@@ -501,3 +717,180 @@ def test_same_numbers_on_every_device(device):
     assert on_device.lipschitz_bound == pytest.approx(cpu.lipschitz_bound, rel=1e-6), "bound"
     for name, result in on_device.distortions.items():
         assert result.values.shape == (3,) and result.values.device.type == "cpu", name
+
+
+# --------------------------------------------------------------------------- spectra
+
+
+def test_weight_spectra_match_numpy():
+    """Singular values of conv weights reshaped (out, in·kh·kw) and of linear weights."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Conv2d(5, 4, 2, groups=1), nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 3),
+    )  # fmt: skip
+    spectra = weight_spectra(model)
+    assert list(spectra) == ["0", "2", "4"], list(spectra)
+    for name, values in spectra.items():
+        w = dict(model.named_modules())[name].weight.detach().numpy()
+        expected = np.linalg.svd(w.reshape(w.shape[0], -1), compute_uv=False)
+        np.testing.assert_allclose(values.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_map_spectra_match_numpy_on_hooked_activations():
+    """Mean over images and channels of numpy SVDs of each layer's output maps."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, stride=2), nn.ReLU()
+    ).double()
+    images = torch.rand(5, 3, 9, 8, dtype=torch.float64)
+    spectra = feature_map_spectra(model, images, batch_size=2)
+    assert list(spectra) == ["0", "2"], list(spectra)
+    with torch.no_grad():
+        outputs = {"0": model[0](images)}
+        outputs["2"] = model[2](model[1](outputs["0"]))
+    for name, maps in outputs.items():
+        expected = np.linalg.svd(maps.numpy(), compute_uv=False).mean(axis=(0, 1))
+        assert spectra[name].shape == (min(maps.shape[-2:]),), spectra[name].shape
+        np.testing.assert_allclose(spectra[name].numpy(), expected, rtol=1e-6)
+    relu = feature_map_spectra(model, images, layers=["1"])
+    expected = np.linalg.svd(F.relu(outputs["0"]).numpy(), compute_uv=False).mean(axis=(0, 1))
+    np.testing.assert_allclose(relu["1"].numpy(), expected, rtol=1e-6)
+    assert hooks_left(model) == [], "hooks left"
+
+
+def test_spectra_bad_input():
+    """Unknown layer names, non-4-d outputs and images outside [0, 1] are refused."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="layers must name modules.*'nope'"):
+        feature_map_spectra(model, x, layers=["0", "nope"])
+    with pytest.raises(ValueError, match="layers: the output of '2'"):
+        feature_map_spectra(model, x, layers=["2"])
+    with pytest.raises(ValueError, match=r"images must hold pixel values in \[0, 1\]"):
+        feature_map_spectra(model, x * 2)
+    with pytest.raises(ValueError, match="layers: the model has no Conv2d"):
+        feature_map_spectra(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), x)
+    assert hooks_left(model) == [], "hooks left after an error"
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def two_models():
+    """Two small convnets with different weights."""
+    torch.manual_seed(1)
+    a = chain_model(torch.float32).eval()
+    b = chain_model(torch.float32).eval()
+    return {"scratch": a, "finetuned": b}
+
+
+def test_compare_stability_rows_match_the_single_model_functions(tmp_path):
+    """Each row equals minimal_distortion / gaussian / lipschitz_bound / accuracy."""
+    models = two_models()
+    images = torch.rand(6, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    kw = dict(n_bisect=4, steps=3, n_iter=10)
+    table = compare_stability(models, images, labels, max_sigma=2.0, progress=False, **kw)
+    assert [(r.model, r.attack) for r in table.rows] == [
+        ("scratch", "pgd"), ("scratch", "gaussian"), ("finetuned", "pgd"),
+        ("finetuned", "gaussian"),
+    ], table.rows  # fmt: skip
+    for row in table.rows:
+        model = models[row.model]
+        with torch.no_grad():
+            accuracy = (model(images).argmax(1) == labels).float().mean().item()
+        assert row.clean_accuracy == pytest.approx(accuracy), row
+        assert row.lipschitz_bound == pytest.approx(
+            lipschitz_bound(model, images[:1], n_iter=10), rel=1e-12
+        ), row
+        if row.attack == "pgd":
+            ref = minimal_distortion(model, images, norm="L2", steps=3, n_bisect=4)
+        else:
+            ref = gaussian_minimal_distortion(model, images, n_bisect=4, max_sigma=2.0)
+        assert row.average_distortion == pytest.approx(ref.mean, nan_ok=True), row
+        assert row.average_distortion_255 == pytest.approx(255 * ref.mean, nan_ok=True), row
+        assert (row.n_changed, row.n_images) == (ref.n_found, 6), row
+    md = table.to_markdown()
+    assert md.count("\n| scratch |") == 2 and "[0, 255]" in md and "power iteration" in md, md
+    d = table.to_dict()
+    json.dumps(d)
+    assert d["rows"][0]["average_distortion_255"] == table.rows[0].average_distortion_255
+    path = tmp_path / "table.csv"
+    table.to_csv(path)
+    with open(path) as f:
+        read = list(csv.DictReader(f))
+    assert [r["model"] for r in read] == [r.model for r in table.rows], read
+    assert float(read[0]["average_distortion"]) == pytest.approx(
+        table.rows[0].average_distortion, nan_ok=True
+    ), read
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"], "temporary file left"
+
+
+def test_compare_stability_bad_input():
+    """Empty models, wrong label count, pixels outside [0, 1], unknown attack: ValueError."""
+    models = two_models()
+    x, y = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="models must not be empty"):
+        compare_stability({}, x, y)
+    with pytest.raises(TypeError, match="models must be a mapping"):
+        compare_stability([models["scratch"]], x, y)
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
+        compare_stability(models, x, y[:2])
+    with pytest.raises(ValueError, match=r"images must hold pixel values in \[0, 1\]"):
+        compare_stability(models, x - 0.5, y)
+    with pytest.raises(ValueError, match="attacks must be one of"):
+        compare_stability(models, x, y, attacks=("fgsm",))
+    with pytest.raises(TypeError, match=r"models\['bad'\] must be a torch.nn.Module"):
+        compare_stability({"bad": lambda t: t}, x, y)
+
+
+def test_spectra_figures_are_drawn():
+    """The layer-by-layer figures draw one line per model, and are not blank."""
+    from captum_rig.viz import plot_layer_norms, plot_layer_spectra
+
+    models = two_models()
+    spectra = {name: weight_spectra(m) for name, m in models.items()}
+    fig, axes = plot_layer_spectra(spectra, max_layers=3)
+    assert axes.ndim == 2 and len(axes[0, 0].get_lines()) == 2, axes
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    assert pixels.std() > 1, "blank figure"
+    fig, ax = plot_layer_norms(spectra)
+    assert len(ax.get_lines()) == 2, ax.get_lines()
+    with pytest.raises(ValueError, match="spectra"):
+        plot_layer_spectra({})
+
+
+# --------------------------------------------------------------------------- the example
+
+
+@pytest.mark.slow
+def test_scratch_vs_finetuned_example_on_a_generated_cifar10(tmp_path):
+    """The example runs its CIFAR-10 path on a generated folder with a local init file."""
+    import importlib.util
+    from pathlib import Path
+
+    torchvision = pytest.importorskip("torchvision")
+    from captum_rig.synthetic import write_cifar10_folder
+
+    root = write_cifar10_folder(tmp_path / "cifar", n_train=16, n_test=8)
+    init = tmp_path / "init.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), init)
+    path = Path(__file__).resolve().parent.parent / "examples" / "scratch_vs_finetuned.py"
+    spec = importlib.util.spec_from_file_location("_scratch_vs_finetuned", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    code = module.main([
+        "--data", "cifar10", "--cifar-root", str(root), "--arch", "resnet18",
+        "--weights", str(init), "--epochs", "1", "--n-train", "16", "--n-test", "4",
+        "--batch-size", "8", "--n-bisect", "2", "--steps", "2", "--n-iter", "2",
+        "--out", str(out), "--quiet",
+    ])  # fmt: skip
+    assert code in (0, None), code
+    with open(out / "stability.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["attack"]) for r in rows] == [
+        ("scratch", "pgd"), ("scratch", "gaussian"), ("finetuned", "pgd"),
+        ("finetuned", "gaussian"),
+    ], rows  # fmt: skip
+    assert all(r["lipschitz_bound"] for r in rows), "a ResNet must get a bound"
