@@ -7,6 +7,8 @@ Subcommands (``captum-rig <command> --help`` for each; the reference is ``docs/c
 - ``lowrank``: the rank-k (or top-k-removed) version of an image.
 - ``spectrum``: the paper's Algorithm 1 over a data set, for one or several models.
 - ``robustness``: targeted or untargeted PGD, the paper's Table 2, for several models.
+- ``contributions``: how much of ``F(x) - F(0)`` each singular component accounts for.
+- ``stability``: minimal distortions, Lipschitz bounds and layer spectra of models.
 
 This module parses arguments and calls the library: images, folders and CIFAR-10 are
 read by :mod:`captum_rig.data`, models by :mod:`captum_rig.loading`, figures drawn by
@@ -22,18 +24,24 @@ References:
 """
 
 import argparse
+import csv
+import json
+import math
+import os
 import re
+import shlex
 import sys
+import threading
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
 
 import torch
 
 from captum_rig import __version__
-from captum_rig._context import atomic_path
-from captum_rig.data import image_dataset, image_format, load_image, save_image
+from captum_rig._context import atomic_path, check_writable
+from captum_rig.data import MAX_PIXELS, image_dataset, image_format, load_image, save_image
 from captum_rig.loading import WeightsUnavailableError, load_pixel_model
 
 __all__ = ["main", "parse_ranks", "build_parser"]
@@ -42,12 +50,19 @@ PROG = "captum-rig"
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXPLAIN_STEPS = 50  # Captum IntegratedGradients' default: explain costs what IG costs
+_SLOW_PIXELS = 1024 * 1024  # lowrank warns above this: its SVD takes seconds and more
+_ABANDONED: List[Any] = []  # "done" events of worker threads left running after a Ctrl-C
 
 _FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", ".jpeg": "jpg"}
 
 
 class UsageError(ValueError):
     """A command-line mistake; reported as one line, exit code 2."""
+
+
+class _Interrupted(KeyboardInterrupt):
+    """A Ctrl-C, with the line to print about it (what is saved, how to resume)."""
 
 
 # --------------------------------------------------------------------------- parsing
@@ -133,6 +148,37 @@ def _floats(text: str) -> Tuple[float, ...]:
         ) from None
 
 
+def _max_pixels(text: str) -> Optional[int]:
+    """``--max-pixels``: a pixel count, ``0`` for no limit (None)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of pixels (0 for no limit), got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0, got {text!r}")
+    return value or None
+
+
+def _add_max_pixels(g: Any) -> None:
+    g.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse image files of more than N pixels (H×W), whose SVD takes minutes "
+        f"and gigabytes; 0: no limit (default: {MAX_PIXELS} = 4096×4096)",
+    )
+
+
+def _steps(text: str) -> Optional[int]:
+    """``--n-steps``: a positive integer, or ``all`` (None: RIG's sum over every rank)."""
+    if text.strip().lower() == "all":
+        return None
+    return _positive_int(text)
+
+
 class _ModelAction(argparse.Action):
     """Collects ``--model`` / ``--weights`` / ``--pretrained`` into one entry per model.
 
@@ -167,7 +213,8 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
         action=_ModelAction,
         metavar="SPEC",
         help="demo:natural, demo:lowrank8 (the shipped CNNs), torchvision:<name> or "
-        "<module or file.py>:<factory>" + ("; repeat to compare several models" if several else ""),
+        "<module or file.py>:<factory> (this imports, that is RUNS, the module or file: "
+        "give only code you trust)" + ("; repeat to compare several models" if several else ""),
     )
     if several:
         g.add_argument(
@@ -219,6 +266,7 @@ def _add_model_options(p: argparse.ArgumentParser, several: bool = False) -> Non
         help="convert greyscale images for an RGB model (and colour images for a "
         "greyscale one) instead of refusing them",
     )
+    _add_max_pixels(g)
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument(
         "--seed",
@@ -284,9 +332,13 @@ def _add_explain(sub: Any, method_names: Sequence[str]) -> None:
     )
     p.add_argument(
         "--n-steps",
-        type=_positive_int,
+        type=_steps,
+        default=EXPLAIN_STEPS,
         metavar="N",
-        help="path steps of each method (default: each method's own)",
+        help="gradient evaluations (path steps) per method and image; RIG has at most "
+        "min(H, W) - 1 ranks to evaluate; 'all': RIG's full sum over every rank (the "
+        "paper's), the other methods their own default (default: %(default)s, Captum "
+        "IG's default)",
     )
     p.add_argument(
         "--out",
@@ -314,6 +366,7 @@ def _add_lowrank(sub: Any) -> None:
     p.add_argument(
         "--out", required=True, metavar="FILE", help="output image (.png recommended: lossless)"
     )
+    _add_max_pixels(p)
     p.set_defaults(run=_cmd_lowrank)
 
 
@@ -376,6 +429,142 @@ def _add_robustness(sub: Any) -> None:
     p.set_defaults(run=_cmd_robustness)
 
 
+def _band_edges(text: str) -> List[int]:
+    """``--bands``: edges ``0 = r_0 < ... < r_m``, written like ``--ranks``."""
+    try:
+        edges = parse_ranks(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--ranks", "band edges")) from None
+    if len(edges) < 2 or edges[0] != 0:
+        raise argparse.ArgumentTypeError(
+            f"expected at least two edges starting at 0, e.g. 0,1,2,4,8,16,32, got {text!r}"
+        )
+    return edges
+
+
+def _add_contributions(sub: Any) -> None:
+    p = sub.add_parser(
+        "contributions",
+        help="how much of F(x) - F(0) each singular component of each image accounts for",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
+    _add_model_options(p)
+    p.add_argument(
+        "--target",
+        default="auto",
+        help="class index to explain, or 'auto' for each image's predicted class "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--bands",
+        type=_band_edges,
+        metavar="EDGES",
+        help="band edges 0 = r_0 < ... < r_m = min(H, W), comma-separated or a:b[:step] "
+        "ranges, e.g. 0,1,2,4,8,16,32 or 0:32:8 (default: one band per rank)",
+    )
+    p.add_argument(
+        "--n-steps",
+        type=_positive_int,
+        metavar="N",
+        help="gradient evaluations per image, at least one per band (default: 4 per rank "
+        "without --bands, 5 per band with them)",
+    )
+    p.add_argument(
+        "--cumulative",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the figure shows the cumulative share of the top k components, or each "
+        "rank's (band's) own share (default: cumulative)",
+    )
+    p.add_argument(
+        "--out", default="contributions", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_contributions)
+
+
+def _attack_names(text: str) -> List[str]:
+    from captum_rig.stability import ATTACKS
+
+    names = [a.strip().lower() for a in text.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ATTACKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names from {', '.join(ATTACKS)}, got {text!r}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _add_stability(sub: Any) -> None:
+    p = sub.add_parser(
+        "stability",
+        help="minimal distortions, Lipschitz bounds and layer spectra of one or several models",
+    )
+    _add_model_options(p, several=True)
+    _add_data_options(p)
+    p.add_argument(
+        "--attacks",
+        type=_attack_names,
+        default="pgd,gaussian",
+        help="comma-separated: pgd (the smallest PGD radius that changes the prediction), "
+        "gaussian (the smallest noise level that does) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--norm",
+        type=str.lower,
+        choices=("l2", "linf"),
+        default="l2",
+        help="norm of the PGD distortion; gaussian is always L2 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=20,
+        help="PGD steps per radius (default: %(default)s)",
+    )
+    p.add_argument(
+        "--n-bisect",
+        type=_positive_int,
+        default=12,
+        metavar="N",
+        help="bisection steps of both searches (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-eps",
+        type=_pixels,
+        help="largest PGD radius tried (default: 1 for linf, the [0, 1] box's diagonal "
+        "√(C·H·W) for l2)",
+    )
+    p.add_argument(
+        "--max-sigma",
+        type=_pixels,
+        default=1.0,
+        help="largest noise standard deviation tried (default: %(default)s)",
+    )
+    p.add_argument(
+        "--n-iter",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="power iterations per layer for the Lipschitz bound (default: %(default)s)",
+    )
+    p.add_argument(
+        "--certified",
+        action="store_true",
+        help="certified Lipschitz bounds (Gram iteration) instead of power iteration",
+    )
+    p.add_argument(
+        "--layers",
+        metavar="NAMES",
+        help="comma-separated module names for the feature-map spectra, in every model "
+        "(default: every Conv2d)",
+    )
+    p.add_argument(
+        "--out", default="stability", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    p.set_defaults(run=_cmd_stability)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``captum-rig`` argument parser (one subparser per command)."""
     from captum_rig.methods import METHOD_NAMES
@@ -394,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lowrank(sub)
     _add_spectrum(sub)
     _add_robustness(sub)
+    _add_contributions(sub)
+    _add_stability(sub)
     return parser
 
 
@@ -414,16 +605,19 @@ def _output_file(
         raise UsageError(f"the folder of {what} {text!r} does not exist")
     if formats is None:
         try:
-            return path, image_format(text)
+            fmt = image_format(text)
         except ValueError as e:
             raise UsageError(f"{what} {e}") from None
-    ext = path.suffix.lower()
-    if ext not in formats:
-        raise UsageError(
-            f"{what} {text!r} must end in one of {', '.join(sorted(formats))}, "
-            f"got {ext or 'no extension'!r}"
-        )
-    return path, formats[ext]
+    else:
+        ext = path.suffix.lower()
+        if ext not in formats:
+            raise UsageError(
+                f"{what} {text!r} must end in one of {', '.join(sorted(formats))}, "
+                f"got {ext or 'no extension'!r}"
+            )
+        fmt = formats[ext]
+    check_writable(path, what)  # a folder we cannot write in fails now, not after the work
+    return path, fmt
 
 
 def _output_folder(text: str) -> Path:
@@ -432,6 +626,14 @@ def _output_folder(text: str) -> Path:
         raise UsageError(f"--out {text!r} is a file, expected a folder")
     if not out.parent.is_dir():
         raise UsageError(f"the folder of --out {text!r} does not exist")
+    # Proved writable before any work (its files and checkpoints go there); a folder made
+    # only for the test is removed again, so a failed run leaves nothing behind.
+    created = not out.exists()
+    try:
+        check_writable(out, "--out", folder=True, create=True)
+    finally:
+        if created and out.is_dir():
+            out.rmdir()
     return out
 
 
@@ -537,19 +739,34 @@ def _load_models(args: argparse.Namespace, device: Any) -> Tuple[Dict[str, Any],
     return models, prep
 
 
-def _image_options(prep: Any, convert: bool) -> Dict[str, Any]:
+def _image_options(
+    prep: Any, convert: bool, max_pixels: Optional[int] = MAX_PIXELS
+) -> Dict[str, Any]:
     """Arguments of :func:`captum_rig.data.load_image` for a model's Preprocessing."""
     size = prep.crop_size
     resize = None if size is None or prep.resize_size is None else max(prep.resize_size, size)
-    return {"size": size, "resize": resize, "channels": prep.in_channels, "convert": convert}
+    return {
+        "size": size,
+        "resize": resize,
+        "channels": prep.in_channels,
+        "convert": convert,
+        "max_pixels": max_pixels,
+    }
 
 
 def _open_data(args: argparse.Namespace, prep: Any, need_labels: bool) -> Tuple[Any, bool]:
     """(DataLoader of images or (images, labels) batches, whether there are labels)."""
     from torch.utils.data import DataLoader, Subset
 
+    if Path(args.data).expanduser().is_file():
+        raise UsageError(
+            f"--data {args.data!r} is a file; --data takes a folder of images (one subfolder "
+            "per class gives labels) or cifar10:PATH (for single images: captum-rig explain)"
+        )
     dataset, labelled = image_dataset(
-        args.data, train=args.split == "train", **_image_options(prep, args.convert)
+        args.data,
+        train=args.split == "train",
+        **_image_options(prep, args.convert, args.max_pixels),
     )
     if need_labels and not labelled:
         raise ValueError(
@@ -580,7 +797,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from captum_rig.demo import run_demo
     from captum_rig.methods import parse_methods
 
-    out = Path(args.out).expanduser()
+    out = check_writable(Path(args.out).expanduser(), "--out", folder=True, create=True)
     kwargs = {}
     if args.methods is not None:
         kwargs["methods"] = [m.name for m in parse_methods([args.methods])]
@@ -686,6 +903,64 @@ def _explain_figure(rows: List, methods: List, maps: Dict, categories: Any) -> A
     return fig
 
 
+def _evaluations(model: Any, methods: List, n_steps: Optional[int], widths: List[int]) -> str:
+    """``rig 31 (every rank), ig 50, ...``: the gradient evaluations each method spends.
+
+    RIG's paper sum evaluates ranks ``1..w-1`` (rank ``w`` has weight 0), at most
+    ``n_steps`` of them; ``n_steps=None`` leaves every other method its own default.
+    """
+    import inspect
+
+    parts = []
+    for method in methods:
+        if method.name == "rig":
+            full = [max(w - 1, 1) for w in widths]
+            counts = full if n_steps is None else [min(n_steps, f) for f in full]
+            text = "/".join(str(c) for c in sorted(set(counts)))
+            text += " (every rank)" if counts == full else ""
+        elif not method.takes_steps:
+            text = "1"
+        elif n_steps is None:
+            signature = inspect.signature(method.build(model).attribute)
+            text = str(signature.parameters["n_steps"].default)
+        else:
+            text = str(n_steps)
+        parts.append(f"{method.name} {text}")
+    return ", ".join(parts)
+
+
+def _interruptible(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, so that Ctrl-C is answered within a fraction of a second.
+
+    Python raises KeyboardInterrupt in the main thread between bytecodes, so a long
+    LAPACK call there (an SVD of a big image) would keep Ctrl-C waiting for minutes. Here
+    the main thread only waits; on Ctrl-C the worker, a daemon, is left to die with the
+    process.
+    """
+    outcome: Dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as e:  # handed to the main thread below
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="captum-rig-worker", daemon=True).start()
+    try:
+        # An Event, not Thread.join: a join interrupted by Ctrl-C marks the thread stopped.
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        _ABANDONED.append(done)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from captum_rig.methods import parse_methods
 
@@ -698,10 +973,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         if not Path(path).expanduser().is_file():
             load_image(path, channels=None)  # raises the error that fits
     model, prep = _load(entry, args, device)
-    options = _image_options(prep, args.convert)
+    options = _image_options(prep, args.convert, args.max_pixels)
     images = [load_image(p, **options) for p in args.images]
     rows = _predictions(model, images, args, device)
-    maps = _attributions(model, rows, methods, args, device)
+    widths = sorted({min(x.shape[-2:]) for x in images})
+    counts = _evaluations(model, methods, args.n_steps, widths)
+    print(f"gradient evaluations per image: {counts}", file=sys.stderr, flush=True)
+    maps = _interruptible(_attributions, model, rows, methods, args, device)
     _save_figure(_explain_figure(rows, methods, maps, prep.categories), out, fmt)
     for row in rows:
         print(
@@ -719,13 +997,20 @@ def _cmd_lowrank(args: argparse.Namespace) -> int:
     from captum_rig.lowrank import drop_top_ranks, low_rank
 
     out, _ = _output_file(args.out, "--out")
-    x = load_image(args.image, channels=None)
+    x = load_image(args.image, channels=None, max_pixels=args.max_pixels)
     width = min(x.shape[-2:])
     if not 0 <= args.rank <= width:
         raise ValueError(
             f"--rank must be in 0..{width} (min(H, W) of {args.image}), got {args.rank}"
         )
-    y = (drop_top_ranks if args.reverse else low_rank)(x.double(), args.rank).float()
+    if x.shape[-1] * x.shape[-2] > _SLOW_PIXELS:
+        print(
+            f"SVD of a {x.shape[-1]}×{x.shape[-2]} image: this takes a while (Ctrl-C stops it)",
+            file=sys.stderr,
+            flush=True,
+        )
+    transform = drop_top_ranks if args.reverse else low_rank
+    y = _interruptible(transform, x.double(), args.rank).float()
     # An image without its top ranks is centred on 0: clipped, it is almost black.
     rescale = args.reverse if args.rescale is None else args.rescale
     save_image(y, out, rescale=rescale)
@@ -752,6 +1037,35 @@ def _spectrum_files(out: Path, names: List[str]) -> List[Path]:
     return files
 
 
+def _batches_saved(checkpoint: Path) -> int:
+    """How many batches ``checkpoint`` holds the counts of (0: none, or unreadable)."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        return int(saved["state"]["next_batch"])
+    except Exception:  # no file, or another layout: report nothing saved
+        return 0
+
+
+def _resume_hint(
+    args: argparse.Namespace, name: str, checkpoint: Path, total: int, done: Dict
+) -> str:
+    """The line printed on Ctrl-C: what is saved, and the command line that resumes."""
+    argv = list(getattr(args, "argv", None) or [])
+    command = shlex.join([PROG, *argv, *([] if "--resume" in argv else ["--resume"])])
+    counted = _batches_saved(checkpoint)
+    if counted:
+        return (
+            f"interrupted: {counted} of {total} batches of {name} counted and saved; "
+            f"resume with: {command}"
+        )
+    if done:
+        return (
+            f"interrupted: 0 of {total} batches of {name} counted; the spectra of "
+            f"{', '.join(done)} are saved; resume with: {command}"
+        )
+    return f"interrupted before the first batch of {name} was counted; nothing to resume"
+
+
 def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, device: Any) -> Dict:
     """{label: RankSpectrum}; each written to its CSV as soon as it is complete.
 
@@ -771,16 +1085,19 @@ def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, dev
             print(
                 f"no checkpoint {checkpoint}: starting {name} from the beginning", file=sys.stderr
             )
-        spectra[name] = rank_spectrum(
-            model,
-            loader,
-            ranks=args.ranks,
-            reverse=args.reverse,
-            batch_size=args.batch_size,
-            device=device,
-            progress=_progress(args),
-            checkpoint=checkpoint,
-        )
+        try:
+            spectra[name] = rank_spectrum(
+                model,
+                loader,
+                ranks=args.ranks,
+                reverse=args.reverse,
+                batch_size=args.batch_size,
+                device=device,
+                progress=_progress(args),
+                checkpoint=checkpoint,
+            )
+        except KeyboardInterrupt:
+            raise _Interrupted(_resume_hint(args, name, checkpoint, len(loader), spectra)) from None
         spectra[name].to_csv(csv_path)
         print(f"wrote {csv_path}")
     return spectra
@@ -848,6 +1165,263 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- contributions
+
+
+def _unique_labels(paths: Sequence[str]) -> List[str]:
+    """Each image's file name, numbered when two share one (labels of the figure)."""
+    labels: List[str] = []
+    for path in paths:
+        base = label = Path(path).name
+        i = 2
+        while label in labels:
+            label, i = f"{base} #{i}", i + 1
+        labels.append(label)
+    return labels
+
+
+def _rank_contributions(
+    model: Any, rows: List, args: argparse.Namespace, device: Any
+) -> List[Tuple[torch.Tensor, float]]:
+    """Per image: (its contributions ``(C, m)`` on the CPU, ``F(x) - F(0)`` at its target)."""
+    from tqdm.auto import tqdm
+
+    from captum_rig import rank_contributions
+
+    results = []
+    bar = tqdm(rows, desc="contributions", unit="image", disable=True if args.no_progress else None)
+    for row in bar:
+        x = row["x"].unsqueeze(0).to(device)
+        values = rank_contributions(
+            model, x, target=row["target"], bands=args.bands, n_steps=args.n_steps
+        )
+        with torch.no_grad():
+            logits = model(torch.cat([x, torch.zeros_like(x)]))
+        delta = float(logits[0, row["target"]] - logits[1, row["target"]])
+        results.append((values.detach()[0].cpu(), delta))
+    return results
+
+
+def _write_contributions(path: Path, rows: List, results: List, bands: Optional[List]) -> None:
+    """One CSV line per image, channel and band: its edges and its contribution."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "target", "channel", "band_start", "band_end", "value"])
+        for row, (values, _) in zip(rows, results):
+            edges = bands or list(range(values.shape[-1] + 1))
+            for channel, per_band in enumerate(values.tolist()):
+                for j, value in enumerate(per_band):
+                    writer.writerow(
+                        [row["path"], row["target"], channel, edges[j], edges[j + 1], value]
+                    )
+
+
+def _cmd_contributions(args: argparse.Namespace) -> int:
+    from captum_rig.viz import plot_rank_contributions
+
+    _parse_target(args.target)  # a bad --target fails before any work
+    out = _output_folder(args.out)
+    device = _device(args.device)
+    (entry,) = _models(args)
+    for path in args.images:  # every file checked before the model is built
+        if not Path(path).expanduser().is_file():
+            load_image(path, channels=None)  # raises the error that fits
+    model, prep = _load(entry, args, device)
+    options = _image_options(prep, args.convert, args.max_pixels)
+    images = [load_image(p, **options) for p in args.images]
+    for path, x in zip(args.images, images):
+        width = min(x.shape[-2:])
+        if args.bands is not None and args.bands[-1] != width:
+            raise UsageError(
+                f"--bands must end at min(H, W) = {width} of {path} as the model sees it, "
+                f"got {args.bands[-1]}"
+            )
+        n_bands = width if args.bands is None else len(args.bands) - 1
+        if args.n_steps is not None and args.n_steps < n_bands:
+            raise UsageError(
+                f"--n-steps must be at least the number of bands ({n_bands} for {path}), "
+                f"got {args.n_steps}"
+            )
+    rows = _predictions(model, images, args, device)
+    results = _rank_contributions(model, rows, args, device)
+    curves = {
+        label: values.unsqueeze(0)
+        for label, (values, _) in zip(_unique_labels(args.images), results)
+    }
+    fig, _ = plot_rank_contributions(
+        curves,
+        bands=args.bands,
+        cumulative=args.cumulative,
+        title=f"{_default_name(entry, ())}: where F(x) - F(0) comes from",
+    )
+    out.mkdir(exist_ok=True)
+    csv_path, png_path = out / "contributions.csv", out / "rank_contributions.png"
+    try:
+        _write_contributions(csv_path, rows, results, args.bands)
+    except BaseException:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        raise
+    _save_figure(fig, png_path, "png")
+    for row, (values, delta) in zip(rows, results):
+        print(
+            f"{row['path']}: target {_class_name(row['target'], prep.categories)}, "
+            f"sum of contributions {float(values.double().sum()):.6g}, "
+            f"F(x) - F(0) = {delta:.6g}"
+        )
+    print(f"wrote {csv_path}")
+    print(f"wrote {png_path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def _labelled_tensors(loader: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All ``(images, labels)`` batches of a loader as two tensors."""
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x)
+        labels.append(torch.as_tensor(y))
+    return torch.cat(images), torch.cat(labels)
+
+
+def _layer_spectra(
+    models: Dict[str, Any], images: torch.Tensor, args: argparse.Namespace
+) -> Tuple[Dict[str, Dict], Dict[str, Dict]]:
+    """({model: weight spectra}, {model: feature-map spectra}).
+
+    Without ``--layers``, a model with no convolution gets no feature-map spectra (a note
+    on stderr) rather than failing the whole comparison.
+    """
+    from tqdm.auto import tqdm
+
+    from captum_rig.stability import feature_map_spectra, weight_spectra
+
+    layers = None
+    if args.layers is not None:
+        layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    weights, maps = {}, {}
+    bar = tqdm(models.items(), desc="layer spectra", unit="model", disable=not _progress(args))
+    for name, model in bar:
+        weights[name] = weight_spectra(model)
+        try:
+            maps[name] = feature_map_spectra(
+                model, images, layers=layers, batch_size=args.batch_size
+            )
+        except ValueError as e:
+            if layers is not None:
+                raise ValueError(f"--layers for model {name}: {_one_line(e)}") from None
+            print(f"note: no feature-map spectra for {name}: {_one_line(e)}", file=sys.stderr)
+    return weights, maps
+
+
+def _stability_figures(weights: Dict, maps: Dict) -> Dict[str, Any]:
+    """{file name: figure}; a figure that cannot be drawn is left out with a note."""
+    from captum_rig.viz import plot_layer_norms, plot_layer_spectra
+
+    weights = {name: spectra for name, spectra in weights.items() if spectra}
+    plans = [
+        ("weight_spectra.png", plot_layer_spectra, weights, "singular values of the weights"),
+        ("weight_norms.png", plot_layer_norms, weights, "largest singular value of each weight"),
+        (
+            "feature_map_spectra.png",
+            plot_layer_spectra,
+            maps,
+            "mean singular values of the feature maps",
+        ),
+    ]
+    figures = {}
+    for file_name, plot, spectra, title in plans:
+        try:
+            if not spectra:
+                raise ValueError("no model has such layers")
+            figures[file_name] = plot(spectra, title=title)[0]
+        except ValueError as e:  # e.g. models with no layer name in common
+            print(f"note: no {file_name}: {_one_line(e)}", file=sys.stderr)
+    return figures
+
+
+def _json_ready(value: Any) -> Any:
+    """Tensors as lists, and NaN/inf (no such numbers in JSON) as null."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _write_stability(out: Path, table: Any, summary: Dict[str, Any], figures: Dict) -> List[Path]:
+    """stability.md, .csv and .json, then the figures: the files written."""
+    import matplotlib.pyplot as plt
+
+    try:
+        out.mkdir(exist_ok=True)
+        md_path, csv_path, json_path = (out / f"stability.{ext}" for ext in ("md", "csv", "json"))
+        heading = f"# Stability: {summary['n_images']} images from {summary['data']}\n\n"
+        with atomic_path(md_path) as tmp:
+            Path(tmp).write_text(heading + table.to_markdown() + "\n", encoding="utf-8")
+        table.to_csv(csv_path)
+        with atomic_path(json_path) as tmp:
+            record = {**summary, **table.to_dict()}
+            for key in ("weight_spectra", "feature_map_spectra"):  # the long lists last
+                record[key] = record.pop(key)
+            text = json.dumps(_json_ready(record), indent=1)
+            Path(tmp).write_text(text + "\n", encoding="utf-8")
+    except BaseException:
+        for fig in figures.values():
+            plt.close(fig)
+        raise
+    written = [md_path, csv_path, json_path]
+    for file_name, fig in figures.items():
+        _save_figure(fig, out / file_name, "png")
+        written.append(out / file_name)
+    return written
+
+
+def _cmd_stability(args: argparse.Namespace) -> int:
+    from captum_rig.stability import compare_stability
+
+    out = _output_folder(args.out)
+    device = _device(args.device)
+    models, prep = _load_models(args, device)
+    loader, _ = _open_data(args, prep, need_labels=True)
+    images, labels = _labelled_tensors(loader)
+    table = compare_stability(
+        models,
+        images,
+        labels,
+        attacks=args.attacks,
+        norm={"l2": "L2", "linf": "Linf"}[args.norm],
+        steps=args.steps,
+        n_bisect=args.n_bisect,
+        max_eps=args.max_eps,
+        max_sigma=args.max_sigma,
+        n_iter=args.n_iter,
+        certified=args.certified,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=_progress(args),
+    )
+    weights, maps = _layer_spectra(models, images, args)
+    summary = {
+        "data": args.data,
+        "n_images": int(images.shape[0]),
+        "weight_spectra": weights,
+        "feature_map_spectra": maps,
+    }
+    written = _write_stability(out, table, summary, _stability_figures(weights, maps))
+    print(table.to_markdown())
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -879,12 +1453,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return e.code if isinstance(e.code, int) else EXIT_OK
         if getattr(args, "seed", None) is not None:
             torch.manual_seed(args.seed)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # to print a resume command
         return args.run(args)
     except (UsageError, ValueError, TypeError, OSError, WeightsUnavailableError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        text = str(e) if isinstance(e, _Interrupted) else "interrupted"
+        print(f"{PROG}: {text}", file=sys.stderr)
+        if argv is None and not all(done.is_set() for done in _ABANDONED):
+            # Run as the program: Python's own exit would wait seconds for the abandoned
+            # computation (an SVD inside LAPACK); nothing is left to write, so end now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
 
 

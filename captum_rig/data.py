@@ -37,6 +37,7 @@ from captum_rig.models import (  # noqa: F401
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
     "load_image",
     "load_images",
     "ImageFiles",
@@ -57,6 +58,13 @@ IMAGE_EXTENSIONS = (
 
 CIFAR10_PREFIX = "cifar10:"
 
+MAX_PIXELS = 4096 * 4096
+"""Default limit on the pixels (H×W) of an image :func:`load_image` returns: 16.8 Mpx.
+
+An H×W image's SVD costs about H·W·min(H, W) operations per channel: a 6000×4000 photo
+takes minutes and gigabytes, where a 224×224 crop takes milliseconds.
+"""
+
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
 
@@ -68,6 +76,11 @@ UNREADABLE = "could not read image file {path}: {why}"
 CHANNELS = (
     "image {path} is {have} (mode {mode}) but {want} was asked for; pass convert=True "
     "(captum-rig: --convert) to convert it"
+)
+TOO_BIG = (
+    "image {path} is {width}×{height} = {pixels:,} pixels, more than max_pixels = {limit:,} "
+    "(its SVD would take minutes and gigabytes); pass a larger max_pixels, or None for no "
+    "limit (captum-rig: --max-pixels N, 0 for no limit), or shrink the image"
 )
 SIZES = (
     "image {path} is {shape} but {first} is {first_shape}; pass size=N (captum-rig: "
@@ -105,17 +118,37 @@ def _to_float_array(img: Image.Image) -> np.ndarray:
     return array.clip(0.0, 1.0)  # "1" is 0/1 already; "F" is clipped
 
 
-def _read(path: Path) -> Tuple[Tensor, str]:
-    """The decoded file, EXIF orientation applied, as ``(C, H, W)`` float32 and its mode."""
+class _TooBig(Exception):
+    """An image above ``max_pixels``; turned into a ValueError outside the decoder's handlers."""
+
+
+def _read(path: Path, max_pixels: Optional[int] = None) -> Tuple[Tensor, str]:
+    """The decoded file, EXIF orientation applied, as ``(C, H, W)`` float32 and its mode.
+
+    An image of more than ``max_pixels`` pixels is refused from its header, before decoding.
+    """
     if not path.exists():
         raise ValueError(NO_FILE.format(path=path))
     if path.is_dir():
         raise ValueError(A_FOLDER.format(path=path))
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise _TooBig(
+                    TOO_BIG.format(
+                        path=path,
+                        width=width,
+                        height=height,
+                        pixels=width * height,
+                        limit=max_pixels,
+                    )
+                )
             img.load()  # decode now: truncated files fail here, not later
             img = ImageOps.exif_transpose(img) or img  # as the image is shown
             array, mode = _to_float_array(img), img.mode
+    except _TooBig as e:
+        raise ValueError(str(e)) from None
     except UnidentifiedImageError:
         raise ValueError(NOT_AN_IMAGE.format(path=path)) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -130,6 +163,7 @@ def load_image(
     resize: Optional[int] = None,
     channels: Optional[int] = 3,
     convert: bool = False,
+    max_pixels: Optional[int] = MAX_PIXELS,
 ) -> Tensor:
     r"""Reads an image file (PNG, JPEG, anything Pillow reads) as a float tensor in [0, 1].
 
@@ -147,6 +181,11 @@ def load_image(
     with ``channels=1`` a colour image raises unless ``convert=True``, which takes the
     ITU-R 601 luma (as Pillow's ``convert("L")``); ``channels=None`` keeps the file's.
 
+    Size limit: a file of more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`,
+    4096×4096) is refused from its header, before it is decoded, unless ``size`` is given
+    (the image is then brought to ``size``, and ``size`` must be within the limit); Pillow's
+    own decompression-bomb limit still applies to every file.
+
     Args:
         path (str or PathLike): the image file.
         size (int or (int, int), optional): output ``(H, W)`` (an int means square).
@@ -155,14 +194,16 @@ def load_image(
             ``max(size)``. Default: just enough to cover ``size``.
         channels (int, optional): 3 (RGB, default), 1 (grey) or None (as stored).
         convert (bool): allow converting between grey and RGB. Default: False.
+        max_pixels (int, optional): the most pixels (H×W) of the returned image; None:
+            no limit. Default: :data:`MAX_PIXELS`.
 
     Returns:
         Tensor: float32 ``(C, H, W)`` in [0, 1].
 
     Raises:
         ValueError: the file does not exist, is a folder, is not an image Pillow can
-            read, is truncated, or its channels do not match ``channels`` (the message
-            names the path).
+            read, is truncated, has more than ``max_pixels`` pixels, or its channels do
+            not match ``channels`` (the message names the path).
 
     Examples:
         >>> import tempfile, PIL.Image
@@ -183,7 +224,15 @@ def load_image(
             raise ValueError(f"resize must be >= max(size) = {max(out_size)}, got {resize}")
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
-    x, mode = _read(path)
+    if max_pixels is not None:
+        max_pixels = check_int(max_pixels, name="max_pixels", low=1)
+        if out_size is not None and out_size[0] * out_size[1] > max_pixels:
+            raise ValueError(
+                f"size {out_size[0]}×{out_size[1]} is more than max_pixels = {max_pixels:,} "
+                "pixels; pass a larger max_pixels (captum-rig: --max-pixels N)"
+            )
+    # With a size, the file is only decoded and shrunk: Pillow's own limit guards that.
+    x, mode = _read(path, max_pixels if out_size is None else None)
     if channels is not None and x.shape[0] != channels:
         if not convert:
             have = "greyscale" if x.shape[0] == 1 else "colour"
@@ -254,7 +303,7 @@ class ImageFiles(Dataset):
         paths (sequence of str or PathLike): the image files.
         labels (sequence of int, optional): one label per file.
         classes (sequence of str, optional): class names, kept as ``.classes``.
-        size, resize, channels, convert: as in :func:`load_image`.
+        size, resize, channels, convert, max_pixels: as in :func:`load_image`.
 
     Examples:
         >>> import tempfile, PIL.Image
@@ -273,6 +322,7 @@ class ImageFiles(Dataset):
         resize: Optional[int] = None,
         channels: Optional[int] = 3,
         convert: bool = False,
+        max_pixels: Optional[int] = MAX_PIXELS,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         if labels is not None and len(labels) != len(self.paths):
@@ -281,7 +331,12 @@ class ImageFiles(Dataset):
         self.classes = None if classes is None else list(classes)
         self.size = _check_size(size, "size")
         self._load = partial(
-            load_image, size=size, resize=resize, channels=channels, convert=convert
+            load_image,
+            size=size,
+            resize=resize,
+            channels=channels,
+            convert=convert,
+            max_pixels=max_pixels,
         )
         self._first_shape: Optional[Tuple[int, ...]] = None
 
@@ -381,15 +436,87 @@ def _class_folders(root: Path) -> List[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+# The globals a CIFAR-10 batch needs: numpy's array reconstruction (under its NumPy 1 and
+# NumPy 2 module names) and codecs.encode, which protocol-2 pickles use for bytes.
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the arrays, lists, strings and dicts a CIFAR-10 batch holds.
+
+    A batch file is a pickle, and a plain ``pickle.load`` runs whatever callable a crafted
+    file names; here any other global is refused before it is looked up.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, but a CIFAR-10 batch holds only arrays, lists, "
+                "strings and dicts (a crafted file?)"
+            )
+        return super().find_class(module, name)
+
+
+def _unpickle_cifar(path: str) -> Dict[str, Any]:
+    """One CIFAR-10 batch or meta file, read with :class:`_CifarUnpickler`."""
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError, UnicodeError) as e:
+        raise ValueError(f"could not read CIFAR-10 file {path}: {e}") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"could not read CIFAR-10 file {path}: not a dict of arrays")
+    return entry
+
+
 @cache
-def _layout_only_cifar10():
-    """torchvision's CIFAR10 with the MD5s unset: its checks then test that files exist."""
+def _cifar10_class(check_md5: bool):
+    """torchvision's CIFAR10, files read by :func:`_unpickle_cifar` instead of ``pickle.load``.
+
+    With ``check_md5=False`` the MD5s are unset, so torchvision's checks test only that the
+    files exist.
+    """
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.vision import VisionDataset
 
     class LocalCIFAR10(CIFAR10):
-        train_list = [[name, None] for name, _ in CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": None}
+        if not check_md5:
+            train_list = [[name, None] for name, _ in CIFAR10.train_list]
+            test_list = [[name, None] for name, _ in CIFAR10.test_list]
+            meta = {**CIFAR10.meta, "md5": None}
+
+        def __init__(self, root: str, train: bool = True, transform=None, target_transform=None):
+            # CIFAR10.__init__ would pickle.load the files; the same steps, read safely.
+            VisionDataset.__init__(
+                self, root, transform=transform, target_transform=target_transform
+            )
+            self.train = train
+            if not self._check_integrity():
+                raise RuntimeError("Dataset not found or corrupted.")
+            data, self.targets = [], []
+            for file_name, _ in self.train_list if train else self.test_list:
+                entry = _unpickle_cifar(os.path.join(self.root, self.base_folder, file_name))
+                data.append(np.asarray(entry["data"], dtype=np.uint8))
+                self.targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+            self._load_meta()
+
+        def _load_meta(self) -> None:
+            from torchvision.datasets.utils import check_integrity
+
+            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
+            if not check_integrity(path, self.meta["md5"]):
+                raise RuntimeError("Dataset metadata file not found or corrupted.")
+            self.classes = _unpickle_cifar(path)[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     return LocalCIFAR10
 
@@ -408,10 +535,12 @@ def load_cifar10(
     ``cifar-10-batches-py`` folder itself is accepted too. Loading is torchvision's own
     ``CIFAR10(download=False)``; by default it checks that the files are there rather than
     their MD5 checksums (so tiny stand-ins such as
-    :func:`captum_rig.synthetic.write_cifar10_folder` load too); ``check_md5=True`` uses
-    the stock class, checksums included.
+    :func:`captum_rig.synthetic.write_cifar10_folder` load too); ``check_md5=True`` checks
+    them against the real dataset's checksums too.
 
-    The batch files are Python pickles: load only folders you trust.
+    The batch files are Python pickles, which a plain ``pickle.load`` would let run code:
+    they are read with an unpickler that admits only the NumPy arrays, lists, strings and
+    dicts the format has, and a file naming anything else is refused.
 
     Args:
         root (str or PathLike): the folder.
@@ -425,8 +554,9 @@ def load_cifar10(
         torchvision.datasets.CIFAR10: items ``(image (3, 32, 32) float32, label int)``.
 
     Raises:
-        ValueError: the folder or one of its files is missing, unreadable or (with
-            ``check_md5``) not the real dataset; the message names it.
+        ValueError: the folder or one of its files is missing, unreadable, holds objects
+            other than CIFAR-10's, or (with ``check_md5``) is not the real dataset; the
+            message names it.
     """
     from torchvision import transforms as T
     from torchvision.datasets import CIFAR10
@@ -449,14 +579,18 @@ def load_cifar10(
         )
     to_tensor = T.ToTensor()
     tf = to_tensor if transform is None else T.Compose([to_tensor, transform])
-    cls = CIFAR10 if check_md5 else _layout_only_cifar10()
+    cls = _cifar10_class(bool(check_md5))
     try:
         data = cls(str(root), train=bool(train), transform=tf, target_transform=target_transform)
     except RuntimeError as e:
         raise ValueError(
             f"CIFAR-10 under {folder} failed torchvision's checksum check ({e})"
         ) from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError, UnicodeError) as e:
+    except ValueError as e:
+        if str(e).startswith("could not read CIFAR-10"):
+            raise
+        raise ValueError(f"could not read CIFAR-10 from {folder}: {e}") from None
+    except (KeyError, TypeError, OSError) as e:
         raise ValueError(
             f"could not read CIFAR-10 from {folder}: {type(e).__name__}: {e}"
         ) from None
@@ -499,6 +633,7 @@ def image_dataset(
     resize: Optional[int] = None,
     channels: Optional[int] = 3,
     convert: bool = False,
+    max_pixels: Optional[int] = MAX_PIXELS,
 ) -> Tuple[Dataset, bool]:
     r"""The data set a source names, and whether it has labels.
 
@@ -516,7 +651,8 @@ def image_dataset(
     Args:
         source (str or PathLike): as above.
         train (bool): CIFAR-10's training split (True) or its test split. Default: False.
-        size, resize, channels, convert: as in :func:`load_image`.
+        size, resize, channels, convert, max_pixels: as in :func:`load_image`
+            (``max_pixels`` applies to image files; CIFAR-10 images are 32×32).
 
     Returns:
         (Dataset, bool): items ``(image (C, H, W), label)`` when labelled, else ``image``;
@@ -542,9 +678,16 @@ def image_dataset(
         root = Path(text[len(CIFAR10_PREFIX) :]).expanduser()
         return load_cifar10(root, train=train, transform=transform), True
     root = Path(text).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"{root} is a file, but source (captum-rig: --data) takes a folder of images, "
+            f"a folder of class subfolders, or {CIFAR10_PREFIX}PATH; put the image in a folder"
+        )
     if not root.is_dir():
         raise ValueError(f"image folder {root} does not exist or is not a folder")
-    options = dict(size=size, resize=resize, channels=channels, convert=convert)
+    options = dict(
+        size=size, resize=resize, channels=channels, convert=convert, max_pixels=max_pixels
+    )
     folders = [root / name for name in _class_folders(root)]
     if not folders:
         paths = _images_in(root)

@@ -11,6 +11,8 @@ A *model spec* names where the network comes from:
 - ``<module>:<factory>``: ``module`` is an importable module (``mypkg.nets``) or a path
   to a ``.py`` file (``nets/small.py``); ``factory`` is a callable in it (a function or an
   ``nn.Module`` class, dotted attributes allowed) that returns an ``nn.Module``.
+  Such a spec imports, that is *runs*, that module or file, as ``python file.py`` would:
+  give only code you trust.
 
 :func:`load_model` builds the network, loads a checkpoint into it if asked
 (``torch.load(..., weights_only=True)``), moves it to a device and returns it in eval
@@ -287,6 +289,22 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
+def _load_failure(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line, with the fix."""
+    text = str(error)
+    if "weights only load failed" in text.lower():
+        # torch's own message suggests weights_only=False, which runs the file's code.
+        return (
+            "it holds Python objects other than tensors (a whole pickled model, or custom "
+            "classes), which are not loaded because unpickling them can run code; re-save "
+            "a plain state dict where the file was made: torch.save(model.state_dict(), PATH)"
+        )
+    first = (text.splitlines() or [""])[0]
+    if isinstance(error, (pickle.UnpicklingError, EOFError, RuntimeError, OSError)) and first:
+        return first
+    return f"not a PyTorch checkpoint ({type(error).__name__}: {first})"
+
+
 def load_state_dict(model: nn.Module, path: PathLike, spec: str = "the model") -> nn.Module:
     r"""Loads the checkpoint at ``path`` into ``model``, strictly, with a clear error.
 
@@ -305,18 +323,24 @@ def load_state_dict(model: nn.Module, path: PathLike, spec: str = "the model") -
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable checkpoint, or does not fit ``model``
+        ValueError: ``path`` is a folder, a device or an empty file, holds objects other
+            than tensors (re-save it with ``torch.save(model.state_dict(), path)``), is
+            not a readable checkpoint, or does not fit ``model``
             (missing or unexpected keys, shape mismatches); the message names the file
             and the first mismatching keys.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(BAD_CHECKPOINT.format(path=path, why="no such file"))
+    if not os.path.isfile(path):
+        why = "a folder" if os.path.isdir(path) else "not a regular file (a device or pipe?)"
+        raise ValueError(BAD_CHECKPOINT.format(path=path, why=f"it is {why}"))
+    if os.path.getsize(path) == 0:
+        raise ValueError(BAD_CHECKPOINT.format(path=path, why="the file is empty"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        why = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(BAD_CHECKPOINT.format(path=path, why=why)) from None
+    except Exception as e:  # a damaged pickle fails in many ways (KeyError, IndexError, ...)
+        raise ValueError(BAD_CHECKPOINT.format(path=path, why=_load_failure(e))) from None
     state = _unwrap(obj)
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()

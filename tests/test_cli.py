@@ -5,10 +5,15 @@ command in a subprocess (``python -m captum_rig.cli`` and the ``captum-rig`` scr
 """
 
 import csv
+import json
 import os
+import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -503,20 +508,29 @@ def test_spectrum_resume_uses_the_checkpoint(capsys, work, labelled_folder, monk
 
 
 def test_spectrum_interrupted_then_resumed(capsys, work, labelled_folder, monkeypatch):
-    """Ctrl-C mid-run: exit 130, a checkpoint, no CSV; --resume then gives the full result."""
+    """Ctrl-C mid-run: exit 130, one line with the batches saved and the command that resumes."""
     calls = work / "calls.txt"
     monkeypatch.setenv("CALLS", str(calls))
     argv = ["spectrum", "--model", "net.py:Flaky", "--data", labelled_folder, "--batch-size", 2]
     assert run(capsys, *argv, "--out", "whole")[0] == 0
     expected = read_csv(work / "whole" / "spectrum.csv")
+    n_batches = -(-int(expected[0]["n_images"]) // 2)
     total = len(calls.read_text())
     calls.write_text("")
     monkeypatch.setenv("FAIL_AT", str(total // 2 + 1))
     code, _, err = run(capsys, *argv, "--out", "sp")
-    assert code == 130 and err.strip() == "captum-rig: interrupted", (code, err)
+    line = re.fullmatch(
+        r"captum-rig: interrupted: (\d+) of (\d+) batches of Flaky counted and saved; "
+        r"resume with: (.+)",
+        err.strip(),
+    )
+    assert code == 130 and line, (code, err)
+    assert 0 < int(line[1]) < n_batches and int(line[2]) == n_batches, line[0]
     assert files_in(work / "sp") == [".spectrum.ckpt"], "only the checkpoint after Ctrl-C"
+    command = shlex.split(line[3])
+    assert command == ["captum-rig", *map(str, argv), "--out", "sp", "--resume"], command
     monkeypatch.delenv("FAIL_AT")
-    code, _, err = run(capsys, *argv, "--out", "sp", "--resume")
+    code, _, err = run(capsys, *command[1:])  # the printed command, as a user would paste it
     assert code == 0, err
     assert read_csv(work / "sp" / "spectrum.csv") == expected, "resumed == uninterrupted"
     assert ".spectrum.ckpt" not in files_in(work / "sp"), "checkpoint removed when done"
@@ -819,6 +833,186 @@ def test_console_script(work):
     assert_user_error(bad.returncode, bad.stderr, "--rank must be in 0..12")
 
 
+def test_lowrank_answers_ctrl_c_during_a_big_svd(work):
+    """SIGINT in the SVD of a 17 Mpx image (limit lifted): exit 130 at once, no output file."""
+    noise = np.random.default_rng(0).integers(0, 256, (4100, 4100), dtype=np.uint8)
+    Image.fromarray(noise).save(work / "huge.png")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    argv = ["lowrank", "huge.png", "--rank", "3", "--out", "h.png", "--max-pixels", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "captum_rig.cli", *argv],
+        cwd=work, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        note = proc.stderr.readline()  # printed just before the SVD starts
+        assert "Ctrl-C stops it" in note, note
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        # The SVD alone takes minutes on one thread: an exit within this bound means Ctrl-C
+        # was answered, not waited out (it takes well under a second when answered).
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["captum-rig: interrupted"], err
+    assert not any(p.name.startswith((".h.", "h.")) for p in work.iterdir()), "no output"
+
+
+# --------------------------------------------------------------------------- hostile inputs
+
+COUNTING = """
+import os
+
+from torch import nn
+
+
+class Counting(nn.Module):
+    # a small CNN for any image size; adds each batch's size to the file $SAMPLES
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5),
+        )
+
+    def forward(self, x):
+        with open(os.environ["SAMPLES"], "a") as f:
+            f.write(f"{x.shape[0]}\\n")
+        return self.net(x)
+"""
+
+
+@pytest.fixture
+def counting(work, monkeypatch):
+    """The model spec of a CNN that logs its batch sizes, and a function reading the total."""
+    (work / "counting.py").write_text(COUNTING)
+    log = work / "samples.txt"
+    monkeypatch.setenv("SAMPLES", str(log))
+
+    def samples():
+        if not log.exists():
+            return 0
+        total = sum(int(n) for n in log.read_text().split())
+        log.unlink()
+        return total
+
+    return "counting.py:Counting", samples
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["explain", "a.png", "--out", "/proc/e.png"], "--out '/proc/e.png' is not a writable"),
+        (["spectrum", "--data", "data", "--out", "/proc"], "--out '/proc' is not a writable"),
+        (["spectrum", "--data", "data", "--out", "/proc/sp"], "--out '/proc/sp' is not a"),
+        (["spectrum", "--data", "data", "--out", "a.png/sp"], "the folder of --out"),
+        (["robustness", "--data", "data", "--out", "/proc/r.csv"], "--out '/proc/r.csv' is not"),
+        (["robustness", "--data", "data", "--out", "a.png/r.csv"], "the folder of --out"),
+    ],
+)
+def test_outputs_are_checked_before_any_work(capsys, work, labelled_folder, counting, argv, match):
+    """An --out that cannot be written fails first, naming --out, before the model runs once."""
+    spec, samples = counting
+    before = files_in(work)
+    code, _, err = run(capsys, *argv, "--model", spec)
+    assert_user_error(code, err, match)
+    assert ".tmp" not in err, "the error names the option, not a temporary file"
+    assert samples() == 0, "the model ran before the output was checked"
+    assert files_in(work) == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lowrank", "a.png", "--rank", 1, "--out", "/proc/x.png"],
+        ["lowrank", "a.png", "--rank", 1, "--out", "a.png/x.png"],
+        ["demo", "--out", "/proc/demo"],
+    ],
+)
+def test_lowrank_and_demo_outputs_are_checked(capsys, work, argv):
+    """lowrank and demo refuse an --out they cannot write, before reading or computing."""
+    code, _, err = run(capsys, *argv)
+    assert_user_error(code, err, "--out")
+
+
+def test_big_images_are_refused_until_max_pixels_lifts_the_limit(capsys, work):
+    """Above 4096×4096 (or --max-pixels N) an image is refused, naming --max-pixels."""
+    Image.new("L", (4100, 4100)).save(work / "big.png")  # zeros: a small file
+    code, _, err = run(capsys, "lowrank", "big.png", "--rank", 1, "--out", "o.png")
+    assert_user_error(code, err, "4100×4100 = 16,810,000 pixels, more than max_pixels")
+    assert "--max-pixels" in err and not (work / "o.png").exists()
+    write_png(work / "mid.png", 30, 40)
+    code, _, err = run(capsys, "lowrank", "mid.png", "--rank", 1, "--out", "o.png",
+                       "--max-pixels", 1199)  # fmt: skip
+    assert_user_error(code, err, "--max-pixels")
+    for limit in (1200, 0):  # exactly at the limit, and no limit
+        code, _, err = run(capsys, "lowrank", "mid.png", "--rank", 1, "--out", "o.png",
+                           "--max-pixels", limit)  # fmt: skip
+        assert code == 0, err
+    code, _, err = run(capsys, "explain", "mid.png", "--model", "net.py:make", "--out", "f.png",
+                       "--max-pixels", 100)  # fmt: skip
+    assert_user_error(code, err, "--max-pixels")
+
+
+def test_explain_spends_at_most_captum_igs_default(capsys, work, counting):
+    """Default: each method spends <= 50 gradient evaluations; 'all' gives RIG every rank."""
+    spec, samples = counting
+    write_png(work / "big.png", 64, 80)
+    argv = ["explain", "big.png", "--model", spec, "--out", "f.png", "--no-progress"]
+    cases = [  # (--n-steps, method, the count printed, samples the model sees)
+        ([], "rig", "rig 50", 50),
+        ([], "ig", "ig 50", 50),
+        ([], "blurig", "blurig 50", 50),
+        ([], "saliency", "saliency 1", 1),
+        (["--n-steps", "all"], "rig", "rig 63 (every rank)", 63),
+        (["--n-steps", "all"], "blurig", "blurig 100", 100),
+        (["--n-steps", 7], "rig", "rig 7", 7),
+    ]
+    for extra, method, printed, n in cases:
+        code, _, err = run(capsys, *argv, "--methods", method, *extra)
+        assert code == 0, err
+        assert f"gradient evaluations per image: {printed}\n" in err, err
+        assert samples() == 1 + n, (method, extra)  # one forward for the prediction
+
+
+def test_explain_resizes_to_the_model_input_when_known(capsys, work, counting):
+    """demo models see 32×32 whatever the file's size; factory models the file's own size."""
+    write_png(work / "big.png", 48, 64)
+    code, _, err = run(capsys, "explain", "big.png", "--model", "demo:natural", "--methods",
+                       "rig", "--out", "f.png")  # fmt: skip
+    assert code == 0, err
+    assert "rig 31 (every rank)" in err, "32×32: ranks 1..31"
+    code, _, err = run(capsys, "explain", "big.png", "--model", counting[0], "--methods", "rig",
+                       "--n-steps", "all", "--out", "f.png")  # fmt: skip
+    assert code == 0, err
+    assert "rig 47 (every rank)" in err, "48×64 as it is: ranks 1..47"
+
+
+def test_data_and_weights_that_are_files_of_the_wrong_kind(capsys, work, labelled_folder):
+    """--data FILE says it is a file and what --data takes; --weights /dev/null is no file."""
+    code, _, err = run(capsys, "spectrum", "--model", "net.py:make", "--data", "a.png")
+    assert_user_error(code, err, "--data 'a.png' is a file; --data takes a folder of images")
+    if Path("/dev/null").exists():
+        code, _, err = run(capsys, "explain", "a.png", "--model", "net.py:make", "--weights",
+                           "/dev/null", "--out", "f.png")  # fmt: skip
+        assert_user_error(code, err, "/dev/null: it is not a regular file")
+    torch.save(load_model("net.py:make"), work / "whole.pt")  # a pickled module, not a state dict
+    code, _, err = run(capsys, "explain", "a.png", "--model", "net.py:make", "--weights",
+                       "whole.pt", "--out", "f.png")  # fmt: skip
+    assert_user_error(code, err, "holds Python objects other than tensors")
+    assert "torch.save(model.state_dict(), PATH)" in err and "weights_only=False" not in err
+
+
+def test_help_says_a_python_model_spec_runs_code(capsys):
+    """--help of every command with --model says a file or module spec runs that code."""
+    for command in ("explain", "spectrum", "robustness"):
+        assert main([command, "--help"]) == 0
+        assert "RUNS, the module or file" in " ".join(capsys.readouterr().out.split())
+
+
 def test_random_torchvision_weights_are_announced(capsys, tmp_path):
     """A torchvision model without --weights/--pretrained is said to be random, once."""
     import argparse
@@ -837,3 +1031,200 @@ def test_random_torchvision_weights_are_announced(capsys, tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
     cli._load({**entry, "weights": str(weights)}, args, "cpu")
     assert "random weights" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- contributions
+
+
+def test_contributions_and_stability_help(capsys):
+    """contributions and stability have --help pages naming their own options."""
+    for command, flag in (("contributions", "--bands"), ("stability", "--attacks")):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and flag in out, (command, out)
+
+
+def test_contributions_match_the_library(capsys, work):
+    """CSV rows, printed sums and F(x) - F(0) equal a direct rank_contributions call."""
+    from captum_rig import rank_contributions
+
+    code, out, err = run(
+        capsys, "contributions", "a.png", "b.png", "--model", "net.py:make", "--weights",
+        "net.pt", "--bands", "0,1,2,4,12", "--n-steps", 10, "--target", 1, "--out", "rc",
+    )  # fmt: skip
+    assert code == 0, err
+    assert files_in(work / "rc") == ["contributions.csv", "rank_contributions.png"]
+    rows = read_csv(work / "rc" / "contributions.csv")
+    assert len(rows) == 2 * 3 * 4, "two images, three channels, four bands"
+    model = load_model(f"{work / 'net.py'}:make", weights=work / "net.pt")
+    for name, line in zip(("a.png", "b.png"), out.splitlines()):
+        x = load_image_like_the_cli(work / name, None).unsqueeze(0)
+        expected = rank_contributions(model, x, target=1, bands=[0, 1, 2, 4, 12], n_steps=10)
+        mine = [r for r in rows if r["image"] == name]
+        assert [(int(r["band_start"]), int(r["band_end"])) for r in mine[:4]] == [
+            (0, 1), (1, 2), (2, 4), (4, 12)
+        ], mine  # fmt: skip
+        got = torch.tensor([float(r["value"]) for r in mine]).reshape(3, 4)
+        assert torch.allclose(got, expected[0], atol=1e-6), (got, expected)
+        with torch.no_grad():
+            delta = float(model(x)[0, 1] - model(torch.zeros_like(x))[0, 1])
+        assert f"sum of contributions {float(expected.double().sum()):.6g}" in line, line
+        assert f"F(x) - F(0) = {delta:.6g}" in line, line
+    assert figure_pixels(work / "rc" / "rank_contributions.png").std() > 10, "blank figure"
+
+
+def test_contributions_of_a_linear_model_are_its_svd_terms(capsys, work):
+    """For a linear model each rank's entry is w_target · σ_i u_i v_iᵀ (numpy SVD), exactly."""
+    write_png(work / "s.png", 8, 8, seed=3)
+    torch.manual_seed(0)
+    flat = load_model(f"{work / 'net.py'}:flat")
+    torch.save(flat.state_dict(), work / "flat.pt")
+    code, out, err = run(
+        capsys, "contributions", "s.png", "--model", "net.py:flat", "--weights", "flat.pt",
+        "--target", 2, "--n-steps", 8, "--no-cumulative", "--out", "rc",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = read_csv(work / "rc" / "contributions.csv")
+    x = load_image_like_the_cli(work / "s.png", None).double().numpy()
+    w = flat[1].weight.detach().double().numpy()[2].reshape(3, 8, 8)
+    expected = []
+    for c in range(3):
+        u, s, vt = np.linalg.svd(x[c])
+        expected += [float((w[c] * s[i] * np.outer(u[:, i], vt[i])).sum()) for i in range(8)]
+    got = [float(r["value"]) for r in rows]
+    assert [int(r["band_start"]) for r in rows] == list(range(8)) * 3, rows
+    assert np.allclose(got, expected, atol=1e-5), (got, expected)
+    total, delta = out.split("sum of contributions ")[1].split(", F(x) - F(0) = ")
+    assert float(total) == pytest.approx(float(delta.split()[0]), rel=1e-4), out
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--bands", "0,4,8"], "--bands must end at min(H, W) = 12 of a.png"),
+        (["--bands", "2,4,12"], "argument --bands: expected at least two edges starting at 0"),
+        (["--bands", "0,x"], "argument --bands: band edges must be integers"),
+        (["--bands", "0,1,2,4,12", "--n-steps", 2], "--n-steps must be at least the number"),
+        (["--n-steps", 11], "--n-steps must be at least the number of bands (12 for a.png)"),
+        (["--target", 99], "--target 99 is out of range"),
+        (["--target", "cat"], "--target"),
+        (["--model", "net.py:make"], "one --model"),
+    ],
+)
+def test_contributions_errors(capsys, work, extra, match):
+    """Bad bands, steps, targets and models: exit 2, one line, no output folder."""
+    code, _, err = run(
+        capsys, "contributions", "a.png", "--model", "net.py:make", "--out", "rc", *extra
+    )
+    assert_user_error(code, err, match)
+    assert not (work / "rc").exists(), "nothing may be written on an error"
+
+
+def test_contributions_missing_image(capsys, work):
+    """A missing image is named before the model is built; nothing is written."""
+    code, _, err = run(
+        capsys, "contributions", "a.png", "nope.png", "--model", "net.py:make", "--out", "rc"
+    )
+    assert_user_error(code, err, "nope.png")
+    assert not (work / "rc").exists()
+
+
+# --------------------------------------------------------------------------- stability
+
+
+STABILITY_FAST = ["--steps", 2, "--n-bisect", 3, "--n-iter", 3, "--no-progress"]
+
+CONV_NET = """
+from torch import nn
+
+def convnet():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)
+    )
+"""
+
+
+def test_stability_matches_compare_stability(capsys, work, labelled_folder):
+    """Table (stdout, .md, .csv, .json) and spectra equal direct library calls."""
+    from captum_rig.stability import compare_stability, feature_map_spectra, weight_spectra
+
+    # Nearly linear, so that small perturbations change predictions and distortions are finite.
+    (work / "conv.py").write_text(CONV_NET)
+    spec = f"{work / 'conv.py'}:convnet"
+    for seed, file in ((0, "first.pt"), (1, "second.pt")):
+        torch.manual_seed(seed)
+        torch.save(load_model(spec).state_dict(), work / file)
+    code, out, err = run(
+        capsys, "stability", "--model", "conv.py:convnet", "--weights", "first.pt", "--name",
+        "first", "--model", "conv.py:convnet", "--weights", "second.pt", "--name", "second",
+        "--data", labelled_folder, "--out", "st", *STABILITY_FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    assert files_in(work / "st") == [
+        "feature_map_spectra.png", "stability.csv", "stability.json", "stability.md",
+        "weight_norms.png", "weight_spectra.png",
+    ]  # fmt: skip
+    models = {
+        "first": load_model(spec, weights=work / "first.pt"),
+        "second": load_model(spec, weights=work / "second.pt"),
+    }
+    images = torch.stack(
+        [load_image_like_the_cli(p, 8) for p in sorted(labelled_folder.rglob("*.png"))]
+    )
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    table = compare_stability(models, images, labels, steps=2, n_bisect=3, n_iter=3, progress=False)
+    assert table.to_markdown() in out, out
+    assert table.to_markdown() in (work / "st" / "stability.md").read_text()
+    rows = read_csv(work / "st" / "stability.csv")
+    assert [(r["model"], r["attack"]) for r in rows] == [
+        (r.model, r.attack) for r in table.rows
+    ], rows  # fmt: skip
+    got = [float(r["average_distortion"]) for r in rows]
+    assert np.isfinite(got).all(), f"no prediction changed, nothing compared: {got}"
+    assert got == pytest.approx([r.average_distortion for r in table.rows], rel=1e-6), got
+    record = json.loads((work / "st" / "stability.json").read_text())
+    assert record["n_images"] == 6 and len(record["rows"]) == 4, record["rows"]
+    for name, model in models.items():
+        for layer, s in weight_spectra(model).items():
+            got = record["weight_spectra"][name][layer]
+            assert np.allclose(got, s.numpy(), rtol=1e-6), (name, layer)
+        for layer, s in feature_map_spectra(model, images).items():
+            got = record["feature_map_spectra"][name][layer]
+            assert np.allclose(got, s.numpy(), rtol=1e-6), (name, layer)
+    for figure in ("weight_spectra.png", "weight_norms.png", "feature_map_spectra.png"):
+        assert figure_pixels(work / "st" / figure).std() > 10, f"blank {figure}"
+
+
+def test_stability_model_without_convolutions(capsys, work, labelled_folder):
+    """A model with no Conv2d gets no feature-map figure, a note instead; JSON is valid."""
+    code, out, err = run(
+        capsys, "stability", "--model", "net.py:flat", "--data", labelled_folder,
+        "--attacks", "gaussian", "--out", "st", *STABILITY_FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "note: no feature-map spectra for flat" in err, err
+    assert "feature_map_spectra.png" not in files_in(work / "st")
+    record = json.loads((work / "st" / "stability.json").read_text())
+    assert [r["attack"] for r in record["rows"]] == ["gaussian"], record["rows"]
+    assert record["feature_map_spectra"] == {}, record["feature_map_spectra"]
+
+
+@pytest.mark.parametrize(
+    "data, extra, match",
+    [
+        ("flat", [], "has no labels"),
+        ("data", ["--attacks", "fgsm"], "argument --attacks"),
+        ("data", ["--norm", "l1"], "invalid choice"),
+        ("data", ["--layers", "nosuch"], "--layers for model make"),
+        ("missing", [], "missing"),
+    ],
+)
+def test_stability_errors(capsys, work, labelled_folder, data, extra, match):
+    """Unlabelled data, unknown attacks, norms and layers: exit 2, one line, nothing written."""
+    (work / "flat").mkdir()
+    write_png(work / "flat" / "x.png", 8, 8)
+    code, _, err = run(
+        capsys, "stability", "--model", "net.py:make", "--data", work / data, "--out", "st",
+        *STABILITY_FAST, *extra,
+    )  # fmt: skip
+    assert_user_error(code, err, match)
+    assert not (work / "st").exists(), "nothing may be written on an error"

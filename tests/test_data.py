@@ -1,5 +1,8 @@
 """Tests for captum_rig.data: image files, image folders, local CIFAR-10, writing images."""
 
+import os
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +10,7 @@ from PIL import Image
 
 from captum_rig.data import (
     IMAGE_EXTENSIONS,
+    MAX_PIXELS,
     ImageFiles,
     image_dataset,
     image_folder,
@@ -410,3 +414,89 @@ def test_save_image_errors(tmp_path):
         save_image(torch.rand(2, 4, 4), tmp_path / "x.png")
     assert image_format("a/b.tiff") == "TIFF"
     assert not list(tmp_path.iterdir()), "nothing should be written"
+
+
+# hostile inputs ------------------------------------------------------------------------
+
+
+def test_big_image_refused_from_its_header(tmp_path, monkeypatch):
+    """Above max_pixels the file is refused before decoding, the message naming the limit."""
+    Image.new("L", (4100, 4100)).save(tmp_path / "big.png")
+    assert MAX_PIXELS == 4096 * 4096
+
+    def no_decoding(self):
+        raise AssertionError("decoded a refused image")
+
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "load", no_decoding)
+        with pytest.raises(ValueError, match=r"big.png is 4100×4100 = 16,810,000 pixels"):
+            load_image(tmp_path / "big.png")
+    assert load_image(tmp_path / "big.png", max_pixels=None, channels=None).shape == (
+        1, 4100, 4100,
+    )  # fmt: skip
+    assert load_image(tmp_path / "big.png", size=8, channels=None).shape == (1, 8, 8), (
+        "size: shrunk, allowed"
+    )
+
+
+def test_max_pixels_bounds(tmp_path):
+    """max_pixels is inclusive, applies to size too, and must be a positive int."""
+    Image.fromarray(_rgb(10, 12)).save(tmp_path / "a.png")
+    assert load_image(tmp_path / "a.png", max_pixels=120).shape == (3, 10, 12)
+    with pytest.raises(ValueError, match="more than max_pixels = 119"):
+        load_image(tmp_path / "a.png", max_pixels=119)
+    with pytest.raises(ValueError, match=r"size 20×20 is more than max_pixels"):
+        load_image(tmp_path / "a.png", size=20, max_pixels=399)
+    with pytest.raises(ValueError, match="max_pixels"):
+        load_image(tmp_path / "a.png", max_pixels=0)
+
+
+def test_image_dataset_passes_max_pixels(tmp_path):
+    """Folders read through image_dataset honour max_pixels on access."""
+    (tmp_path / "c").mkdir()
+    Image.fromarray(_rgb(10, 12)).save(tmp_path / "c" / "a.png")
+    data, _ = image_dataset(tmp_path, max_pixels=100)
+    with pytest.raises(ValueError, match="more than max_pixels = 100"):
+        data[0]
+    assert image_dataset(tmp_path)[0][0][0].shape == (3, 10, 12)
+
+
+def test_image_dataset_source_that_is_a_file(tmp_path):
+    """A file as source says it is a file and what source takes."""
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="a.png is a file, but source .* takes a folder"):
+        image_dataset(tmp_path / "a.png")
+
+
+class _WritesAFile:
+    """Unpickling this calls open(path, "w"): what a crafted CIFAR-10 batch could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("name", ["test_batch", "batches.meta"])
+def test_cifar10_crafted_pickle_runs_no_code(tmp_path, name):
+    """A batch or meta file that would run code is refused, naming the file; nothing runs."""
+    write_cifar10_folder(tmp_path, n_train=5, n_test=2)
+    victim = tmp_path / "written-by-the-pickle"
+    with open(tmp_path / "cifar-10-batches-py" / name, "wb") as f:
+        pickle.dump({"data": _WritesAFile(victim), "labels": [0], "label_names": []}, f)
+    with pytest.raises(ValueError, match=f"{name}: it names .*open, but a CIFAR-10 batch"):
+        load_cifar10(tmp_path, train=False)
+    assert not victim.exists(), "the crafted pickle ran"
+
+
+def test_cifar10_safe_loader_equals_plain_pickle(cifar_root):
+    """The restricted unpickler reads the same arrays and labels as pickle.load does."""
+    data = load_cifar10(cifar_root, train=False)
+    with open(os.path.join(cifar_root, "cifar-10-batches-py", "test_batch"), "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    pixels = np.asarray(batch["data"]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(data.data, pixels)
+    assert data.targets == list(batch["labels"])
+    with open(os.path.join(cifar_root, "cifar-10-batches-py", "batches.meta"), "rb") as f:
+        assert data.classes == pickle.load(f, encoding="latin1")["label_names"]

@@ -223,6 +223,50 @@ def test_checkpoint_with_code_is_refused(net_file, tmp_path):
         _make(net_file, weights=path)
 
 
+def test_pickled_module_gets_a_resave_hint_not_weights_only_false(net_file, tmp_path):
+    """A whole pickled model: the error says how to re-save it, never weights_only=False."""
+    path = tmp_path / "whole.pt"
+    torch.save(_make(net_file), path)
+    with pytest.raises(ValueError, match="holds Python objects other than tensors") as error:
+        _make(net_file, weights=path)
+    assert "torch.save(model.state_dict(), PATH)" in str(error.value)
+    assert "weights_only=False" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "kind, match",
+    [
+        ("folder", "it is a folder"),
+        ("empty", "the file is empty"),
+        ("device", "it is not a regular file"),
+    ],
+)
+def test_weights_that_are_not_regular_files(net_file, tmp_path, kind, match):
+    """A folder, an empty file or a device (/dev/null) is named for what it is."""
+    if kind == "device":
+        path = Path("/dev/null")
+        if not path.exists():
+            pytest.skip("no /dev/null")
+    else:
+        path = tmp_path / "w.pt"
+        path.mkdir() if kind == "folder" else path.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"cannot read checkpoint {path}: {match}"):
+        _make(net_file, weights=path)
+
+
+def test_damaged_checkpoint_is_one_clear_value_error(net_file, tmp_path):
+    """Bytes that break the unpickler oddly (a KeyError inside it) still give a ValueError."""
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"hello world garbage")
+    with pytest.raises(ValueError, match="junk.pt: not a PyTorch checkpoint"):
+        _make(net_file, weights=path)
+
+
+def test_module_doc_says_python_specs_run_code():
+    """The loading reference says that a file or module spec runs that code."""
+    assert "*runs*, that module or file" in loading.__doc__
+
+
 def test_checkpoint_not_a_state_dict(net_file, tmp_path):
     """A tensor saved on its own is not a state dict."""
     path = tmp_path / "tensor.pt"
