@@ -1095,6 +1095,8 @@ def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, dev
                 device=device,
                 progress=_progress(args),
                 checkpoint=checkpoint,
+                # a few KB per save: even a SIGKILL loses at most the batch in progress
+                checkpoint_every=1,
             )
         except KeyboardInterrupt:
             raise _Interrupted(_resume_hint(args, name, checkpoint, len(loader), spectra)) from None
