@@ -1,10 +1,11 @@
-"""The demo: attribution figures, rank galleries, rank spectra and a scored comparison.
+"""The demo: attribution figures, rank galleries, rank spectra and contributions, scores.
 
 :func:`run_demo` (``captum-rig demo --out DIR``) needs nothing but the package: the
 synthetic shapes (:mod:`captum_rig.synthetic`), two small CNNs trained on them and three
 public-domain / CC0 photographs, shipped in ``captum_rig/assets/`` (rebuilt by
 ``scripts/make_demo_assets.py``). This module only orchestrates: the maps come from
-:mod:`captum_rig.methods`, their scores from :mod:`captum_rig.metrics`, every figure from
+:mod:`captum_rig.methods`, their scores from :mod:`captum_rig.metrics`, the split of the
+evidence by rank from :func:`captum_rig.rank_contributions`, every figure from
 :mod:`captum_rig.viz`.
 
 References:
@@ -12,6 +13,7 @@ References:
     arXiv:2012.03516.
 """
 
+import math
 import os
 import re
 import shutil
@@ -112,6 +114,7 @@ OUTPUTS = {
     "rank_gallery": "rank_gallery.png",
     "rank_gallery_reverse": "rank_gallery_reverse.png",
     "rank_spectra": "rank_spectra.png",
+    "rank_contributions": "rank_contributions.png",
     "deletion_insertion": "deletion_insertion.png",
     "scores": "scores.csv",
     "report": "report.md",
@@ -122,6 +125,10 @@ _SPECTRUM_RANKS = (1, 2, 4, 8, 16, 32)
 # Ranks the spectra are computed at: every rank up to 6, then sparser (32 is full).
 _SPECTRUM_GRID = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32)
 _MODEL_TITLES = {"natural": "natural", "lowrank8": "trained on rank 8"}
+# Rank bands of the contribution overview (the shapes are 32×32, so w = 32) and gradient
+# evaluations per image for all of them: a tenth of the 4 · 32 one entry per rank costs.
+_CONTRIBUTION_BANDS = (0, 1, 2, 4, 8, 16, 32)
+_CONTRIBUTION_STEPS = 40
 
 
 @dataclass
@@ -144,6 +151,8 @@ class _State:
     shape_names: Sequence[str] = ()
     photo_class: str = ""
     spectra: Dict[bool, Dict[str, Any]] = field(default_factory=dict)
+    contributions: Dict[str, Tensor] = field(default_factory=dict)  # title -> (N, C, bands)
+    rises: Dict[str, float] = field(default_factory=dict)  # title -> Σ F(x) - F(0)
     rows: List[Dict[str, Any]] = field(default_factory=list)
     accuracies: Dict[str, float] = field(default_factory=dict)
 
@@ -207,6 +216,10 @@ def run_demo(
     - ``rank_gallery.png`` / ``rank_gallery_reverse.png``: the photo at ranks 1..full,
       and with its top ranks removed.
     - ``rank_spectra.png``: accuracy against rank, kept and removed, for both models.
+    - ``rank_contributions.png``: where in the spectrum each model's evidence for the true
+      class comes from: :func:`captum_rig.rank_contributions` of both models on the
+      ``n_eval`` scored images, in rank bands (40 gradient evaluations per image), as the
+      cumulative share of ``F(x) - F(0)`` carried by the top k components and per band.
     - ``deletion_insertion.png`` and ``scores.csv``: mean deletion/insertion curves and
       per-method scores on ``n_eval`` images (see
       :func:`captum_rig.metrics.mask_energy` and
@@ -228,7 +241,7 @@ def run_demo(
         methods (sequence of str, optional): registry names (``rig``, ``ig``,
             ``blurig``, ``saliency``; see :mod:`captum_rig.methods`); None: all.
         n_images (int): synthetic images in the comparison figure. Default: 4.
-        n_eval (int): synthetic images scored. Default: 60.
+        n_eval (int): synthetic images scored, and split by rank. Default: 60.
         n_spectrum (int): synthetic images for the rank spectra and accuracies.
             Default: 200.
         n_steps (int): path steps of RIG (ranks), IG and BlurIG. Default: 32.
@@ -236,8 +249,8 @@ def run_demo(
         photo (str): which shipped photo (see :data:`PHOTOS`). Default: ``"chelsea"``.
         dpi (int): figure resolution, at least 10. Default: 110.
         timings (dict, optional): filled with the seconds each stage took.
-        log (Callable[[str], None], optional): called with one line as each of the six
-            stages starts, e.g. ``"[2/6] attributions: RIG, Saliency on 4 synthetic
+        log (Callable[[str], None], optional): called with one line as each of the seven
+            stages starts, e.g. ``"[2/7] attributions: RIG, Saliency on 4 synthetic
             images and the photo chelsea"``; ``print`` shows the progress.
 
     Returns:
@@ -247,12 +260,13 @@ def run_demo(
     Examples:
         >>> paths = run_demo("demo-output", methods=["saliency"], n_images=1, n_eval=2,
         ...                  n_spectrum=4, n_steps=2, score_steps=2, dpi=20, log=print)
-        [1/6] setup: 2 demo models, 4 synthetic shapes, the photo chelsea
-        [2/6] attributions: Saliency on 1 synthetic image and the photo chelsea
-        [3/6] rank galleries: the photo chelsea, top ranks kept and removed
-        [4/6] rank spectra: 2 models on 4 synthetic images, 16 ranks, kept and removed
-        [5/6] scores: mask energy and deletion/insertion of Saliency on 2 synthetic images
-        [6/6] report: report.md
+        [1/7] setup: 2 demo models, 4 synthetic shapes, the photo chelsea
+        [2/7] attributions: Saliency on 1 synthetic image and the photo chelsea
+        [3/7] rank galleries: the photo chelsea, top ranks kept and removed
+        [4/7] rank spectra: 2 models on 4 synthetic images, 16 ranks, kept and removed
+        [5/7] rank contributions: 2 models on 2 synthetic images, 6 bands, 40 gradients per image
+        [6/7] scores: mask energy and deletion/insertion of Saliency on 2 synthetic images
+        [7/7] report: report.md
         >>> paths[-1].name
         'report.md'
     """
@@ -405,6 +419,12 @@ def _stages(s: _State) -> List[Tuple[str, str, Callable[[_State], None]]]:
             _rank_spectra,
         ),
         (
+            "rank contributions",
+            f"2 models on {_images(s.n_eval)}, {len(_CONTRIBUTION_BANDS) - 1} bands, "
+            f"{_CONTRIBUTION_STEPS} gradients per image",
+            _rank_contributions,
+        ),
+        (
             "scores",
             f"mask energy and deletion/insertion of {s.titles} on {_images(s.n_eval)}",
             _scores,
@@ -547,7 +567,40 @@ def _rank_spectra(s: _State) -> None:
     _save_figure(fig, s.paths["rank_spectra"], s.dpi)
 
 
-# -- stage 5: scores against the object masks -------------------------------------------
+# -- stage 5: rank contributions --------------------------------------------------------
+
+
+def _rank_contributions(s: _State) -> None:
+    from captum_rig.attr.rank_contributions import rank_contributions
+    from captum_rig.viz import plot_rank_contributions
+
+    x, y = s.data.images[: s.n_eval], s.data.labels[: s.n_eval]
+    bands = list(_CONTRIBUTION_BANDS)
+    for name, m in s.models.items():
+        title = _MODEL_TITLES[name]
+        s.contributions[title] = rank_contributions(
+            m, x, target=y, bands=bands, n_steps=_CONTRIBUTION_STEPS
+        )
+        with torch.no_grad():
+            rise = m(x) - m(torch.zeros_like(x))
+        s.rises[title] = float(rise.gather(1, y[:, None]).sum())
+    fig, axes = _two_panels()
+    plot_rank_contributions(
+        s.contributions, bands=bands, ax=axes[0], title="top k components, cumulative"
+    )
+    plot_rank_contributions(
+        s.contributions, bands=bands, cumulative=False, ax=axes[1], title="per band"
+    )
+    for ax in axes:
+        # the bands double in width: a log2 axis gives each the same room
+        ax.set_xscale("symlog", base=2, linthresh=1, linscale=0.5)
+        ax.set_xticks(bands, [str(b) for b in bands])
+        ax.set_xlim(0, bands[-1])
+    fig.suptitle(f"Evidence for the true class, F(x) - F(0), split by rank; {_images(len(x))}")
+    _save_figure(fig, s.paths["rank_contributions"], s.dpi)
+
+
+# -- stage 6: scores against the object masks -------------------------------------------
 
 
 def _mean_sd(values: Tensor) -> Tuple[float, float]:
@@ -626,7 +679,7 @@ def _write_scores(path: Path, rows: List[Dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-# -- stage 6: the report ----------------------------------------------------------------
+# -- stage 7: the report ----------------------------------------------------------------
 
 
 def _write_report(s: _State) -> None:
@@ -642,6 +695,7 @@ def _report(s: _State) -> str:
     sections = (
         _report_intro,
         _report_spectra,
+        _report_contributions,
         _report_galleries,
         _report_attributions,
         _report_scores,
@@ -720,6 +774,66 @@ def _report_spectra(s: _State) -> List[str]:
         "",
         *_spectrum_table(removed),
     ]
+
+
+def _top_shares(contributions: Tensor) -> Dict[int, float]:
+    """Band edge k -> share of the total carried by the top k components."""
+    per_band = contributions.double().sum(dim=(0, 1))
+    shares = (per_band.cumsum(0) / per_band.sum()).tolist()
+    return dict(zip(_CONTRIBUTION_BANDS[1:], shares))
+
+
+def _report_contributions(s: _State) -> List[str]:
+    shares = {title: _top_shares(c) for title, c in s.contributions.items()}
+    edges = _CONTRIBUTION_BANDS[1:-1]
+    lines = [
+        "## Where in the spectrum the evidence comes from",
+        "",
+        "`rank_contributions` splits each model's evidence for the true class, F(x) − F(0) "
+        "(the logit's rise from the black image), by singular component along RIG's rank "
+        f"path: here in the bands {_band_names()} ({_CONTRIBUTION_STEPS} gradient "
+        f"evaluations per image), summed over the {s.n_eval} scored images and the colour "
+        "channels. Share of the evidence carried by the top k components (the last column "
+        "checks that the bands add up to F(x) − F(0), up to the quadrature error):",
+        "",
+        "| model | " + " | ".join(f"top {k}" for k in edges) + " | bands' sum / (F(x) − F(0)) |",
+        "|---|" + "---|" * (len(edges) + 1),
+    ]
+    for title, share in shares.items():
+        total = float(s.contributions[title].double().sum())
+        rise = s.rises[title]
+        cells = " | ".join(_percent(share[k]) for k in edges)
+        lines.append(f"| {title} | {cells} | {_fmt(total / rise if rise else math.nan, 2)} |")
+    by_model = list(shares.items())
+    return lines + [
+        "",
+        f"![rank contributions]({OUTPUTS['rank_contributions']})",
+        "",
+        "The top 4 components carry "
+        + _join([f"{_percent(sh[4])} (*{title}*)" for title, sh in by_model])
+        + " of the evidence; the top 8, "
+        + _join([_percent(sh[8]) for _, sh in by_model])
+        + "."
+        + _overshoot_remark(shares.get(_MODEL_TITLES["lowrank8"])),
+    ]
+
+
+def _percent(share: float) -> str:
+    return "n/a" if share != share else f"{share:.0%}"
+
+
+def _band_names() -> str:
+    return _join([f"{a}–{b}" for a, b in zip(_CONTRIBUTION_BANDS, _CONTRIBUTION_BANDS[1:])])
+
+
+def _overshoot_remark(share: Optional[Dict[int, float]]) -> str:
+    """A sentence when the rank-8 model has more than its whole evidence by rank 8."""
+    if share is None or not share[8] >= 1.005:  # not NaN either
+        return ""
+    return (
+        f" The model trained on rank 8 has more than its whole evidence ({share[8]:.0%}) by "
+        "rank 8: the higher components, which it never saw in training, take some back."
+    )
 
 
 def _report_galleries(s: _State) -> List[str]:

@@ -1,7 +1,9 @@
 """Tests for captum_rig.demo: shipped assets, demo models, and the demo job."""
 
 import csv
+import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_rig import low_rank
+from captum_rig import low_rank, rank_contributions
 from captum_rig.demo import (
     ASSETS,
     DEMO_MODELS,
@@ -33,22 +35,56 @@ from captum_rig.methods import METHODS
 from captum_rig.synthetic import make_shapes
 
 SMALL = dict(n_images=2, n_eval=6, n_spectrum=24, n_steps=4, score_steps=4, dpi=40)
+STAGES = [
+    "setup",
+    "attributions",
+    "rank galleries",
+    "rank spectra",
+    "rank contributions",
+    "scores",
+    "report",
+]
+
+
+def _counting_rank_contributions(calls):
+    """rank_contributions that records its inputs and the model rows it evaluated."""
+    original = rank_contributions
+
+    def spy(forward_func, inputs, **kwargs):
+        rows = []
+
+        def counted(x, *args):
+            rows.append(x.shape[0])
+            return forward_func(x, *args)
+
+        result = original(counted, inputs, **kwargs)
+        calls.append({"inputs": inputs.clone(), "evaluations": sum(rows), **kwargs})
+        return result
+
+    return spy
 
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
-    """One small demo run with every method, shared by the tests that only read its output."""
+    """One small demo run with every method, shared by the tests that only read its output.
+
+    Returns (out folder, written paths, logged lines with the staged files at each, stage
+    timings, the demo's rank_contributions calls).
+    """
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("demo")
-    lines, timings = [], {}
+    lines, timings, calls = [], {}, []
 
     def log(line):
         # what the staging folder holds when a stage is announced
         made = sorted(p.name for p in out.glob(".captum-rig-demo-*/*"))
         lines.append((line, made))
 
-    paths = run_demo(out, log=log, timings=timings, **SMALL)
-    return out, paths, lines, timings
+    module = importlib.import_module("captum_rig.attr.rank_contributions")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "rank_contributions", _counting_rank_contributions(calls))
+        paths = run_demo(out, log=log, timings=timings, **SMALL)
+    return out, paths, lines, timings, calls
 
 
 def _by_key(paths):
@@ -119,7 +155,7 @@ def test_asset_loader_errors():
 
 def test_run_demo_returns_the_written_paths(demo_out):
     """A list of every output in OUTPUTS order (report.md last), and no stray file."""
-    out, paths, _, _ = demo_out
+    out, paths = demo_out[:2]
     assert isinstance(paths, list), type(paths)
     assert [p.name for p in paths] == list(OUTPUTS.values()), paths
     assert paths[-1].name == "report.md"
@@ -138,23 +174,24 @@ def test_run_demo_figures_not_blank(demo_out, key):
 
 
 def test_run_demo_logs_each_stage_as_it_starts(demo_out):
-    """log gets "[i/6] stage: ..." before each stage's work, in the order timings records."""
-    _, _, lines, timings = demo_out
-    stages = ["setup", "attributions", "rank galleries", "rank spectra", "scores", "report"]
-    assert list(timings) == stages, timings
+    """log gets "[i/7] stage: ..." before each stage's work, in the order timings records."""
+    lines, timings = demo_out[2:4]
+    assert list(timings) == STAGES, timings
     assert all(t >= 0 for t in timings.values()), timings
     assert [line.split(": ")[0] for line, _ in lines] == [
-        f"[{i}/6] {name}" for i, name in enumerate(stages, 1)
+        f"[{i}/7] {name}" for i, name in enumerate(STAGES, 1)
     ], lines
     attributions = lines[1][0]
     for m in METHODS.values():
         assert m.title in attributions, f"{m.title} not announced: {attributions}"
     made = {line.split(": ")[0]: files for line, files in lines}
-    assert made["[1/6] setup"] == [], "nothing written before the first stage"
-    assert "comparison_shapes.png" not in made["[2/6] attributions"], "announced after its work"
-    assert "comparison_shapes.png" in made["[3/6] rank galleries"], made
-    assert "rank_gallery.png" not in made["[3/6] rank galleries"], "announced after its work"
-    assert "scores.csv" not in made["[5/6] scores"] and "report.md" not in made["[6/6] report"]
+    assert made["[1/7] setup"] == [], "nothing written before the first stage"
+    assert "comparison_shapes.png" not in made["[2/7] attributions"], "announced after its work"
+    assert "comparison_shapes.png" in made["[3/7] rank galleries"], made
+    assert "rank_gallery.png" not in made["[3/7] rank galleries"], "announced after its work"
+    assert "rank_contributions.png" not in made["[5/7] rank contributions"], "announced late"
+    assert "rank_contributions.png" in made["[6/7] scores"], made
+    assert "scores.csv" not in made["[6/7] scores"] and "report.md" not in made["[7/7] report"]
 
 
 def test_run_demo_report_and_scores(demo_out):
@@ -172,6 +209,55 @@ def test_run_demo_report_and_scores(demo_out):
     for r in rows:
         assert 0 <= float(r["mask_energy"]) <= 1 and 0 <= float(r["deletion_auc"]) <= 1
         assert f"| {r['title']} | {float(r['mask_energy']):.3f}" in report, "table = csv"
+
+
+def _contributions_table(report):
+    """The rank-contribution section's table: model title -> {column header: cell}."""
+    section = report.split("## Where in the spectrum the evidence comes from", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    table = {}
+    for row in rows[1:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        table[cells[0]] = dict(zip(header[1:], cells[1:]))
+    return table
+
+
+def test_run_demo_rank_contributions_cost_and_images(demo_out):
+    """Both models are split on the held-out scored images, at most 40 gradients per image."""
+    calls = demo_out[4]
+    shapes = make_shapes(SMALL["n_spectrum"], seed=SHAPES_TEST_SEED)
+    assert len(calls) == 2, "one call per demo model"
+    for call in calls:
+        assert torch.equal(call["inputs"], shapes.images[: SMALL["n_eval"]])
+        assert torch.equal(call["target"], shapes.labels[: SMALL["n_eval"]])
+        per_image = call["evaluations"] / SMALL["n_eval"]
+        assert 6 <= per_image <= 40, f"{per_image} gradient evaluations per image"
+
+
+def test_run_demo_rank_contributions_report_numbers(demo_out):
+    """The report's top-k shares and sums equal a direct rank_contributions call."""
+    report = _by_key(demo_out[1])["report"].read_text(encoding="utf-8")
+    table = _contributions_table(report)
+    assert set(table) == {"natural", "trained on rank 8"}, table
+    shapes = make_shapes(SMALL["n_spectrum"], seed=SHAPES_TEST_SEED)
+    x, y = shapes.images[: SMALL["n_eval"]], shapes.labels[: SMALL["n_eval"]]
+    bands = [0, 1, 2, 4, 8, 16, 32]
+    for name, title in (("natural", "natural"), ("lowrank8", "trained on rank 8")):
+        model = load_demo_model(name)
+        c = rank_contributions(model, x, target=y, bands=bands, n_steps=40).double()
+        per_band = c.sum(dim=(0, 1))
+        top = dict(zip(bands[1:], (per_band.cumsum(0) / per_band.sum()).tolist()))
+        for k in (1, 2, 4, 8, 16):
+            shown = float(table[title][f"top {k}"].rstrip("%"))
+            assert shown == pytest.approx(100 * top[k], abs=0.5 + 1e-6), (title, k, top[k])
+        with torch.no_grad():
+            rise = (model(x) - model(torch.zeros_like(x))).gather(1, y[:, None]).sum()
+        shown = float(table[title]["bands' sum / (F(x) − F(0))"])
+        assert shown == pytest.approx(float(per_band.sum() / rise), abs=0.005 + 1e-6)
+        assert f"{top[4]:.0%} (*{title}*)" in report, "top-4 sentence"
+    assert re.search(r"; the top 8, -?\d+% and -?\d+%\.", report), "top-8 sentence"
 
 
 def test_run_demo_random_row_scores_the_mask_area(demo_out):
@@ -296,7 +382,7 @@ from captum_rig.demo import run_demo
 
 def log(line):
     print(line, flush=True)
-    if line.startswith("[3/6]"):
+    if line.startswith("[3/7]"):
         time.sleep(600)  # killed here, with the first figures staged
 
 run_demo(sys.argv[1], methods=["saliency"], log=log, n_images=1, n_eval=2, n_spectrum=4,
@@ -320,9 +406,9 @@ def test_run_demo_cleans_up_after_a_sigkilled_run(tmp_path, monkeypatch):
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("[3/6]"):
+            if line.startswith("[3/7]"):
                 break
-        assert lines and lines[-1].startswith("[3/6]"), lines
+        assert lines and lines[-1].startswith("[3/7]"), lines
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
