@@ -22,7 +22,6 @@ import hashlib
 import os
 import signal
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import (
     Any,
@@ -63,22 +62,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 _CHECKPOINT_FORMAT = "captum_rig.rank_spectrum/2"
 _CSV_COLUMNS = ["rank", "agreement", "accuracy", "n_images", "reverse"]
-# Figures moved to captum_rig.viz; these names still resolve here for old imports.
-_MOVED_TO_VIZ = ("plot_spectra", "plot_accuracy_gap")
-
-
-def __getattr__(name: str) -> Any:
-    """The moved figure functions, with a DeprecationWarning; AttributeError otherwise."""
-    if name in _MOVED_TO_VIZ:
-        warnings.warn(
-            f"captum_rig.spectrum.{name} is now captum_rig.viz.{name}; import it from there",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from captum_rig import viz
-
-        return getattr(viz, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------

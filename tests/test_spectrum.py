@@ -16,7 +16,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import captum_rig.spectrum as spectrum_module
-from captum_rig import viz
 from captum_rig._checks import (
     NOT_A_BATCH,
     NOT_A_TENSOR,
@@ -392,17 +391,6 @@ def test_plot_errors():
         s.plot(metric="loss")
     with pytest.raises(ValueError, match="needs a spectrum computed with labels"):
         s.plot(metric="accuracy")
-
-
-@pytest.mark.parametrize("name", ["plot_spectra", "plot_accuracy_gap"])
-def test_moved_figures_still_import_from_spectrum(name):
-    """The figures moved to viz; the old import path warns and gives the same function."""
-    with pytest.warns(DeprecationWarning, match=f"captum_rig.viz.{name}"):
-        moved = getattr(spectrum_module, name)
-    assert moved is getattr(viz, name), "the old name must be the viz function"
-    assert name not in spectrum_module.__all__, "spectrum no longer exports figures"
-    with pytest.raises(AttributeError, match="no attribute 'plot_nothing'"):
-        spectrum_module.plot_nothing  # noqa: B018
 
 
 def test_accuracy_gap():
