@@ -9,13 +9,24 @@ same input (1×3×size×size) and the same number of gradient evaluations (n_ste
   the model called through a ``call_model_function`` on the same device), at PAIR's
   ``batch_size=1`` and at its best batch size among ``--pair-batches``.
 
+With ``--memory``: peak memory of BlurIG over Captum IG at equal ``internal_batch_size``
+on a big image (default 2048×2048, a tiny conv + global-pool model), target <= 1.2. Each
+method runs in a fresh child process that reports its own peak resident set size
+(``ru_maxrss``, which sees torch's allocator where tracemalloc does not) and, on CUDA,
+``torch.cuda.max_memory_allocated``; a child that only builds the model and the input
+gives the baseline both share.
+
 Usage:
     python benchmarks/bench_blur_ig.py                       # full size: 224×224, 100 steps
     python benchmarks/bench_blur_ig.py --size 32 --steps 8 --repeats 1 --pair-batches 1,8
+    python benchmarks/bench_blur_ig.py --memory              # 2048×2048, 8 steps, batch 4
 """
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -23,6 +34,7 @@ import saliency.core as saliency
 import torch
 import torchvision
 from captum.attr import IntegratedGradients
+from torch import nn
 
 from captum_rig.attr.blur_ig import BlurIG, _BlurPath, blur_sigmas
 
@@ -34,6 +46,63 @@ def build(size: int, device: str):
     model = torchvision.models.resnet18(weights=None).eval().to(device)
     x = torch.rand(1, 3, size, size, device=device)
     return model, x
+
+
+class TinyConvNet(nn.Module):
+    """A 3→8 conv, ReLU, global average pool and a linear head: activations ~ the input's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def memory_child(method: str, args) -> None:
+    """Runs one method on the tiny model and prints this process's peak memory."""
+    torch.manual_seed(0)
+    model = TinyConvNet().eval().to(args.device)
+    x = torch.rand(1, 3, args.size, args.size, device=args.device)
+    kwargs = dict(target=TARGET, n_steps=args.steps, internal_batch_size=args.batch)
+    if method == "blur_ig":
+        BlurIG(model).attribute(x, max_sigma=args.max_sigma, **kwargs)
+    elif method == "ig":
+        IntegratedGradients(model).attribute(x, **kwargs)
+    cuda = torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else 0
+    # ru_maxrss is in KiB on Linux.
+    print(f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024} {cuda}")
+
+
+def memory_report(args) -> None:
+    """Peak memory of a baseline, IG and BlurIG, each in a fresh child process."""
+    print(
+        f"device={args.device} input=1x3x{args.size}x{args.size} n_steps={args.steps} "
+        f"internal_batch_size={args.batch} max_sigma={args.max_sigma} model=TinyConvNet"
+    )
+    peaks = {}
+    for method in ("baseline", "ig", "blur_ig"):
+        child = [sys.executable, __file__, "--memory-child", method, "--device", args.device]
+        child += ["--size", str(args.size), "--steps", str(args.steps)]
+        child += ["--batch", str(args.batch), "--max-sigma", str(args.max_sigma)]
+        out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
+        line = next(line for line in out.splitlines() if line.startswith("peak "))
+        peaks[method] = [int(v) / 2**20 for v in line.split()[1:]]
+    print(f"{'':26}{'peak RSS MiB':>14}{'above baseline':>16}{'CUDA MiB':>10}")
+    base = peaks["baseline"][0]
+    for method, label in (
+        ("baseline", "model + input"),
+        ("ig", "Captum IG"),
+        ("blur_ig", "BlurIG"),
+    ):
+        rss, cuda = peaks[method]
+        print(f"{label:26}{rss:14.0f}{rss - base:16.0f}{cuda:10.0f}")
+    (ours, ours_cuda), (ig, ig_cuda) = peaks["blur_ig"], peaks["ig"]
+    print(f"BlurIG / IG peak RSS: {ours / ig:.3f} (target <= 1.2)")
+    print(f"BlurIG / IG above baseline: {(ours - base) / (ig - base):.3f}")
+    if ig_cuda:
+        print(f"BlurIG / IG peak CUDA memory: {ours_cuda / ig_cuda:.3f}")
 
 
 def sync(device: str) -> None:
@@ -70,9 +139,11 @@ def pair_blur_ig(model, x: torch.Tensor, args, batch_size: int) -> np.ndarray:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=224, help="image height = width")
-    parser.add_argument("--steps", type=int, default=100, help="n_steps of every method")
-    parser.add_argument("--batch", type=int, default=16, help="internal_batch_size")
+    parser.add_argument("--size", type=int, help="image height = width (224; 2048 --memory)")
+    parser.add_argument("--steps", type=int, help="n_steps of every method (100; 8 --memory)")
+    parser.add_argument("--batch", type=int, help="internal_batch_size (16; 4 --memory)")
+    parser.add_argument("--memory", action="store_true", help="peak memory instead of time")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--max-sigma", type=float, default=50.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -80,6 +151,14 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    big = args.memory or args.memory_child
+    for name, timing, memory in (("size", 224, 2048), ("steps", 100, 8), ("batch", 16, 4)):
+        if getattr(args, name) is None:
+            setattr(args, name, memory if big else timing)
+    if args.memory_child:
+        return memory_child(args.memory_child, args)
+    if args.memory:
+        return memory_report(args)
     pair_batches = sorted({int(b) for b in args.pair_batches.split(",")} | {1})
 
     model, x = build(args.size, args.device)
