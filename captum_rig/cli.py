@@ -315,9 +315,8 @@ def _add_demo(sub: Any, method_names: Sequence[str]) -> None:
     p.set_defaults(run=_cmd_demo)
 
 
-def _add_explain(sub: Any, method_names: Sequence[str]) -> None:
-    p = sub.add_parser("explain", help="attribution maps of images, one column per method")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
+def _add_image_model_options(p: argparse.ArgumentParser) -> None:
+    """The model options and ``--target`` of the commands that explain image files."""
     _add_model_options(p)
     p.add_argument(
         "--target",
@@ -325,6 +324,12 @@ def _add_explain(sub: Any, method_names: Sequence[str]) -> None:
         help="class index to explain, or 'auto' for each image's predicted class "
         "(default: %(default)s)",
     )
+
+
+def _add_explain(sub: Any, method_names: Sequence[str]) -> None:
+    p = sub.add_parser("explain", help="attribution maps of images, one column per method")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
+    _add_image_model_options(p)
     p.add_argument(
         "--methods",
         default=",".join(method_names),
@@ -448,13 +453,7 @@ def _add_contributions(sub: Any) -> None:
         help="how much of F(x) - F(0) each singular component of each image accounts for",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
-    _add_model_options(p)
-    p.add_argument(
-        "--target",
-        default="auto",
-        help="class index to explain, or 'auto' for each image's predicted class "
-        "(default: %(default)s)",
-    )
+    _add_image_model_options(p)
     p.add_argument(
         "--bands",
         type=_band_edges,

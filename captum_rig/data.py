@@ -25,16 +25,6 @@ from torch.utils.data import Dataset
 from captum_rig._checks import check_int
 from captum_rig._context import atomic_path
 
-# Kept importable from here for older code; their home is captum_rig.models.
-from captum_rig.models import (  # noqa: F401
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Normalize,
-    with_normalization,
-)
-
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
