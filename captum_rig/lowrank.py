@@ -21,6 +21,8 @@ __all__ = ["low_rank", "drop_top_ranks", "RankPath"]
 
 Ranks = Union[Tensor, Sequence[float], Sequence[int]]
 
+LOW_RANK_METHODS = ("exact", "randomized")
+
 
 @contextlib.contextmanager
 def _one_cpu_thread(device: torch.device) -> Iterator[None]:
@@ -48,17 +50,72 @@ def _svd(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         return torch.linalg.svd(x.to(compute_dtype(x.dtype)), full_matrices=False)
 
 
-def low_rank(x: Tensor, k: int) -> Tensor:
+def _randomized_svd(
+    x: Tensor, size: int, power_iters: int, seed: int
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Approximate thin SVD of every trailing H×W matrix from a ``size``-column sketch.
+
+    The randomized range finder of Halko, Martinsson and Tropp (SIAM Review 53(2), 2011,
+    Alg. 4.4 and 5.1): ``Q`` is an orthonormal basis of ``(A Aᵀ)^q A Ω`` for a Gaussian
+    ``Ω`` (W × size), re-orthonormalized after every product so that float32 keeps the
+    small directions, and the SVD of the small ``Qᵀ A`` gives the factors. One ``Ω``,
+    drawn from ``seed`` on ``x``'s device, serves every matrix of the batch, so an image's
+    result does not depend on the images beside it.
+
+    Returns:
+        ``(u, s, vh)`` of shapes ``(..., H, size)``, ``(..., size)``, ``(..., size, W)``.
+    """
+    a = x.to(compute_dtype(x.dtype))
+    generator = torch.Generator(device=a.device)
+    generator.manual_seed(seed)
+    omega = torch.randn((a.shape[-1], size), generator=generator, dtype=a.dtype, device=a.device)
+    y = a @ omega
+    for _ in range(power_iters):
+        z = torch.linalg.qr(a.mT @ torch.linalg.qr(y).Q).Q
+        y = a @ z
+    q = torch.linalg.qr(y).Q
+    ub, s, vh = torch.linalg.svd(q.mT @ a, full_matrices=False)
+    return q @ ub, s, vh
+
+
+def low_rank(
+    x: Tensor,
+    k: int,
+    *,
+    method: str = "exact",
+    oversample: int = 10,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> Tensor:
     r"""Best rank-k approximation of every trailing H×W matrix of ``x``.
 
     Keeps the ``k`` largest singular values of each matrix (each channel of each image)
     and drops the rest. Differentiable in ``x``.
+
+    ``method="exact"`` computes the full SVD: the Eckart–Young optimum, at a cost that
+    does not depend on ``k``. ``method="randomized"`` computes a truncated SVD from a
+    Gaussian sketch of ``k + oversample`` columns refined by ``power_iters`` power
+    iterations (Halko, Martinsson, Tropp, SIAM Review 53(2), 2011): for ``k`` much
+    smaller than ``min(H, W)`` it is much faster and lighter, its result still has rank
+    at most ``k``, it equals the exact one on matrices of rank at most ``k``, and its
+    Frobenius error is at least the optimum ``sqrt(Σ_{i>k} σ_i²)``. On 4000×6000×3
+    images (smooth plus noise, an upsampled photo) with the defaults it was at most 1.007
+    times the optimum for ``k`` in 8..128 (where the optimum is above float32 round-off),
+    in 1/125 to 1/48 of the exact SVD's time on one CPU thread and about half its peak
+    memory (``benchmarks/bench_lowrank.py``). It is deterministic for a given ``seed``
+    and device. When ``k + oversample >= min(H, W)`` the exact SVD is used.
 
     Args:
         x (Tensor): float tensor of shape ``(..., H, W)``, e.g. images ``(N, C, H, W)``
             with pixel values in [0, 1].
         k (int): rank to keep, ``k >= 0``. ``k = 0`` gives zeros, ``k >= min(H, W)``
             gives ``x`` back.
+        method (str): ``"exact"`` or ``"randomized"``.
+        oversample (int): ``"randomized"`` only: extra sketch columns, ``>= 0``.
+        power_iters (int): ``"randomized"`` only: power iterations, ``>= 0``; each costs
+            two more products with ``x`` and sharpens the result when the singular
+            values decay slowly.
+        seed (int): ``"randomized"`` only: seed of the Gaussian sketch, ``>= 0``.
 
     Returns:
         Tensor: shape, dtype and device of ``x``.
@@ -68,19 +125,38 @@ def low_rank(x: Tensor, k: int) -> Tensor:
         >>> x_5 = low_rank(x, 5)
         >>> x_5.shape, int(torch.linalg.matrix_rank(x_5[0, 0]))
         (torch.Size([2, 3, 32, 32]), 5)
+        >>> fast = low_rank(x, 5, method="randomized")
+        >>> bool(torch.linalg.norm(x - fast) <= 1.01 * torch.linalg.norm(x - x_5))
+        True
     """
     check_images(x, name="x")
     k = check_int(k, name="k")
+    if method not in LOW_RANK_METHODS:
+        raise ValueError(f"method must be one of {LOW_RANK_METHODS}, got {method!r}")
+    oversample = check_int(oversample, name="oversample")
+    power_iters = check_int(power_iters, name="power_iters")
+    seed = check_int(seed, name="seed")
     if k >= min(x.shape[-2:]):
         return x.clone()
     if k == 0:
         return x * 0  # stays in the autograd graph, unlike zeros_like
-    u, s, vh = _svd(x)
+    if method == "randomized" and k + oversample < min(x.shape[-2:]):
+        u, s, vh = _randomized_svd(x, k + oversample, power_iters, seed)
+    else:
+        u, s, vh = _svd(x)
     x_k = (u[..., :k] * s[..., None, :k]) @ vh[..., :k, :]
     return x_k.to(x.dtype)
 
 
-def drop_top_ranks(x: Tensor, k: int) -> Tensor:
+def drop_top_ranks(
+    x: Tensor,
+    k: int,
+    *,
+    method: str = "exact",
+    oversample: int = 10,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> Tensor:
     r"""``x`` with the ``k`` largest singular values of every H×W matrix removed.
 
     The "reverse" or high-rank image of the paper (Sec. 5.1):
@@ -90,6 +166,7 @@ def drop_top_ranks(x: Tensor, k: int) -> Tensor:
         x (Tensor): float tensor of shape ``(..., H, W)``.
         k (int): number of leading ranks to remove, ``k >= 0``. ``k = 0`` gives ``x``,
             ``k >= min(H, W)`` gives zeros.
+        method, oversample, power_iters, seed: as in :func:`low_rank`.
 
     Returns:
         Tensor: shape, dtype and device of ``x``.
@@ -99,7 +176,8 @@ def drop_top_ranks(x: Tensor, k: int) -> Tensor:
         >>> torch.allclose(drop_top_ranks(x, 4) + low_rank(x, 4), x, atol=1e-5)
         True
     """
-    return x - low_rank(x, k)
+    options = dict(method=method, oversample=oversample, power_iters=power_iters, seed=seed)
+    return x - low_rank(x, k, **options)
 
 
 class RankPath:

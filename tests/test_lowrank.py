@@ -262,3 +262,112 @@ class TestSvdThreads:
         with pytest.raises(RuntimeError, match="did not converge"):
             RankPath(torch.rand(1, 1, 4, 4))
         assert torch.get_num_threads() == 2
+
+
+def _with_spectrum(s: torch.Tensor, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """An h×w float64 matrix with singular values ``s`` and random singular vectors."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(h, len(s), generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(w, len(s), generator=g, dtype=torch.float64)).Q
+    return (u * s) @ v.T
+
+
+class TestRandomized:
+    """low_rank(..., method="randomized"): the truncated SVD from a random sketch."""
+
+    @pytest.mark.parametrize("k", [1, 3, 7])
+    def test_rank_is_at_most_k(self, k):
+        """Every channel of the result has numerical rank <= k."""
+        x = torch.rand(2, 3, 40, 30, dtype=torch.float64)
+        got = low_rank(x, k, method="randomized")
+        assert int(torch.linalg.matrix_rank(got).max()) == k
+
+    @pytest.mark.parametrize("oversample, power_iters", [(10, 2), (0, 0), (3, 1)])
+    def test_exact_on_matrices_of_rank_at_most_k(self, oversample, power_iters):
+        """On matrices of rank r <= k it returns the matrix itself, as the exact SVD does."""
+        g = torch.Generator().manual_seed(1)
+        for r in (1, 4, 6):
+            x = torch.randn(2, 3, 50, r, generator=g, dtype=torch.float64)
+            x = x @ torch.randn(2, 3, r, 40, generator=g, dtype=torch.float64)
+            got = low_rank(
+                x, 6, method="randomized", oversample=oversample, power_iters=power_iters
+            )
+            torch.testing.assert_close(got, x, atol=1e-10, rtol=0, msg=f"r={r}")
+            torch.testing.assert_close(got, low_rank(x, 6), atol=1e-10, rtol=0)
+        x32 = x.float()
+        torch.testing.assert_close(low_rank(x32, 6, method="randomized"), x32, atol=2e-4, rtol=0)
+
+    @pytest.mark.parametrize(
+        "spectrum",
+        [
+            1.0 / torch.arange(1, 151, dtype=torch.float64),
+            torch.arange(1, 151, dtype=torch.float64) ** -0.5,
+            0.9 ** torch.arange(150, dtype=torch.float64),
+        ],
+        ids=["1/i", "1/sqrt(i)", "0.9^i"],
+    )
+    def test_error_within_two_percent_of_eckart_young(self, spectrum):
+        """Defaults: ‖x - x̂_k‖_F <= 1.02 × sqrt(Σ_{i>k} σ_i²) for decaying spectra, 10 seeds."""
+        x = _with_spectrum(spectrum, 200, 170)
+        for k in (5, 10, 30):
+            optimum = float(spectrum[k:].square().sum().sqrt())
+            for seed in range(10):
+                error = float(torch.linalg.norm(x - low_rank(x, k, method="randomized", seed=seed)))
+                assert optimum * (1 - 1e-9) <= error <= 1.02 * optimum, (k, seed, error / optimum)
+
+    def test_power_iterations_tighten_the_error(self):
+        """On a slowly decaying spectrum the plain sketch is visibly worse than the default."""
+        spectrum = torch.arange(1, 151, dtype=torch.float64) ** -0.5
+        x = _with_spectrum(spectrum, 200, 170)
+        plain = torch.linalg.norm(x - low_rank(x, 10, method="randomized", power_iters=0))
+        default = torch.linalg.norm(x - low_rank(x, 10, method="randomized"))
+        assert plain > 1.05 * default
+
+    def test_seeded_and_independent_of_the_batch(self):
+        """One seed gives bit-identical results, another seed another; batchmates don't matter."""
+        x = torch.rand(3, 2, 60, 50)
+        a = low_rank(x, 4, method="randomized", seed=7)
+        assert torch.equal(a, low_rank(x, 4, method="randomized", seed=7))
+        assert not torch.equal(a, low_rank(x, 4, method="randomized", seed=8))
+        torch.testing.assert_close(low_rank(x[1:2], 4, method="randomized", seed=7), a[1:2])
+
+    @pytest.mark.parametrize("kind", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+    def test_dtype_and_device_kept(self, kind, device):
+        """The result has the input's shape, dtype and device, and near-optimal error."""
+        x = torch.rand(2, 3, 48, 40, device=device).to(kind)
+        got = low_rank(x, 3, method="randomized")
+        assert got.dtype == kind and got.device == x.device and got.shape == x.shape
+        optimum = (x.double() - low_rank(x.double(), 3)).norm()
+        assert float((x.double() - got.double()).norm()) <= 1.02 * float(optimum)
+
+    def test_small_images_use_the_exact_svd(self):
+        """With k + oversample >= min(H, W) the result is the exact one, bit for bit."""
+        x = torch.rand(2, 3, 12, 16)
+        assert torch.equal(low_rank(x, 3, method="randomized"), low_rank(x, 3))
+
+    def test_drop_top_ranks_takes_the_same_options(self):
+        """drop_top_ranks(x, k, method=...) is x - low_rank(x, k, method=...)."""
+        x = torch.rand(1, 3, 60, 50, dtype=torch.float64)
+        opts = dict(method="randomized", oversample=4, power_iters=1, seed=3)
+        torch.testing.assert_close(drop_top_ranks(x, 5, **opts), x - low_rank(x, 5, **opts))
+
+    def test_gradcheck(self):
+        """Differentiable in x (the sketch is fixed by the seed)."""
+        x = torch.rand(1, 14, 12, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(
+            lambda t: low_rank(t, 2, method="randomized", oversample=3), (x,)
+        )
+
+    @pytest.mark.parametrize(
+        "kwargs, error, message",
+        [
+            (dict(method="svd"), ValueError, "method must be one of"),
+            (dict(oversample=-1), ValueError, "oversample must be >= 0"),
+            (dict(power_iters=1.0), TypeError, "power_iters must be an integer"),
+            (dict(seed=-2), ValueError, "seed must be >= 0"),
+        ],
+    )
+    def test_bad_options(self, kwargs, error, message):
+        """Bad options raise errors naming the argument."""
+        with pytest.raises(error, match=message):
+            low_rank(torch.rand(3, 8, 8), 2, **kwargs)

@@ -686,6 +686,34 @@ def test_bad_input(model, kwargs, error, message):
         RIG(model).attribute(**kwargs)
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 1, 8), (1, 3, 8, 1), (2, 1, 1, 1)])
+@pytest.mark.parametrize("method", ["paper", "gausslegendre"])
+def test_single_rank_images_are_rejected(shape, method):
+    """min(H, W) = 1 raises naming inputs in RIG, LayerRIG and rank_contributions."""
+    from captum_rig.attr.layer_rig import LayerRankIntegratedGradients
+    from captum_rig.attr.rank_contributions import rank_contributions
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(shape[1] * shape[2] * shape[3], 2)).double()
+    x = torch.rand(*shape, dtype=torch.float64)
+    match = r"inputs must have min\(H, W\) >= 2 for the rank path"
+    with pytest.raises(ValueError, match=match):
+        RIG(net).attribute(x, target=0, method=method)
+    with pytest.raises(ValueError, match=match):
+        LayerRankIntegratedGradients(net, net[1]).attribute(x, target=0, method=method)
+    with pytest.raises(ValueError, match=match):
+        rank_contributions(net, x, target=0)
+
+
+def test_single_rank_image_in_a_tuple_names_its_index():
+    """In a tuple, the error names the offending input by index; width 2 is accepted."""
+    net = lambda a, b: (a.sum((1, 2, 3)) + b.sum((1, 2, 3)))[:, None]  # noqa: E731
+    a, b = torch.rand(1, 3, 2, 5), torch.rand(1, 3, 6, 1)
+    with pytest.raises(ValueError, match=r"inputs\[1\] must have min\(H, W\) >= 2"):
+        RIG(net).attribute((a, b), target=0)
+    got = RIG(net).attribute((a, a), target=0)
+    assert bool((got[0] != 0).any()), "min(H, W) = 2 still has a rank with weight 1/2"
+
+
 def test_tuple_with_mismatched_batch(model):
     """Tuple inputs must share their batch size."""
     with pytest.raises(ValueError, match="same batch size"):

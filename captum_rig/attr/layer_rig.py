@@ -153,7 +153,7 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
 
         Args:
             inputs (Tensor or tuple[Tensor, ...]): images ``(N, C, H, W)`` in pixel space,
-                or a tuple of such tensors with one ``N``.
+                or a tuple of such tensors with one ``N``, each with ``min(H, W) >= 2``.
             target (int, tuple, Tensor or list, optional): as in Captum's
                 IntegratedGradients.
             additional_forward_args (Any, optional): as in Captum's IntegratedGradients.
@@ -161,7 +161,8 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
                 that carry weight); path methods: quadrature points (None: ``w``).
             method (str): ``"paper"`` or a Captum approximation method.
             internal_batch_size (int, optional): examples per forward/backward pass, as
-                in Captum; None: a bounded default (64).
+                in Captum; None: at most 64 examples and at most
+                ``captum_rig.attr._path.DEFAULT_PASS_BYTES`` (32 MiB) of path points.
             attribute_to_layer_input (bool): attribute to the layer's input instead of
                 its output.
             return_convergence_delta (bool): also return, per example,

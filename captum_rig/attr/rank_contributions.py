@@ -127,7 +127,7 @@ def rank_contributions(
     Args:
         forward_func (Callable): the model; it should contain its own normalization.
         inputs (Tensor or tuple[Tensor, ...]): images ``(N, C, H, W)`` in pixel space, or
-            a tuple of such tensors with one ``N`` and one ``min(H, W)``.
+            a tuple of such tensors with one ``N`` and one ``min(H, W) >= 2``.
         target (int, tuple, Tensor or list, optional): as in Captum's
             IntegratedGradients.
         additional_forward_args (Any, optional): as in Captum's IntegratedGradients.
@@ -140,7 +140,8 @@ def rank_contributions(
             for small CNNs, a few % for some ReLU networks: raise it and compare the
             sum with the output difference), ``5 · m`` with ``m`` bands.
         internal_batch_size (int, optional): examples per forward/backward pass, as in
-            Captum; None: a bounded default (64).
+            Captum; None: at most 64 examples and at most
+            ``captum_rig.attr._path.DEFAULT_PASS_BYTES`` (32 MiB) of path points.
 
     Returns:
         Tensor or tuple[Tensor, ...]: ``(N, C, w)``, or ``(N, C, m)`` with ``m`` bands,

@@ -158,6 +158,23 @@ class BaselineRankPath:
         return self.baseline.expand_as(like).to(like.dtype).clone()
 
 
+def _check_rank_widths(inputs: Tuple[Tensor, ...]) -> None:
+    """Raises a ValueError naming the input unless every image has ``min(H, W) >= 2``.
+
+    With ``w = min(H, W) = 1`` the rank path has a single rank: Eq. (3)'s weights
+    ``(w - k)/w`` are all zero, and the path methods reduce to Integrated Gradients on
+    the straight line; either way there are no low-rank images to attribute along.
+    """
+    for i, x in enumerate(inputs):
+        if min(x.shape[-2:]) < 2:
+            name = "inputs" if len(inputs) == 1 else f"inputs[{i}]"
+            raise ValueError(
+                f"{name} must have min(H, W) >= 2 for the rank path (a single rank has "
+                f"no low-rank images, and every rank weight (w - k)/w is 0), got shape "
+                f"{tuple(x.shape)}"
+            )
+
+
 def rank_paths(
     inputs: Tuple[Tensor, ...], baselines: BaselineType = None
 ) -> Tuple[BaselineRankPath, ...]:
@@ -169,8 +186,11 @@ def rank_paths(
             tuple of those, one per input.
 
     Raises:
+        ValueError: naming ``inputs`` (or ``inputs[i]``) for an image with
+            ``min(H, W) < 2``.
         ValueError, TypeError: naming ``baselines``.
     """
+    _check_rank_widths(inputs)
     return tuple(
         BaselineRankPath(x, b) for x, b in zip(inputs, format_baselines(baselines, inputs))
     )
@@ -272,8 +292,8 @@ class RankIntegratedGradients(GradientAttribution):
 
         Args:
             inputs (Tensor or tuple[Tensor, ...]): images ``(N, C, H, W)`` in pixel space,
-                or a tuple of such tensors with one ``N``; each is truncated in rank on
-                its own.
+                or a tuple of such tensors with one ``N``, each with ``min(H, W) >= 2``;
+                each is truncated in rank on its own.
             target (int, tuple, Tensor or list, optional): as in Captum's
                 IntegratedGradients.
             additional_forward_args (Any, optional): as in Captum's IntegratedGradients.
