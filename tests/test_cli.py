@@ -224,6 +224,19 @@ def test_lowrank_writes_the_rank_k_image(capsys, work, extra, reference):
     assert np.abs(written - expected.numpy()).max() <= 0.5 / 255 + 1e-9, "not the expected image"
 
 
+def test_lowrank_randomized_svd(capsys, work):
+    """--svd randomized writes low_rank(x, k, method="randomized") of the image."""
+    code, out, err = run(
+        capsys, "lowrank", "a.png", "--rank", 2, "--svd", "randomized", "--out", "fast.png"
+    )
+    assert code == 0, err
+    x = torch.from_numpy(np.asarray(Image.open("a.png"), dtype=np.float64) / 255)
+    expected = low_rank(x.permute(2, 0, 1), 2, method="randomized").permute(1, 2, 0)
+    written = np.asarray(Image.open("fast.png"), dtype=np.float64) / 255
+    error = np.abs(written - expected.clamp(0, 1).numpy()).max()
+    assert error <= 0.5 / 255 + 1e-9, f"not the randomized rank-2 image: {error}"
+
+
 def test_lowrank_reverse_is_visible_by_default(capsys, work):
     """A reverse image spans the full 0..255 range by default, not a near-black clip."""
     assert run(capsys, "lowrank", "a.png", "--rank", 1, "--reverse", "--out", "r.png")[0] == 0
