@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from captum_rig.demo import DEMO_MODELS, load_demo_model
 from captum_rig.methods import METHOD_NAMES, parse_methods
+from captum_rig.models import DEMO_MODELS, load_demo_model
 from captum_rig.synthetic import SHAPES, make_shapes
 from captum_rig.viz import plot_attributions
 
