@@ -969,6 +969,17 @@ def _interruptible(fn: Callable[..., Any], *args: Any) -> Any:
     return outcome["value"]
 
 
+def _model_and_images(args: argparse.Namespace, device: Any) -> Tuple[Any, Any, List[Any]]:
+    """The one ``--model`` and the ``IMAGE`` files, prepared as the model expects them."""
+    (entry,) = _models(args)
+    for path in args.images:  # every file checked before the model is built
+        if not Path(path).expanduser().is_file():
+            load_image(path, channels=None)  # raises the error that fits
+    model, prep = _load(entry, args, device)
+    options = _image_options(prep, args.convert, args.max_pixels)
+    return model, prep, [load_image(p, **options) for p in args.images]
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from captum_rig.methods import parse_methods
 
@@ -976,13 +987,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     _parse_target(args.target)  # a bad --target fails before any work
     out, fmt = _output_file(args.out, "--out", _FIGURE_FORMATS)
     device = _device(args.device)
-    (entry,) = _models(args)
-    for path in args.images:  # every file checked before the model is built
-        if not Path(path).expanduser().is_file():
-            load_image(path, channels=None)  # raises the error that fits
-    model, prep = _load(entry, args, device)
-    options = _image_options(prep, args.convert, args.max_pixels)
-    images = [load_image(p, **options) for p in args.images]
+    model, prep, images = _model_and_images(args, device)
     rows = _predictions(model, images, args, device)
     widths = sorted({min(x.shape[-2:]) for x in images})
     counts = _evaluations(model, methods, args.n_steps, widths)
@@ -1233,13 +1238,7 @@ def _cmd_contributions(args: argparse.Namespace) -> int:
     _parse_target(args.target)  # a bad --target fails before any work
     out = _output_folder(args.out)
     device = _device(args.device)
-    (entry,) = _models(args)
-    for path in args.images:  # every file checked before the model is built
-        if not Path(path).expanduser().is_file():
-            load_image(path, channels=None)  # raises the error that fits
-    model, prep = _load(entry, args, device)
-    options = _image_options(prep, args.convert, args.max_pixels)
-    images = [load_image(p, **options) for p in args.images]
+    model, prep, images = _model_and_images(args, device)
     for path, x in zip(args.images, images):
         width = min(x.shape[-2:])
         if args.bands is not None and args.bands[-1] != width:
@@ -1263,7 +1262,7 @@ def _cmd_contributions(args: argparse.Namespace) -> int:
         curves,
         bands=args.bands,
         cumulative=args.cumulative,
-        title=f"{_default_name(entry, ())}: where F(x) - F(0) comes from",
+        title=f"{_default_name(_models(args)[0], ())}: where F(x) - F(0) comes from",
     )
     out.mkdir(exist_ok=True)
     csv_path, png_path = out / "contributions.csv", out / "rank_contributions.png"
