@@ -17,7 +17,6 @@ from captum_rig._captum import (
     SUPPORTED_METHODS,
     TargetType,
     TensorOrTupleOfTensorsGeneric,
-    approximation_parameters,
     compute_layer_gradients_and_eval,
     expand_additional_forward_args,
     expand_target,
@@ -28,26 +27,19 @@ from captum_rig._captum import (
 )
 from captum_rig._checks import check_int
 from captum_rig.attr._path import example_bytes, format_inputs, points_per_pass
-from captum_rig.attr.rig import BaselineRankPath, BaselineType, paper_rank_weights, rank_paths
+from captum_rig.attr.rig import (
+    PAPER,
+    BaselineRankPath,
+    BaselineType,
+    paper_rank_weights,
+    path_nodes,
+    rank_paths,
+)
 
 __all__ = ["LayerRankIntegratedGradients", "LayerRIG"]
 
-PAPER = "paper"
-
 # make_points(start, stop) -> one tensor per input, shape (stop - start, N, C, H, W)
 PointMaker = Callable[[int, int], Tuple[Tensor, ...]]
-
-
-def _path_nodes(method: str, n_steps: int) -> Tuple[Tensor, Tensor]:
-    """RIG's path nodes ``alphas`` (S,) and their cells' edges (S + 1,) in ``[0, 1]``.
-
-    The edges are the cumulative quadrature weights, normalised so that the cells cover
-    the whole path (Captum's trapezoid weights sum to ``1 - 1/n``).
-    """
-    step_sizes_func, alphas_func = approximation_parameters(method)
-    alphas = torch.tensor(alphas_func(n_steps), dtype=torch.float64)
-    edges = torch.cumsum(torch.tensor([0.0, *step_sizes_func(n_steps)], dtype=torch.float64), 0)
-    return alphas, edges / edges[-1]
 
 
 class _LayerReached(Exception):
@@ -354,7 +346,7 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
     ) -> Tuple[Tensor, ...]:
         if n_steps is None:
             n_steps = max(p.width for p in paths)
-        alphas, edges = _path_nodes(method, n_steps)
+        alphas, edges = path_nodes(method, n_steps)
 
         # Each input runs along its own rank path at its own speed, t_i = α · w_i, as in
         # RIG, so the joint path starts at x(0) and ends at the inputs.

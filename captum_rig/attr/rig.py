@@ -158,6 +158,20 @@ class BaselineRankPath:
         return self.baseline.expand_as(like).to(like.dtype).clone()
 
 
+def path_nodes(method: str, n_steps: int) -> Tuple[Tensor, Tensor]:
+    """The path variant's nodes ``alphas`` ``(S,)`` and their cells' edges ``(S + 1,)``.
+
+    Both are fractions of the path, in ``[0, 1]``. The edges are the cumulative quadrature
+    weights of Captum's rule ``method``, which separate the nodes for every rule (Gauss
+    nodes included), normalised to end at 1: Captum's trapezoid weights sum to
+    ``1 - 1/n``, which would leave part of the path out.
+    """
+    step_sizes_func, alphas_func = approximation_parameters(method)
+    alphas = torch.tensor(alphas_func(n_steps), dtype=torch.float64)
+    edges = torch.cumsum(torch.tensor([0.0, *step_sizes_func(n_steps)], dtype=torch.float64), 0)
+    return alphas, edges / edges[-1]
+
+
 def _check_rank_widths(inputs: Tuple[Tensor, ...]) -> None:
     """Raises a ValueError naming the input unless every image has ``min(H, W) >= 2``.
 
@@ -429,17 +443,10 @@ class RankIntegratedGradients(GradientAttribution):
     ) -> Tuple[Tensor, ...]:
         if n_steps is None:
             n_steps = max(p.width for p in paths)
-        step_sizes_func, alphas_func = approximation_parameters(method)
-        alphas = torch.tensor(alphas_func(n_steps), dtype=torch.float64)
-        # Each node stands for a cell of the path whose edges are the cumulative
-        # quadrature weights (they separate the nodes for every Captum rule, Gauss
-        # nodes included). The node's gradient multiplies the exact path increment over
-        # its cell: inside a linear piece that is step × velocity, and across the kinks
-        # at integer ranks it keeps the attributions of a linear model exactly complete.
-        # The weights are normalised to sum to 1: Captum's trapezoid weights sum to
-        # 1 - 1/n, which would leave part of the path out.
-        edges = torch.cumsum(torch.tensor([0.0, *step_sizes_func(n_steps)], dtype=torch.float64), 0)
-        edges = edges / edges[-1]
+        # The node's gradient multiplies the exact path increment over its cell: inside
+        # a linear piece that is step × velocity, and across the kinks at integer ranks
+        # it keeps the attributions of a linear model exactly complete.
+        alphas, edges = path_nodes(method, n_steps)
         totals = [torch.zeros_like(x) for x in inputs]
 
         # Each input runs along its own rank path at its own speed, t_i = α · w_i, so the
