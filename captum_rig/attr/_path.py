@@ -159,6 +159,38 @@ def _baseline(baseline: object, x: Tensor, name: str) -> Optional[Tensor]:
     return torch.tensor(value, dtype=x.dtype, device=x.device)
 
 
+def expand_args(additional_forward_args: Optional[object], count: int) -> Optional[object]:
+    """Formatted additional forward arguments repeated for ``count`` stacked path points."""
+    if additional_forward_args is None:
+        return None
+    return expand_additional_forward_args(additional_forward_args, count)
+
+
+def path_chunks(
+    n_points: int,
+    make_points: PointMaker,
+    num_examples: int,
+    additional_forward_args: Optional[object] = None,
+    internal_batch_size: Optional[int] = None,
+    point_bytes: int = 0,
+) -> Iterator[Tuple[int, int, Tuple[Tensor, ...], Optional[object]]]:
+    """Yields ``(start, stop, points, args)`` for consecutive chunks of the path points.
+
+    ``points`` holds one tensor per input, shape ``((stop - start) · N, C, H, W)``, laid
+    out step-major as Captum's IntegratedGradients lays them out, and ``args`` the
+    additional forward arguments expanded to match, so targets expand exactly as there.
+    """
+    step = points_per_pass(num_examples, internal_batch_size, point_bytes)
+    additional_forward_args = format_additional_forward_args(additional_forward_args)
+    for start in range(0, n_points, step):
+        stop = min(start + step, n_points)
+        count = stop - start
+        points = tuple(
+            p.reshape(count * num_examples, *p.shape[2:]) for p in make_points(start, stop)
+        )
+        yield start, stop, points, expand_args(additional_forward_args, count)
+
+
 def path_gradients(
     attribution: GradientAttribution,
     n_points: int,
@@ -184,26 +216,21 @@ def path_gradients(
     Yields:
         ``grads``: one tensor per input, shape ``(stop - start, N, C, H, W)``, detached.
     """
-    step = points_per_pass(num_examples, internal_batch_size, point_bytes)
-    additional_forward_args = format_additional_forward_args(additional_forward_args)
-    for start in range(0, n_points, step):
-        stop = min(start + step, n_points)
+    for start, stop, points, args in path_chunks(
+        n_points,
+        make_points,
+        num_examples,
+        additional_forward_args,
+        internal_batch_size,
+        point_bytes,
+    ):
         count = stop - start
-        points = tuple(
-            p.reshape(count * num_examples, *p.shape[2:]).requires_grad_()
-            for p in make_points(start, stop)
-        )
-        expanded_args = (
-            expand_additional_forward_args(additional_forward_args, count)
-            if additional_forward_args is not None
-            else None
-        )
         with torch.enable_grad():
             grads = attribution.gradient_func(
                 forward_fn=attribution.forward_func,
-                inputs=points,
+                inputs=tuple(p.requires_grad_() for p in points),
                 target_ind=expand_target(target, count),
-                additional_forward_args=expanded_args,
+                additional_forward_args=args,
             )
         yield (
             start,

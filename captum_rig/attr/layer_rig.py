@@ -18,7 +18,6 @@ from captum_rig._captum import (
     TargetType,
     TensorOrTupleOfTensorsGeneric,
     compute_layer_gradients_and_eval,
-    expand_additional_forward_args,
     expand_target,
     format_additional_forward_args,
     format_output,
@@ -26,7 +25,13 @@ from captum_rig._captum import (
     run_forward,
 )
 from captum_rig._checks import check_int
-from captum_rig.attr._path import example_bytes, format_inputs, points_per_pass
+from captum_rig.attr._path import (
+    PointMaker,
+    example_bytes,
+    expand_args,
+    format_inputs,
+    path_chunks,
+)
 from captum_rig.attr.rig import (
     PAPER,
     BaselineRankPath,
@@ -37,9 +42,6 @@ from captum_rig.attr.rig import (
 )
 
 __all__ = ["LayerRankIntegratedGradients", "LayerRIG"]
-
-# make_points(start, stop) -> one tensor per input, shape (stop - start, N, C, H, W)
-PointMaker = Callable[[int, int], Tuple[Tensor, ...]]
 
 
 class _LayerReached(Exception):
@@ -221,25 +223,22 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
         attribute_to_layer_input: bool,
         point_bytes: int,
     ) -> Iterator[Tuple[int, int, Tuple[Tensor, ...]]]:
-        """Yields ``(start, stop, layer gradients (stop - start, N, ...))`` in chunks.
-
-        Points are laid out step-major, as Captum's IntegratedGradients lays them out, so
-        targets and additional forward arguments expand exactly as there.
-        """
-        step = points_per_pass(num_examples, internal_batch_size, point_bytes)
-        additional_forward_args = format_additional_forward_args(additional_forward_args)
-        for start in range(0, n_points, step):
-            stop = min(start + step, n_points)
+        """Yields ``(start, stop, layer gradients (stop - start, N, ...))`` in chunks."""
+        for start, stop, points, args in path_chunks(
+            n_points,
+            make_points,
+            num_examples,
+            additional_forward_args,
+            internal_batch_size,
+            point_bytes,
+        ):
             count = stop - start
-            points = tuple(
-                p.reshape(count * num_examples, *p.shape[2:]) for p in make_points(start, stop)
-            )
             grads, _ = compute_layer_gradients_and_eval(
                 self.forward_func,
                 self.layer,
                 points,
                 target_ind=expand_target(target, count),
-                additional_forward_args=_expand_args(additional_forward_args, count),
+                additional_forward_args=args,
                 device_ids=self.device_ids,
                 attribute_to_layer_input=attribute_to_layer_input,
             )
@@ -258,7 +257,7 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
         no gradient; a ``DataParallel`` run goes through Captum's full forward instead.
         """
         flat = tuple(p.reshape(-1, *p.shape[2:]) for p in points)
-        args = _expand_args(format_additional_forward_args(additional_forward_args), count)
+        args = expand_args(format_additional_forward_args(additional_forward_args), count)
         captured: List[Tuple[Tensor, ...]] = []
 
         def capture(_module: nn.Module, inp: object, out: object = None) -> None:
@@ -318,16 +317,6 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
                 torch.tensordot(weights[start:stop].to(g.device, g.dtype), g, dims=1) for g in grads
             ]
             totals = terms if totals is None else [t + s for t, s in zip(totals, terms)]
-        if totals is None:  # w = 1: no rank carries weight
-            totals = [
-                torch.zeros_like(a[0])
-                for a in self._layer_values(
-                    tuple(x[None] for x in inputs),
-                    1,
-                    run["additional_forward_args"],
-                    run["attribute_to_layer_input"],
-                )
-            ]
         if self.multiplies_by_inputs:
             ends = tuple(torch.stack((p.start(x), x)) for p, x in zip(paths, inputs))
             values = self._layer_values(
@@ -383,11 +372,6 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
     @property
     def multiplies_by_inputs(self) -> bool:
         return self._multiply_by_inputs
-
-
-def _expand_args(args: Optional[object], count: int) -> Optional[object]:
-    """Additional forward arguments repeated for ``count`` stacked path points."""
-    return expand_additional_forward_args(args, count) if args is not None else None
 
 
 def _by_step(value: Tensor, count: int) -> Tensor:

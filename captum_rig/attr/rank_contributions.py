@@ -15,12 +15,11 @@ from torch import Tensor
 from captum_rig._captum import (
     TargetType,
     TensorOrTupleOfTensorsGeneric,
-    approximation_parameters,
     format_output,
 )
 from captum_rig._checks import check_int
 from captum_rig.attr._path import example_bytes, format_inputs, path_gradients
-from captum_rig.attr.rig import BaselineRankPath, BaselineType, rank_paths
+from captum_rig.attr.rig import BaselineRankPath, BaselineType, path_nodes, rank_paths
 
 __all__ = ["rank_contributions"]
 
@@ -79,13 +78,11 @@ def _band_nodes(edges: List[int], counts: List[int]) -> Tuple[Tensor, Tensor, Te
         (nodes, cell starts, cell stops, band index), each of shape ``(S,)``: ranks in
         ``[0, w]`` and, for the last, the band of each node.
     """
-    step_sizes_func, alphas_func = approximation_parameters("gausslegendre")
     nodes, starts, stops, band = [], [], [], []
     for j, (low, high, count) in enumerate(zip(edges, edges[1:], counts)):
         length = high - low
-        alphas = torch.tensor(alphas_func(count), dtype=torch.float64)
-        cells = torch.cumsum(torch.tensor([0.0, *step_sizes_func(count)], dtype=torch.float64), 0)
-        cells = low + length * cells / cells[-1]
+        alphas, cells = path_nodes("gausslegendre", count)
+        cells = low + length * cells
         cells[-1] = high  # the band's end, exactly
         nodes.append(low + length * alphas)
         starts.append(cells[:-1])
