@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_rig._checks import check_int
-from captum_rig.metrics import deletion_insertion, mask_energy
+from captum_rig.metrics import accuracy, deletion_insertion, mask_energy
 from captum_rig.models import ASSETS, DEMO_MODELS, build_demo_model, load_demo_model
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "build_demo_model",
     "load_demo_model",
     "load_photo",
-    "evaluate_accuracy",
     "run_demo",
 ]
 
@@ -86,21 +85,6 @@ def load_photo(name: str = "chelsea") -> Tensor:
     with Image.open(ASSETS / f"{name}.png") as im:
         array = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-@torch.no_grad()
-def evaluate_accuracy(
-    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256
-) -> float:
-    r"""Top-1 accuracy of ``model`` on ``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)``."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        logits = model(images[i : i + batch_size])
-        correct += int((logits.argmax(1) == labels[i : i + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(len(images), 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -684,7 +668,7 @@ def _write_scores(path: Path, rows: List[Dict[str, Any]]) -> None:
 
 def _write_report(s: _State) -> None:
     s.accuracies = {
-        name: evaluate_accuracy(m, s.data.images[: s.n_spectrum], s.data.labels[: s.n_spectrum])
+        name: accuracy(m, s.data.images[: s.n_spectrum], s.data.labels[: s.n_spectrum])
         for name, m in s.models.items()
     }
     s.paths["report"].write_text(_report(s), encoding="utf-8")

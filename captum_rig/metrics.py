@@ -1,4 +1,4 @@
-"""Scores of attribution maps: mask energy and deletion/insertion curves.
+"""Scores: a model's accuracy, and attribution maps' mask energy and deletion/insertion.
 
 Both scores rank pixels by their *importance*, the absolute attribution summed over the
 channel dim, so a map's sign convention does not matter. :func:`mask_energy` needs a
@@ -16,11 +16,34 @@ References:
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from captum_rig._checks import check_images, check_int
+from captum_rig._checks import check_images, check_int, model_device, model_logits
+from captum_rig._context import eval_mode
 
-__all__ = ["mask_energy", "deletion_insertion", "mean_colour_baseline"]
+__all__ = ["accuracy", "mask_energy", "deletion_insertion", "mean_colour_baseline"]
+
+
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256) -> float:
+    r"""Top-1 accuracy of ``model`` on ``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)``.
+
+    In eval mode (each module's flag restored afterwards), without gradients, in batches
+    of ``batch_size`` moved to the model's device.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+        >>> 0.0 <= accuracy(model, torch.rand(5, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1])) <= 1.0
+        True
+    """
+    batch_size = check_int(batch_size, name="batch_size", low=1)
+    device = model_device(model)
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size].to(device)
+            y = labels[start : start + batch_size].to(device)
+            correct += int((model_logits(model, x).argmax(1) == y).sum())
+    return correct / max(images.shape[0], 1)
 
 
 def _pixel_importance(attributions: Any) -> Tensor:

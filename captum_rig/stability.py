@@ -48,6 +48,7 @@ from captum_rig._checks import (
     check_int,
     check_labels,
     check_model,
+    check_models,
     check_norm,
     check_pixels,
     check_real,
@@ -55,6 +56,7 @@ from captum_rig._checks import (
     model_logits,
 )
 from captum_rig._context import atomic_path, eval_mode
+from captum_rig.metrics import accuracy as model_accuracy
 from captum_rig.robustness import pgd_attack
 
 __all__ = [
@@ -84,8 +86,6 @@ UNKNOWN_LAYERS = (
     "layers must name modules of the model (names from model.named_modules()), got "
     "unknown names {unknown}; some valid names: {valid}"
 )
-NO_MODELS = "models must not be empty"
-NOT_A_MAPPING = "models must be a mapping name -> nn.Module, got {got}"
 ATTACKS = ("pgd", "gaussian")
 
 # Activations with a known Lipschitz constant (the sup of |derivative|, rounded up).
@@ -1840,25 +1840,6 @@ class StabilityTable:
                 writer.writerow(row.to_dict())
 
 
-def _check_models(models: Any) -> Dict[str, nn.Module]:
-    if not isinstance(models, Mapping):
-        raise TypeError(NOT_A_MAPPING.format(got=type(models).__name__))
-    if not models:
-        raise ValueError(NO_MODELS)
-    return {str(k): check_model(m, name=f"models[{k!r}]") for k, m in models.items()}
-
-
-def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int) -> float:
-    device = model_device(model)
-    correct = 0
-    with eval_mode(model), torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start : start + batch_size].to(device)
-            y = labels[start : start + batch_size].to(device)
-            correct += int((model_logits(model, x).argmax(1) == y).sum())
-    return correct / images.shape[0]
-
-
 def compare_stability(
     models: Mapping[str, nn.Module],
     images: Tensor,
@@ -1928,7 +1909,7 @@ def compare_stability(
     """
     from tqdm.auto import tqdm
 
-    models = _check_models(models)
+    models = check_models(models)
     check_pixels(images, "images")
     labels = check_labels(labels, images.shape[0])
     if isinstance(attacks, str):
@@ -1947,7 +1928,7 @@ def compare_stability(
             reports[name] = lipschitz_analysis(
                 model, x0.to(model_device(model)), n_iter, seed, certified
             )
-            accuracy = _accuracy(model, images, labels, batch_size)
+            accuracy = model_accuracy(model, images, labels, batch_size)
             bar.update()
             for attack in attacks:
                 bar.set_description(f"{name}: {attack} minimal distortion")

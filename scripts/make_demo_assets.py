@@ -37,14 +37,9 @@ from PIL import Image
 
 from captum_rig import low_rank
 from captum_rig._context import atomic_path
-from captum_rig.demo import (
-    ASSETS,
-    DEMO_MODELS,
-    PHOTOS,
-    SHAPES_TEST_SEED,
-    build_demo_model,
-    evaluate_accuracy,
-)
+from captum_rig.demo import PHOTOS, SHAPES_TEST_SEED
+from captum_rig.metrics import accuracy
+from captum_rig.models import ASSETS, DEMO_MODELS, build_demo_model
 from captum_rig.synthetic import make_shapes
 
 PHOTO_SIZE = 128
@@ -109,8 +104,8 @@ def make_models(out: Path = ASSETS, n_train: int = N_TRAIN, epochs: int = EPOCHS
         seconds = time.perf_counter() - t0
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         _atomic(out / DEMO_MODELS[name], lambda tmp, s=state: torch.save(s, tmp))
-        acc = evaluate_accuracy(model, test.images, test.labels)
-        acc_lr = evaluate_accuracy(model, low_rank(test.images, LOW_RANK), test.labels)
+        acc = accuracy(model, test.images, test.labels)
+        acc_lr = accuracy(model, low_rank(test.images, LOW_RANK), test.labels)
         meta[name] = {
             "file": DEMO_MODELS[name],
             "trained_on": "images" if name == "natural" else f"rank-{LOW_RANK} images",

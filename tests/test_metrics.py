@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from captum_rig.metrics import deletion_insertion, mask_energy, mean_colour_baseline
+from captum_rig.metrics import accuracy, deletion_insertion, mask_energy, mean_colour_baseline
 
 # -- mask energy -----------------------------------------------------------------------
 
@@ -341,3 +342,20 @@ def test_deletion_insertion_bad_input(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         deletion_insertion(**args)
+
+
+def test_accuracy_counts_correct_predictions_in_batches():
+    """accuracy equals a hand count, for every batch size, and restores training mode."""
+    # logits = one-hot of the first pixel's rounded value: predictions known by construction
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False), nn.Dropout(0.5))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]))
+    x = torch.zeros(5, 1, 2, 2)
+    predicted = torch.tensor([0, 1, 2, 2, 1])
+    x.view(5, 4)[torch.arange(5), predicted] = 1.0
+    labels = torch.tensor([0, 1, 2, 0, 0])  # 3 of 5 right
+    model.train()
+    for batch_size in (1, 2, 5, 64):
+        got = accuracy(model, x, labels, batch_size=batch_size)
+        assert got == 0.6, f"batch_size={batch_size}: {got}"
+    assert model.training and model[2].training, "training mode not restored"

@@ -4,6 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from captum_rig.demo import SHAPES_TEST_SEED
+from captum_rig.lowrank import low_rank
+from captum_rig.metrics import accuracy
 from captum_rig.models import (
     ASSETS,
     CIFAR10_MEAN,
@@ -20,6 +23,7 @@ from captum_rig.models import (
     load_demo_model,
     with_normalization,
 )
+from captum_rig.synthetic import make_shapes
 
 
 def test_normalize_matches_torchvision():
@@ -136,3 +140,25 @@ def test_demo_module_reexports_the_same_objects():
 
     assert demo.load_demo_model is load_demo_model and demo.build_demo_model is build_demo_model
     assert demo.DEMO_MODELS is DEMO_MODELS and demo.ASSETS == ASSETS
+
+
+# The shipped demo models ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes_test():
+    """The held-out synthetic test split the demo models are scored on."""
+    return make_shapes(300, seed=SHAPES_TEST_SEED)
+
+
+def test_natural_model_well_above_chance(shapes_test):
+    """The natural model classifies the synthetic test set far above chance (1/6)."""
+    acc = accuracy(load_demo_model("natural"), shapes_test.images, shapes_test.labels)
+    assert acc > 0.8, f"natural model accuracy {acc:.3f}"
+
+
+def test_lowrank_model_well_above_chance_on_low_rank(shapes_test):
+    """The rank-8 model classifies rank-8 test images far above chance."""
+    model = load_demo_model("lowrank8")
+    acc = accuracy(model, low_rank(shapes_test.images, 8), shapes_test.labels)
+    assert acc > 0.8, f"low-rank model accuracy on rank-8 images {acc:.3f}"
