@@ -1232,6 +1232,10 @@ def _write_contributions(path: Path, rows: List, results: List, bands: Optional[
                     )
 
 
+# Above this relative gap between the contributions' sum and F(x) - F(0), say so.
+_CONTRIBUTIONS_GAP = 0.05
+
+
 def _cmd_contributions(args: argparse.Namespace) -> int:
     from captum_rig.viz import plot_rank_contributions
 
@@ -1274,11 +1278,19 @@ def _cmd_contributions(args: argparse.Namespace) -> int:
         plt.close(fig)
         raise
     _save_figure(fig, png_path, "png")
+    worst = 0.0
     for row, (values, delta) in zip(rows, results):
+        total = float(values.double().sum())
         print(
             f"{row['path']}: target {_class_name(row['target'], prep.categories)}, "
-            f"sum of contributions {float(values.double().sum()):.6g}, "
-            f"F(x) - F(0) = {delta:.6g}"
+            f"sum of contributions {total:.6g}, F(x) - F(0) = {delta:.6g}"
+        )
+        worst = max(worst, abs(total - delta) / max(abs(delta), 1e-12))
+    if worst > _CONTRIBUTIONS_GAP:
+        print(
+            f"note: the sums miss F(x) - F(0) by up to {worst:.0%} (quadrature error): "
+            "raise --n-steps, or use narrower --bands",
+            file=sys.stderr,
         )
     print(f"wrote {csv_path}")
     print(f"wrote {png_path}")

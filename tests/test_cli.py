@@ -1110,6 +1110,27 @@ def test_contributions_of_a_linear_model_are_its_svd_terms(capsys, work):
     assert float(total) == pytest.approx(float(delta.split()[0]), rel=1e-4), out
 
 
+def test_contributions_notes_a_large_quadrature_gap(capsys, work):
+    """Too few steps for wide bands: a note on stderr says so; the linear model gets none."""
+    code, out, err = run(
+        capsys, "contributions", "a.png", "--model", "net.py:make", "--weights", "net.pt",
+        "--bands", "0,12", "--n-steps", 1, "--target", 1, "--out", "rc",
+    )  # fmt: skip
+    assert code == 0, err
+    total, delta = out.split("sum of contributions ")[1].split(", F(x) - F(0) = ")
+    gap = abs(float(total) - float(delta.split()[0])) / abs(float(delta.split()[0]))
+    assert gap > 0.05, f"the setting should leave a visible gap, got {gap:.3f}"
+    assert "note: the sums miss F(x) - F(0)" in err, err
+    write_png(work / "s.png", 8, 8, seed=3)
+    flat = load_model(f"{work / 'net.py'}:flat")
+    torch.save(flat.state_dict(), work / "flat.pt")
+    code, _, err = run(
+        capsys, "contributions", "s.png", "--model", "net.py:flat", "--weights", "flat.pt",
+        "--bands", "0,8", "--n-steps", 1, "--out", "rc2",
+    )  # fmt: skip
+    assert code == 0 and "note:" not in err, err
+
+
 @pytest.mark.parametrize(
     "extra, match",
     [
