@@ -1,8 +1,4 @@
-"""The attribution registry (captum_rig.methods) and where Captum's private API is imported."""
-
-import ast
-import re
-from pathlib import Path
+"""The attribution registry (captum_rig.methods)."""
 
 import pytest
 import torch
@@ -18,8 +14,6 @@ from captum_rig.methods import (
     get_method,
     parse_methods,
 )
-
-PACKAGE = Path(__file__).resolve().parents[1] / "captum_rig"
 
 # What each registered name must compute, built independently of the registry.
 DIRECT = {
@@ -122,38 +116,3 @@ def test_parse_methods_rejects_unknown_names_with_hint():
     """One bad name in a list fails the whole list, naming it."""
     with pytest.raises(ValueError, match=r"unknown attribution method 'sailency'.*saliency\?"):
         parse_methods(["rig,sailency"])
-
-
-def _private_captum_imports(path: Path):
-    """``(line, module)`` of every import of captum._utils / captum.attr._utils in a file."""
-    private = re.compile(r"^captum(\.attr)?\._utils(\.|$)")
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and private.match(node.module):
-            found.append((node.lineno, node.module))
-        elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if private.match(a.name)]
-    return found
-
-
-def test_captum_private_api_is_imported_in_one_module():
-    """Only captum_rig/_captum.py imports captum._utils or captum.attr._utils."""
-    offenders = {
-        str(path.relative_to(PACKAGE)): found
-        for path in sorted(PACKAGE.rglob("*.py"))
-        if path.name != "_captum.py" and (found := _private_captum_imports(path))
-    }
-    assert not offenders, f"import these through captum_rig._captum instead: {offenders}"
-    assert _private_captum_imports(PACKAGE / "_captum.py"), "the one home must exist"
-
-
-def test_private_import_finder_sees_every_form(tmp_path):
-    """The check above catches from-imports, plain imports and nested ones."""
-    source = tmp_path / "m.py"
-    source.write_text(
-        "import captum._utils.common\n"
-        "from captum.attr._utils.attribution import GradientAttribution\n"
-        "def f():\n    from captum._utils import typing\n"
-        "from captum.attr import IntegratedGradients\n"
-    )
-    assert [line for line, _ in _private_captum_imports(source)] == [1, 2, 4]
