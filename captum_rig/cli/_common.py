@@ -1,0 +1,328 @@
+"""What every sub-command of ``captum-rig`` shares: exit codes, one-line errors, output
+checks, the device, models and data loaded through the library, and the Ctrl-C runner.
+"""
+
+import argparse
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
+
+import torch
+
+from captum_rig._context import atomic_path, check_writable
+from captum_rig.data import MAX_PIXELS, image_dataset, image_format, load_image
+from captum_rig.loading import load_pixel_model
+
+PROG = "captum-rig"
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+ABANDONED: List[Any] = []  # "done" events of worker threads left running after a Ctrl-C
+
+
+class UsageError(ValueError):
+    """A command-line mistake; reported as one line, exit code 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C, with the line to print about it (what is saved, how to resume)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog[len(PROG) :].strip()
+        hint = f" (see '{PROG} {command} --help')" if command else f" (see '{PROG} --help')"
+        raise UsageError(message + hint)
+
+
+def output_file(text: str, what: str, formats: Optional[Dict[str, str]] = None) -> Tuple[Path, str]:
+    """Checks an output path before any work: its folder exists, its extension is known.
+
+    ``formats`` maps extensions to formats; None: image formats (:func:`image_format`).
+    """
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{what} {text!r} is a folder, expected a file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"the folder of {what} {text!r} does not exist")
+    if formats is None:
+        try:
+            fmt = image_format(text)
+        except ValueError as e:
+            raise UsageError(f"{what} {e}") from None
+    else:
+        ext = path.suffix.lower()
+        if ext not in formats:
+            raise UsageError(
+                f"{what} {text!r} must end in one of {', '.join(sorted(formats))}, "
+                f"got {ext or 'no extension'!r}"
+            )
+        fmt = formats[ext]
+    check_writable(path, what)  # a folder we cannot write in fails now, not after the work
+    return path, fmt
+
+
+def output_folder(text: str) -> Path:
+    """Checks an output folder before any work: not a file, its parent exists, writable."""
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {text!r} is a file, expected a folder")
+    if not out.parent.is_dir():
+        raise UsageError(f"the folder of --out {text!r} does not exist")
+    # Proved writable before any work (its files and checkpoints go there); a folder made
+    # only for the test is removed again, so a failed run leaves nothing behind.
+    created = not out.exists()
+    try:
+        check_writable(out, "--out", folder=True, create=True)
+    finally:
+        if created and out.is_dir():
+            out.rmdir()
+    return out
+
+
+def save_figure(fig: Any, path: Path, fmt: str) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def parse_device(text: Optional[str]) -> torch.device:
+    """``--device``: a torch device that exists here (default: cuda if available)."""
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: CUDA is not available on this machine")
+    return device
+
+
+def model_entries(args: argparse.Namespace, several: bool = False) -> List[Dict[str, Any]]:
+    """The ``--model`` entries, checked: at least one, and one only unless ``several``."""
+    entries = list(getattr(args, "models", None) or [])
+    if getattr(args, "_pending", None):
+        raise UsageError("--weights/--pretrained need a --model")
+    if not entries:
+        raise UsageError("--model SPEC is required")
+    if len(entries) > 1 and not several:
+        raise UsageError(f"{args.command} takes one --model, got {len(entries)}")
+    return entries
+
+
+def load_entry(entry: Dict[str, Any], args: argparse.Namespace, device: Any) -> Tuple[Any, Any]:
+    """(model taking [0, 1] images on ``device``, its Preprocessing)."""
+    model, prep = load_pixel_model(
+        entry["spec"],
+        weights=entry["weights"],
+        pretrained=entry["pretrained"],
+        num_classes=args.num_classes,
+        device=device,
+        mean=args.mean,
+        std=args.std,
+        normalize=not args.no_normalize,
+    )
+    if args.image_size is not None:
+        prep = replace(prep, resize_size=args.image_size, crop_size=args.image_size)
+    if entry["spec"].startswith("torchvision:") and not (entry["weights"] or entry["pretrained"]):
+        # A randomly initialised classifier explains nothing; say so rather than let its
+        # noise maps pass for an explanation.
+        print(
+            f"note: {entry['spec']} has random weights (give --weights PATH or --pretrained)",
+            file=sys.stderr,
+        )
+    return model, prep
+
+
+def model_names(entries: List[Dict[str, Any]], names: Optional[List[str]]) -> List[str]:
+    """One label per model: its ``--name``, else its weights file's stem, else its factory."""
+    names = list(names or [])
+    if len(names) > len(entries):
+        raise UsageError(f"--name given {len(names)} times for {len(entries)} --model")
+    if len(set(names)) < len(names):
+        raise UsageError(f"--name labels must differ, got {names}")
+    taken = set(names)
+    for entry in entries[len(names) :]:
+        names.append(default_name(entry, taken))
+        taken.add(names[-1])
+    return names
+
+
+def default_name(entry: Dict[str, Any], taken: Iterable[str]) -> str:
+    """A model's label when no ``--name`` gives one, numbered when ``taken``."""
+    name = entry["spec"].rpartition(":")[2]
+    if entry["weights"]:
+        name = Path(entry["weights"]).stem
+    elif entry["pretrained"]:
+        name += " (pretrained)"
+    base, i = name, 2
+    while name in taken:
+        name, i = f"{base} #{i}", i + 1
+    return name
+
+
+def load_models(args: argparse.Namespace, device: Any) -> Tuple[Dict[str, Any], Any]:
+    """({label: model}, the shared Preprocessing) for the ``--model`` options."""
+    entries = model_entries(args, several=True)
+    names = model_names(entries, args.names)
+    models, prep = {}, None
+    for name, entry in zip(names, entries):
+        model, p = load_entry(entry, args, device)
+        if prep is not None and (p.crop_size, p.resize_size) != (prep.crop_size, prep.resize_size):
+            raise UsageError(
+                "the models expect different input sizes; pass --image-size N for all of them"
+            )
+        prep = prep or p
+        models[name] = model
+    return models, prep
+
+
+def image_options(
+    prep: Any, convert: bool, max_pixels: Optional[int] = MAX_PIXELS
+) -> Dict[str, Any]:
+    """Arguments of :func:`captum_rig.data.load_image` for a model's Preprocessing."""
+    size = prep.crop_size
+    resize = None if size is None or prep.resize_size is None else max(prep.resize_size, size)
+    return {
+        "size": size,
+        "resize": resize,
+        "channels": prep.in_channels,
+        "convert": convert,
+        "max_pixels": max_pixels,
+    }
+
+
+def open_data(args: argparse.Namespace, prep: Any, need_labels: bool) -> Tuple[Any, bool]:
+    """(DataLoader of images or (images, labels) batches, whether there are labels)."""
+    from torch.utils.data import DataLoader, Subset
+
+    if Path(args.data).expanduser().is_file():
+        raise UsageError(
+            f"--data {args.data!r} is a file; --data takes a folder of images (one subfolder "
+            "per class gives labels) or cifar10:PATH (for single images: captum-rig explain)"
+        )
+    dataset, labelled = image_dataset(
+        args.data,
+        train=args.split == "train",
+        **image_options(prep, args.convert, args.max_pixels),
+    )
+    if need_labels and not labelled:
+        raise ValueError(
+            f"--data {args.data} has no labels: use a folder with one subfolder per class, "
+            "or cifar10:PATH"
+        )
+    if args.limit is not None and args.limit < len(dataset):
+        dataset = Subset(dataset, range(args.limit))
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
+    return loader, labelled
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal only (tqdm's own rule), and never with --no-progress."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def class_name(index: int, categories: Optional[Sequence[str]]) -> str:
+    """``281 (tabby)`` when the model names its classes, else ``281``."""
+    return (
+        f"{index} ({categories[index]})" if categories and index < len(categories) else str(index)
+    )
+
+
+def interruptible(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, so that Ctrl-C is answered within a fraction of a second.
+
+    Python raises KeyboardInterrupt in the main thread between bytecodes, so a long
+    LAPACK call there (an SVD of a big image) would keep Ctrl-C waiting for minutes. Here
+    the main thread only waits; on Ctrl-C the worker, a daemon, is left to die with the
+    process.
+    """
+    outcome: Dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as e:  # handed to the main thread below
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="captum-rig-worker", daemon=True).start()
+    try:
+        # An Event, not Thread.join: a join interrupted by Ctrl-C marks the thread stopped.
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        ABANDONED.append(done)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (the CLI prints no traceback for input errors)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, KeyError):  # str(KeyError) quotes its argument
+        text = text.strip("'\"")
+    return text
+
+
+def parse_target(text: str) -> Optional[int]:
+    """``--target``: a class index, or None for ``auto`` (each image's prediction)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"--target must be a class index or 'auto', got {text!r}") from None
+
+
+def predictions(model: Any, images: List[Any], args: argparse.Namespace, device: Any) -> List:
+    """Per image: ``{"path", "x", "target", "predicted", "p"}``, target checked."""
+    target = parse_target(args.target)
+    rows = []
+    with torch.no_grad():
+        for path, x in zip(args.images, images):
+            try:
+                logits = model(x.unsqueeze(0).to(device))
+            except RuntimeError as e:  # e.g. a Linear layer sized for other images
+                raise ValueError(
+                    f"the model cannot take {path} as a {tuple(x.shape)} image "
+                    f"({one_line(e)}); try --image-size N"
+                ) from None
+            if logits.dim() != 2:
+                raise ValueError(
+                    f"the model must return logits (N, classes), got shape {tuple(logits.shape)}"
+                )
+            n_classes, predicted = logits.shape[1], int(logits.argmax(1))
+            t = predicted if target is None else target
+            if not 0 <= t < n_classes:
+                raise ValueError(
+                    f"--target {t} is out of range: the model has {n_classes} classes "
+                    f"(0..{n_classes - 1})"
+                )
+            prob = float(logits.softmax(1)[0, t])
+            rows.append({"path": path, "x": x, "target": t, "predicted": predicted, "p": prob})
+    return rows
+
+
+def model_and_images(args: argparse.Namespace, device: Any) -> Tuple[Any, Any, List[Any]]:
+    """The one ``--model`` and the ``IMAGE`` files, prepared as the model expects them."""
+    (entry,) = model_entries(args)
+    for path in args.images:  # every file checked before the model is built
+        if not Path(path).expanduser().is_file():
+            load_image(path, channels=None)  # raises the error that fits
+    model, prep = load_entry(entry, args, device)
+    options = image_options(prep, args.convert, args.max_pixels)
+    return model, prep, [load_image(p, **options) for p in args.images]

@@ -1,0 +1,168 @@
+"""``captum-rig spectrum``: the paper's Algorithm 1 over a data set, for several models.
+
+Each model's spectrum is written to its CSV as soon as it is counted; counting is
+checkpointed batch by batch, so an interrupted run resumes with ``--resume``.
+"""
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+from captum_rig.cli._common import (
+    EXIT_OK,
+    PROG,
+    Interrupted,
+    load_models,
+    open_data,
+    output_folder,
+    parse_device,
+    save_figure,
+    show_progress,
+)
+from captum_rig.cli._options import data_options, model_options, parse_ranks
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Adds ``spectrum`` to the sub-commands ``sub``; returns its parser."""
+    p = sub.add_parser(
+        "spectrum",
+        help="rank spectrum (Algorithm 1) of one or several models on a data set",
+        parents=[model_options(several=True), data_options()],
+    )
+    p.add_argument(
+        "--ranks",
+        type=parse_ranks,
+        metavar="RANKS",
+        help="comma-separated ranks and a:b[:step] ranges, b included when on the grid, "
+        "e.g. 0:224:8 or 0,1,2,4,8 (default: all, 0..min(H, W))",
+    )
+    p.add_argument(
+        "--metric",
+        choices=("agreement", "accuracy"),
+        default="agreement",
+        help="what the figure shows: agreement with the full-rank prediction, or "
+        "accuracy (needs labels) (default: %(default)s)",
+    )
+    p.add_argument("--reverse", action="store_true", help="remove the top ranks instead")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoints in --out",
+    )
+    p.add_argument(
+        "--out", default="spectrum", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    return p
+
+
+def _spectrum_files(out: Path, names: List[str]) -> List[Path]:
+    """One CSV per model: ``spectrum.csv`` for one model, ``spectrum_<name>.csv`` for several."""
+    if len(names) == 1:
+        return [out / "spectrum.csv"]
+    files: List[Path] = []
+    for name in names:
+        stem = "spectrum_" + (re.sub(r"[^\w.-]+", "_", name).strip("_.") or "model")
+        base, i = stem, 2
+        while out / f"{stem}.csv" in files:
+            stem, i = f"{base}-{i}", i + 1
+        files.append(out / f"{stem}.csv")
+    return files
+
+
+def _batches_saved(checkpoint: Path) -> int:
+    """How many batches ``checkpoint`` holds the counts of (0: none, or unreadable)."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        return int(saved["state"]["next_batch"])
+    except Exception:  # no file, or another layout: report nothing saved
+        return 0
+
+
+def _resume_hint(
+    args: argparse.Namespace, name: str, checkpoint: Path, total: int, done: Dict
+) -> str:
+    """The line printed on Ctrl-C: what is saved, and the command line that resumes."""
+    argv = list(getattr(args, "argv", None) or [])
+    command = shlex.join([PROG, *argv, *([] if "--resume" in argv else ["--resume"])])
+    counted = _batches_saved(checkpoint)
+    if counted:
+        return (
+            f"interrupted: {counted} of {total} batches of {name} counted and saved; "
+            f"resume with: {command}"
+        )
+    if done:
+        return (
+            f"interrupted: 0 of {total} batches of {name} counted; the spectra of "
+            f"{', '.join(done)} are saved; resume with: {command}"
+        )
+    return f"interrupted before the first batch of {name} was counted; nothing to resume"
+
+
+def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, device: Any) -> Dict:
+    """{label: RankSpectrum}; each written to its CSV as soon as it is complete.
+
+    With ``--resume``, a model whose CSV is there is read back rather than counted again.
+    """
+    from captum_rig.spectrum import RankSpectrum, rank_spectrum
+
+    spectra = {}
+    for (name, model), csv_path in zip(models.items(), _spectrum_files(out, list(models))):
+        checkpoint = out / f".{csv_path.stem}.ckpt"
+        if args.resume and csv_path.is_file() and not checkpoint.exists():
+            spectra[name] = RankSpectrum.from_csv(csv_path)
+            continue
+        if not args.resume and checkpoint.exists():
+            checkpoint.unlink()
+        elif args.resume and not checkpoint.exists():
+            print(
+                f"no checkpoint {checkpoint}: starting {name} from the beginning", file=sys.stderr
+            )
+        try:
+            spectra[name] = rank_spectrum(
+                model,
+                loader,
+                ranks=args.ranks,
+                reverse=args.reverse,
+                batch_size=args.batch_size,
+                device=device,
+                progress=show_progress(args),
+                checkpoint=checkpoint,
+                # a few KB per save: even a SIGKILL loses at most the batch in progress
+                checkpoint_every=1,
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(_resume_hint(args, name, checkpoint, len(loader), spectra)) from None
+        spectra[name].to_csv(csv_path)
+        print(f"wrote {csv_path}")
+    return spectra
+
+
+def run(args: argparse.Namespace) -> int:
+    """Counts each model's spectrum into ``--out``: one CSV per model, one figure."""
+    from captum_rig.viz import plot_spectra
+
+    out = output_folder(args.out)
+    device = parse_device(args.device)
+    models, prep = load_models(args, device)
+    loader, _ = open_data(args, prep, need_labels=args.metric == "accuracy")
+    created = not out.exists()
+    out.mkdir(exist_ok=True)
+    try:
+        spectra = _spectra(args, models, loader, out, device)
+    except BaseException:
+        if created and not any(out.iterdir()):  # nothing to resume from: leave no trace
+            out.rmdir()
+        raise
+    fig, ax = plot_spectra(spectra, metric=args.metric)
+    n_images = next(iter(spectra.values())).n_images
+    ax.set_title(f"{', '.join(spectra)}: {n_images} images")
+    png_path = out / "spectrum.png"
+    save_figure(fig, png_path, "png")
+    print(f"{n_images} images, {len(next(iter(spectra.values())).ranks)} ranks")
+    print(f"wrote {png_path}")
+    return EXIT_OK
