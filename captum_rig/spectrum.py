@@ -16,40 +16,27 @@ References:
     arXiv:2012.03516.
 """
 
-import contextlib
 import csv
-import hashlib
+import io
 import os
-import signal
-import threading
 from dataclasses import dataclass
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from captum_rig._checks import (
-    Batches,
-    check_batches,
-    check_int,
-    check_model,
-    model_device,
-    model_logits,
+from captum_rig._checkpoint import (
+    Checkpoint,
+    Shard,
+    count_batches,
+    run_identity,
+    totals,
+    world,
 )
-from captum_rig._context import atomic_path, check_writable, eval_mode
+from captum_rig._checks import check_batches, check_int, check_model, model_device, model_logits
+from captum_rig._context import PathLike, eval_mode
+from captum_rig._tables import Record, write_text
 from captum_rig.lowrank import RankPath
 
 __all__ = [
@@ -57,8 +44,6 @@ __all__ = [
     "RankSpectrum",
     "accuracy_gap",
 ]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _CHECKPOINT_FORMAT = "captum_rig.rank_spectrum/2"
 _CSV_COLUMNS = ["rank", "agreement", "accuracy", "n_images", "reverse"]
@@ -70,7 +55,7 @@ _CSV_COLUMNS = ["rank", "agreement", "accuracy", "n_images", "reverse"]
 
 
 @dataclass
-class RankSpectrum:
+class RankSpectrum(Record):
     r"""The result of :func:`rank_spectrum`: agreement and accuracy per rank.
 
     Args:
@@ -112,17 +97,7 @@ class RankSpectrum:
                     f"{name} must have one value per rank ({len(self.ranks)}), got {len(values)}"
                 )
 
-    # -- serialisation -----------------------------------------------------------------
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain Python types only (JSON-ready): the inverse of :meth:`from_dict`."""
-        return {
-            "ranks": list(self.ranks),
-            "agreement": list(self.agreement),
-            "accuracy": None if self.accuracy is None else list(self.accuracy),
-            "n_images": self.n_images,
-            "reverse": self.reverse,
-        }
+    # -- serialisation (to_dict: Record's, field by field) -------------------------------
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RankSpectrum":
@@ -148,21 +123,13 @@ class RankSpectrum:
         (``repr``): :meth:`from_csv` gives back an equal spectrum. ``accuracy`` is empty
         when there were no labels.
         """
-        path = os.fspath(path)
-        rows = [
-            [
-                k,
-                repr(self.agreement[i]),
-                "" if self.accuracy is None else repr(self.accuracy[i]),
-                self.n_images,
-                self.reverse,
-            ]
-            for i, k in enumerate(self.ranks)
-        ]
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(_CSV_COLUMNS)
-            w.writerows(rows)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(_CSV_COLUMNS)
+        for i, k in enumerate(self.ranks):
+            accuracy = "" if self.accuracy is None else repr(self.accuracy[i])
+            writer.writerow([k, repr(self.agreement[i]), accuracy, self.n_images, self.reverse])
+        write_text(path, buffer.getvalue())
 
     @classmethod
     def from_csv(cls, path: PathLike) -> "RankSpectrum":
@@ -276,11 +243,6 @@ def _fractions(values: Any, name: str) -> List[float]:
     return out
 
 
-# --------------------------------------------------------------------------------------
-# Algorithm 1
-# --------------------------------------------------------------------------------------
-
-
 def rank_spectrum(
     model: Callable[[Tensor], Tensor],
     data: Union[Tensor, Iterable[Any]],
@@ -390,104 +352,90 @@ def rank_spectrum(
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {reverse!r}")
     device = model_device(model) if device is None else torch.device(device)
-    world_size, process = _world()
+    world_size, process = world()
     checked = check_batches(data, labels, batch_size)
-    # This process counts the batches with index % stride == offset.
-    stride, offset = (1, 0) if checked.presharded else (world_size, process)
-    n_mine = None if checked.length is None else len(range(offset, checked.length, stride))
+    shard = Shard(checked, world_size, process)
     record = None
     if checkpoint is not None:  # before any batch: a bad path or another run fails now
-        record = _Record.open(checkpoint, model, data, checked, batch_size, world_size, process)
-
+        identity = run_identity(model, data, checked, batch_size, world_size, process)
+        record = Checkpoint.open(
+            checkpoint,
+            identity,
+            format=_CHECKPOINT_FORMAT,
+            what="rank_spectrum",
+            world_size=world_size,
+            process=process,
+        )
+    counter = _RankCounter(model, ranks, reverse, batch_size, device)
     bar = tqdm(
-        total=n_mine,
+        total=shard.length,
         desc="rank spectrum",
         unit="batch",
         disable=not progress or process != 0,
     )
-    setting: Optional[_Setting] = None
-    state: Optional[_State] = None
-    index = -1
     try:
         with eval_mode(model), torch.no_grad():
-            for index, (images, batch_labels) in enumerate(checked.batches):
-                if setting is None:
-                    setting = _Setting.first(images, batch_labels, ranks, reverse)
-                    m = len(setting.ranks)
-                    state = _State.zeros(m) if record is None else record.start(setting, m)
-                else:
-                    setting.check_batch(index, images, batch_labels)
-                if index % stride != offset:
-                    continue
-                digest = None if record is None else _batch_digest(images, batch_labels)
-                if index < state.next_batch:  # counted before the interruption
-                    record.verify(state, (index - offset) // stride, index, digest)
-                    bar.update()
-                    continue
-                agree, correct = _count_batch(
-                    model, images, batch_labels, setting, batch_size, device
-                )
-                # one assignment: an interrupt never leaves the counts half-updated
-                state = state.add(index, images.shape[0], agree, correct, digest)
-                bar.update()
-                if record is not None and state.batches_counted % checkpoint_every == 0:
-                    record.save(state)
-    except BaseException:
-        # Whatever was counted since the last save (none: e.g. a refused resume) is kept.
-        if record is not None and state is not None and state.batches_counted > record.counted:
-            with _interrupts_held():
-                record.save(state)
-        raise
+            counted = count_batches(checked, counter, shard, record, checkpoint_every, bar.update)
     finally:
         bar.close()
-    if setting is None:
-        raise ValueError("data must not be empty: it yielded no batch")
-    if record is not None:
-        record.check_complete(state, index + 1)
-
-    counts = torch.cat([torch.tensor([state.n_images]), state.agree, state.correct])
-    if world_size > 1:
-        counts = _all_reduce(counts)
-    n_images = int(counts[0])
+    n_images, counts = totals(counted, world_size)
     if n_images == 0:  # defensive: batches are checked to be non-empty
         raise ValueError("data must not be empty: no image was counted")
-    m = len(setting.ranks)
-    agree, correct = counts[1 : 1 + m].tolist(), counts[1 + m :].tolist()
-    if record is not None and os.path.exists(record.path):
-        os.remove(record.path)
+    if record is not None:
+        record.remove()
     return RankSpectrum(
-        ranks=list(setting.ranks),
-        agreement=[a / n_images for a in agree],
-        accuracy=[c / n_images for c in correct] if setting.has_labels else None,
+        ranks=list(counter.ranks),
+        agreement=[a / n_images for a in counts["agree"].tolist()],
+        accuracy=[c / n_images for c in counts["correct"].tolist()] if counter.has_labels else None,
         n_images=n_images,
         reverse=reverse,
     )
 
 
-class _Setting:
-    """What the first batch fixes for the whole run: image shape, ranks, labels."""
+class _RankCounter:
+    """Algorithm 1 for one batch at a time (:class:`~captum_rig._checkpoint.BatchCounter`).
+
+    The first batch fixes the image shape, the ranks and whether there are labels.
+    """
 
     def __init__(
-        self, shape: Tuple[int, ...], ranks: List[int], has_labels: bool, reverse: bool
+        self,
+        model: Callable[[Tensor], Tensor],
+        ranks: Any,
+        reverse: bool,
+        batch_size: int,
+        device: torch.device,
     ) -> None:
-        self.shape = shape
-        self.ranks = ranks
-        self.has_labels = has_labels
-        self.reverse = reverse
-        width = min(shape[-2:])
-        # The rank whose image is x itself: its prediction is the reference, no forward.
-        identity = 0 if reverse else width
-        self.identity = [i for i, k in enumerate(ranks) if k == identity]
-        self.computed = [i for i, k in enumerate(ranks) if k != identity]
+        self.model, self.reverse = model, reverse
+        self.batch_size, self.device = batch_size, device
+        self.asked = ranks
+        self.ranks: List[int] = []
+        self.shape: Tuple[int, ...] = ()
+        self.has_labels = False
+        self.identity: List[int] = []
+        self.computed: List[int] = []
 
-    @classmethod
     def first(
-        cls, images: Tensor, labels: Optional[Tensor], ranks: Any, reverse: bool
-    ) -> "_Setting":
+        self, images: Tensor, labels: Optional[Tensor]
+    ) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
+        self.shape = tuple(images.shape[1:])
         width = min(images.shape[-2:])
-        return cls(tuple(images.shape[1:]), _check_ranks(ranks, width), labels is not None, reverse)
+        self.ranks = _check_ranks(self.asked, width)
+        self.has_labels = labels is not None
+        # The rank whose image is x itself: its prediction is the reference, no forward.
+        same = 0 if self.reverse else width
+        self.identity = [i for i, k in enumerate(self.ranks) if k == same]
+        self.computed = [i for i, k in enumerate(self.ranks) if k != same]
+        settings = {
+            "ranks": list(self.ranks),
+            "reverse": self.reverse,
+            "image_shape": list(self.shape),
+            "labels": self.has_labels,
+        }
+        zeros = torch.zeros(len(self.ranks), dtype=torch.int64)
+        return settings, {"agree": zeros, "correct": zeros}
 
-    def check_batch(self, index: int, images: Tensor, labels: Optional[Tensor]) -> None:
+    def check(self, index: int, images: Tensor, labels: Optional[Tensor]) -> None:
         # Each batch was checked on its own (check_batches); here, against the first.
         shape = tuple(images.shape[1:])
         if shape != self.shape:
@@ -501,86 +449,27 @@ class _Setting:
                 f"unlike the first batch: give labels for every batch or for none"
             )
 
-    def fingerprint(self) -> Dict[str, Any]:
-        """What the first batch fixes, as a checkpoint records it."""
-        return {
-            "ranks": list(self.ranks),
-            "reverse": self.reverse,
-            "image_shape": list(self.shape),
-            "labels": self.has_labels,
-        }
-
-
-class _State:
-    """Counts so far; immutable, so that one assignment replaces it whole.
-
-    ``digests`` holds one 64-byte digest (images, labels) per batch counted; the list is
-    shared and only appended to, and a state reads its first ``batches_counted`` entries,
-    so an older state stays valid (and adding a batch costs no copy of the list).
-    """
-
-    def __init__(
-        self,
-        next_batch: int,
-        batches_counted: int,
-        n_images: int,
-        agree: Tensor,
-        correct: Tensor,
-        digests: List[bytes],
-    ) -> None:
-        self.next_batch = next_batch
-        self.batches_counted = batches_counted
-        self.n_images = n_images
-        self.agree = agree
-        self.correct = correct
-        self.digests = digests
-
-    @classmethod
-    def zeros(cls, m: int) -> "_State":
-        z = torch.zeros(m, dtype=torch.int64)
-        return cls(0, 0, 0, z, z.clone(), [])
-
-    def add(
-        self, index: int, n: int, agree: Tensor, correct: Tensor, digest: Optional[bytes]
-    ) -> "_State":
-        if digest is not None:
-            del self.digests[self.batches_counted :]  # left by an interrupted add
-            self.digests.append(digest)
-        return _State(
-            index + 1,
-            self.batches_counted + 1,
-            self.n_images + n,
-            self.agree + agree,
-            self.correct + correct,
-            self.digests,
-        )
-
-    def to_dict(self) -> Dict[str, Any]:
-        digests = b"".join(self.digests[: self.batches_counted])
-        return {
-            "next_batch": self.next_batch,
-            "batches_counted": self.batches_counted,
-            "n_images": self.n_images,
-            "agree": self.agree,
-            "correct": self.correct,
-            # uint8 (batches, 64): loadable with weights_only=True
-            "digests": torch.frombuffer(bytearray(digests), dtype=torch.uint8).view(-1, 64),
-        }
-
-    @classmethod
-    def from_dict(cls, s: Mapping[str, Any]) -> "_State":
-        raw = s["digests"].to(torch.uint8).reshape(-1, 64).numpy().tobytes()
-        state = cls(
-            int(s["next_batch"]),
-            int(s["batches_counted"]),
-            int(s["n_images"]),
-            s["agree"].to(torch.int64),
-            s["correct"].to(torch.int64),
-            [raw[i : i + 64] for i in range(0, len(raw), 64)],
-        )
-        if len(state.digests) != state.batches_counted:
-            raise ValueError(f"{len(state.digests)} digests for {state.batches_counted} batches")
-        return state
+    def count(self, images: Tensor, labels: Optional[Tensor]) -> Dict[str, Tensor]:
+        """Agreement and correct counts per rank, ``(m,)`` int64 on CPU."""
+        # A copy, so that a model that works in place on its input never touches the data.
+        x = images.to(device=self.device, copy=True)
+        n = x.shape[0]
+        reference = _predict(self.model, x, self.batch_size)
+        predictions = torch.empty(len(self.ranks), n, dtype=torch.long, device=reference.device)
+        predictions[self.identity] = reference
+        if self.computed:
+            path = RankPath(x)
+            ranks = [self.ranks[i] for i in self.computed]
+            ranks_per_chunk = max(1, self.batch_size // n)
+            for start, x_t in path.chunks(ranks, ranks_per_chunk, reverse=self.reverse):
+                m = x_t.shape[0]
+                p = _predict(self.model, x_t.reshape(m * n, *x.shape[1:]), self.batch_size)
+                predictions[self.computed[start : start + m]] = p.view(m, n)
+        agree = (predictions == reference).sum(1).cpu()
+        if labels is None:
+            return {"agree": agree, "correct": torch.zeros_like(agree)}
+        correct = (predictions == labels.to(predictions.device)).sum(1).cpu()
+        return {"agree": agree, "correct": correct}
 
 
 def _check_ranks(ranks: Any, width: int) -> List[int]:
@@ -600,239 +489,6 @@ def _check_ranks(ranks: Any, width: int) -> List[int]:
     return ranks
 
 
-def _count_batch(
-    model: Callable[[Tensor], Tensor],
-    images: Tensor,
-    labels: Optional[Tensor],
-    setting: _Setting,
-    batch_size: int,
-    device: torch.device,
-) -> Tuple[Tensor, Tensor]:
-    """Agreement and correct counts per rank, ``(m,)`` int64 on CPU, for one batch."""
-    # A copy, so that a model that works in place on its input never touches the data.
-    x = images.to(device=device, copy=True)
-    n = x.shape[0]
-    reference = _predict(model, x, batch_size)
-    predictions = torch.empty(len(setting.ranks), n, dtype=torch.long, device=reference.device)
-    predictions[setting.identity] = reference
-    if setting.computed:
-        path = RankPath(x)
-        ranks = [setting.ranks[i] for i in setting.computed]
-        ranks_per_chunk = max(1, batch_size // n)
-        for start, x_t in path.chunks(ranks, ranks_per_chunk, reverse=setting.reverse):
-            m = x_t.shape[0]
-            p = _predict(model, x_t.reshape(m * n, *x.shape[1:]), batch_size)
-            predictions[setting.computed[start : start + m]] = p.view(m, n)
-    agree = (predictions == reference).sum(1).cpu()
-    if labels is None:
-        return agree, torch.zeros_like(agree)
-    correct = (predictions == labels.to(predictions.device)).sum(1).cpu()
-    return agree, correct
-
-
 def _predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
     chunks = (x[start : start + batch_size] for start in range(0, x.shape[0], batch_size))
     return torch.cat([model_logits(model, chunk).argmax(1) for chunk in chunks])
-
-
-# -- checkpoints and processes ---------------------------------------------------------
-
-
-class _Record:
-    """A run's checkpoint file: what makes a run the same run, and its counts so far."""
-
-    def __init__(self, path: str, identity: Dict[str, Any], saved: Optional[Dict]) -> None:
-        self.path = path
-        self.identity = identity
-        self.saved = saved
-        self.fingerprint: Dict[str, Any] = {}
-        self.counted = 0  # batches the file holds
-
-    @classmethod
-    def open(
-        cls,
-        checkpoint: PathLike,
-        model: Callable[[Tensor], Tensor],
-        data: Any,
-        checked: Batches,
-        batch_size: int,
-        world_size: int,
-        process: int,
-    ) -> "_Record":
-        """Checks the path and, when the file exists, the model and data against it."""
-        check_writable(checkpoint, "checkpoint", create=True)
-        path = os.fspath(checkpoint)
-        if world_size > 1:
-            path = f"{path}.{process}-of-{world_size}"
-        identity = {
-            "model": _model_digest(model),
-            "n_images": _n_images(data, checked),
-            "n_batches": checked.length,
-            "batch_size": batch_size if checked.from_tensor else getattr(data, "batch_size", None),
-            "world_size": world_size,
-            "process": process,
-        }
-        record = cls(path, identity, _read_checkpoint(path))
-        if record.saved is not None:
-            record._compare(record.saved["identity"], identity)
-        return record
-
-    def start(self, setting: _Setting, m: int) -> _State:
-        """The counts to resume from (zeros without a file), once the first batch is known."""
-        self.fingerprint = setting.fingerprint()
-        if self.saved is None:
-            return _State.zeros(m)
-        self._compare(self.saved["fingerprint"], self.fingerprint)
-        state = self.saved["state"]
-        if state.agree.shape != (m,) or state.correct.shape != (m,):
-            self._fail("it holds counts of the wrong shape")
-        self.counted = state.batches_counted
-        return state
-
-    def verify(self, state: _State, ordinal: int, index: int, digest: bytes) -> None:
-        """Compares a skipped batch with the digest recorded when it was counted."""
-        saved = state.digests[ordinal]
-        for what, part in (("images", slice(0, 32)), ("labels", slice(32, 64))):
-            if saved[part] != digest[part]:
-                self._fail(f"batch {index}'s {what} differ from the checkpoint's")
-
-    def check_complete(self, state: _State, n_batches: int) -> None:
-        """The data ran out before the batches the checkpoint counted: another data set."""
-        if state.next_batch > n_batches:
-            self._fail(
-                f"the data has {n_batches} batches, but the checkpoint counted {state.next_batch}"
-            )
-
-    def save(self, state: _State) -> None:
-        content = {
-            "format": _CHECKPOINT_FORMAT,
-            "identity": self.identity,
-            "fingerprint": self.fingerprint,
-            "state": state.to_dict(),
-        }
-        with atomic_path(self.path) as tmp:
-            torch.save(content, tmp)
-        self.counted = state.batches_counted
-
-    def _compare(self, saved: Mapping[str, Any], now: Dict[str, Any]) -> None:
-        differences = [_difference(key, saved.get(key), value) for key, value in now.items()]
-        differences = [d for d in differences if d]
-        if differences:
-            self._fail("; ".join(differences))
-
-    def _fail(self, reason: str) -> None:
-        raise ValueError(
-            f"checkpoint {self.path!r} does not match this call: {reason}. Pass the same "
-            f"model, data and arguments to resume, or delete the file to start over"
-        )
-
-
-def _difference(key: str, saved: Any, now: Any) -> Optional[str]:
-    """How a recorded value differs from this call's, or None (unknown is no difference)."""
-    if saved == now:
-        return None
-    unknown = saved is None or now is None
-    if key == "model":
-        return None if unknown else "the model's weights differ from the checkpoint's"
-    if key in ("n_images", "n_batches"):
-        what = key[2:]
-        return None if unknown else f"the data has {now} {what}, the checkpoint {saved}"
-    if key == "batch_size" and unknown:
-        return None
-    return f"it was written with {key}={saved!r}, but this call has {key}={now!r}"
-
-
-def _read_checkpoint(path: str) -> Optional[Dict[str, Any]]:
-    """The file's content with its state parsed; None when there is no file."""
-    if not os.path.exists(path):
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(f"format {saved.get('format')!r}, not {_CHECKPOINT_FORMAT!r}")
-        saved["state"] = _State.from_dict(saved["state"])
-        dict(saved["identity"]), dict(saved["fingerprint"])
-    except Exception as e:
-        raise ValueError(
-            f"checkpoint {path!r} is not a rank_spectrum checkpoint ({type(e).__name__}: "
-            f"{e}); delete it to start over"
-        ) from e
-    return saved
-
-
-def _model_digest(model: Callable[[Tensor], Tensor]) -> Optional[str]:
-    """SHA-256 of an nn.Module's parameter and buffer names, dtypes, shapes and bytes.
-
-    None for a callable that is not an ``nn.Module``: its weights cannot be seen.
-    """
-    if not isinstance(model, nn.Module):
-        return None
-    h = hashlib.sha256()
-    named = list(model.named_parameters()) + list(model.named_buffers())
-    for name, tensor in named:
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        h.update(_tensor_bytes(tensor))
-    return h.hexdigest()
-
-
-def _batch_digest(images: Tensor, labels: Optional[Tensor]) -> bytes:
-    """64 bytes: the SHA-256 of the images and that of the labels (dtype, shape, bytes)."""
-    out = b""
-    for tensor in (images, labels):
-        h = hashlib.sha256()
-        if tensor is not None:
-            h.update(f"{tensor.dtype}:{tuple(tensor.shape)};".encode())
-            h.update(_tensor_bytes(tensor))
-        out += h.digest()
-    return out
-
-
-def _tensor_bytes(tensor: Tensor) -> memoryview:
-    # uint8 view: every dtype (bfloat16 included) without a numpy conversion of values
-    flat = tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu()
-    return memoryview(flat.numpy())
-
-
-def _n_images(data: Any, checked: Batches) -> Optional[int]:
-    """The number of images ``data`` holds, when it tells (a tensor, a DataLoader)."""
-    if checked.from_tensor:
-        return int((data[0] if isinstance(data, tuple) else data).shape[0])
-    sampler = getattr(getattr(data, "batch_sampler", None), "sampler", None)
-    for source in (sampler, getattr(data, "dataset", None)):
-        try:
-            return len(source)  # type: ignore[arg-type]
-        except (TypeError, NotImplementedError):  # no sampler, or an iterable dataset
-            continue
-    return None
-
-
-@contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Ignores Ctrl-C for the block (a second Ctrl-C must not cut the final save short)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-
-
-def _world() -> Tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def _all_reduce(counts: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    on = torch.device("cpu")
-    if "nccl" in str(dist.get_backend()):
-        on = torch.device("cuda", torch.cuda.current_device())
-    counts = counts.to(on)
-    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-    return counts.cpu()

@@ -8,20 +8,27 @@ caches on disk) the truncated copies of a whole dataset, for training on low-ran
 high-rank-only images.
 """
 
-import hashlib
 import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from captum_rig._checkpoint import (
+    StateError,
+    TensorHash,
+    describe_difference,
+    differences,
+    read_state,
+    write_state,
+)
 from captum_rig._checks import check_images, check_int
-from captum_rig._context import atomic_path, check_writable
+from captum_rig._context import check_writable
 from captum_rig.lowrank import drop_top_ranks, low_rank
 
 __all__ = ["LowRank", "DropTopRanks", "RankTruncatedDataset"]
@@ -231,14 +238,14 @@ class RankTruncatedDataset(Dataset):
         first, _ = self._item(dataset, 0)
         images = torch.empty((n, *first.shape), dtype=self.storage_dtype)
         labels = torch.empty(n, dtype=torch.int64)
-        digest = _Digest(first.shape)
+        digest = TensorHash(repr(tuple(first.shape)))
         truncate = drop_top_ranks if self.reverse else low_rank
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             batch = []
             for i in range(start, stop):
                 image, label = self._checked_item(dataset, i, first.shape)
-                digest.add(image, label)
+                digest.tensor(image, dtype=torch.float32).integer(label)
                 batch.append(image)
                 labels[i] = label
             x = torch.stack(batch)
@@ -259,21 +266,20 @@ class RankTruncatedDataset(Dataset):
 
     def _digest(self, dataset: Dataset, n: int) -> str:
         first, _ = self._item(dataset, 0)
-        digest = _Digest(first.shape)
+        digest = TensorHash(repr(tuple(first.shape)))
         for i in range(n):
-            digest.add(*self._checked_item(dataset, i, first.shape))
+            image, label = self._checked_item(dataset, i, first.shape)
+            digest.tensor(image, dtype=torch.float32).integer(label)
         return digest.hexdigest()
 
     def _load(self, dataset: Dataset, n: int) -> Optional[Tuple[Tensor, Tensor]]:
         path = self.cache_path
-        if path is None or not path.exists():
-            return None
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt or foreign file: rebuild
-            warnings.warn(
-                f"rebuilding the rank cache {path}: it could not be read ({e})", stacklevel=3
-            )
+            state = read_state(path, _CACHE_FORMAT) if path is not None else None
+        except StateError as e:  # corrupt or foreign file: rebuild
+            warnings.warn(f"rebuilding the rank cache {path}: {e}", stacklevel=3)
+            return None
+        if state is None:
             return None
         problem = self._mismatch(state, dataset, n)
         if problem is not None:
@@ -281,37 +287,39 @@ class RankTruncatedDataset(Dataset):
             return None
         return state["images"], state["labels"]
 
-    def _mismatch(self, state: Any, dataset: Dataset, n: int) -> Optional[str]:
+    def _mismatch(self, state: Dict[str, Any], dataset: Dataset, n: int) -> Optional[str]:
         """What makes the cached ``state`` another run's, or None when it is this one's."""
-        if not isinstance(state, dict) or state.get("format") != _CACHE_FORMAT:
-            return "unknown format"
-        if state.get("k") != self.k or state.get("reverse") != self.reverse:
-            return f"it holds k={state.get('k')}, reverse={state.get('reverse')}"
         images, labels = state.get("images"), state.get("labels")
         if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
             return "images or labels are missing"
-        if images.dtype != self.storage_dtype:
-            return f"it holds {images.dtype}, storage_dtype is {self.storage_dtype}"
         first, _ = self._item(dataset, 0)
-        if images.shape != (n, *first.shape) or labels.shape != (n,):
-            return (
-                f"it holds images of shape {tuple(images.shape)}, the dataset {(n, *first.shape)}"
-            )
-        if state.get("digest") != self._digest(dataset, n):
-            return "the dataset's images or labels differ from those it was built from"
-        return None
+        saved = {
+            "k": state.get("k"),
+            "reverse": state.get("reverse"),
+            "storage_dtype": images.dtype,
+            "shape": (tuple(images.shape), tuple(labels.shape)),
+        }
+        now = {
+            "k": self.k,
+            "reverse": self.reverse,
+            "storage_dtype": self.storage_dtype,
+            "shape": ((n, *first.shape), (n,)),
+        }
+        found = differences(saved, now, _cache_difference)
+        # The digest reads the whole dataset: only when everything else agrees.
+        if not found and state.get("digest") != self._digest(dataset, n):
+            found = ["the dataset's images or labels differ from those it was built from"]
+        return "; ".join(found) or None
 
     def _save(self, images: Tensor, labels: Tensor, digest: str) -> None:
-        state = {
-            "format": _CACHE_FORMAT,
+        content = {
             "k": self.k,
             "reverse": self.reverse,
             "images": images,
             "labels": labels,
             "digest": digest,
         }
-        with atomic_path(self.cache_path) as tmp:
-            torch.save(state, tmp)
+        write_state(self.cache_path, _CACHE_FORMAT, content)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -332,16 +340,12 @@ class RankTruncatedDataset(Dataset):
         )
 
 
-class _Digest:
-    """SHA-256 of a stream of (image, label) items, as float32 bytes and int64 labels."""
-
-    def __init__(self, shape: torch.Size) -> None:
-        self._hash = hashlib.sha256(repr(tuple(shape)).encode())
-
-    def add(self, image: Tensor, label: int) -> None:
-        pixels = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        self._hash.update(pixels.tobytes())
-        self._hash.update(int(label).to_bytes(8, "little", signed=True))
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+def _cache_difference(key: str, saved: Any, now: Any) -> Optional[str]:
+    """How a cache file's settings differ from this dataset's, or None."""
+    if saved == now:
+        return None
+    if key == "storage_dtype":
+        return f"it holds {saved}, storage_dtype is {now}"
+    if key == "shape":
+        return f"it holds images of shape {saved[0]}, the dataset {now[0]}"
+    return describe_difference(key, saved, now)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from captum_rig import rank_spectrum
-from captum_rig.spectrum import _model_digest
+from captum_rig._checkpoint import model_digest as _model_digest
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,0 +1,129 @@
+"""Digests of tensors: one hasher for batches, models and cached data sets.
+
+SHA-256 over a tensor's dtype, shape and bytes, so that a resumed run proves it sees the
+same model and the same batches, and a cache proves it was built from the same data.
+"""
+
+import hashlib
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DIGEST_BYTES",
+    "BATCH_PARTS",
+    "TensorHash",
+    "tensor_bytes",
+    "batch_digest",
+    "model_digest",
+]
+
+DIGEST_BYTES = 32
+"""Bytes of one SHA-256 digest; a batch digest is two, images then labels."""
+
+BATCH_PARTS = (("images", slice(0, DIGEST_BYTES)), ("labels", slice(DIGEST_BYTES, None)))
+"""The parts of a :func:`batch_digest`, named."""
+
+
+def tensor_bytes(tensor: Tensor, dtype: Optional[torch.dtype] = None) -> memoryview:
+    """The bytes of ``tensor`` (cast to ``dtype`` first, if given), in memory order.
+
+    A ``uint8`` view: every dtype (bfloat16 included) without a conversion of values.
+    """
+    tensor = tensor.detach()
+    if dtype is not None:
+        tensor = tensor.to(dtype)
+    flat = tensor.reshape(-1).contiguous().view(torch.uint8).cpu()
+    return memoryview(flat.numpy())
+
+
+class TensorHash:
+    """SHA-256 of a stream of tensors, integers and text; the one hasher of the package.
+
+    Args:
+        header (str): text hashed first (e.g. the shape every item shares).
+
+    Examples:
+        >>> x = torch.arange(6.0).view(2, 3)
+        >>> TensorHash().tensor(x, described=True).hexdigest() == (
+        ...     TensorHash().tensor(x.clone(), described=True).hexdigest())
+        True
+        >>> len(TensorHash("(3, 8, 8)").tensor(x, dtype=torch.float32).integer(7).digest())
+        32
+    """
+
+    def __init__(self, header: str = "") -> None:
+        self._hash = hashlib.sha256(header.encode())
+
+    def text(self, text: str) -> "TensorHash":
+        """Adds ``text`` (UTF-8)."""
+        self._hash.update(text.encode())
+        return self
+
+    def tensor(
+        self,
+        tensor: Tensor,
+        *,
+        dtype: Optional[torch.dtype] = None,
+        described: bool = False,
+        name: Optional[str] = None,
+    ) -> "TensorHash":
+        """Adds the bytes of ``tensor`` (cast to ``dtype`` first, if given).
+
+        With ``described=True`` its ``"name:dtype:shape;"`` (``name`` when given) comes
+        first, so that equal bytes of another dtype or shape hash differently.
+        """
+        if described:
+            prefix = "" if name is None else f"{name}:"
+            self.text(f"{prefix}{tensor.dtype}:{tuple(tensor.shape)};")
+        self._hash.update(tensor_bytes(tensor, dtype))
+        return self
+
+    def integer(self, value: int) -> "TensorHash":
+        """Adds ``value`` as 8 bytes, little-endian, signed (an int64 label)."""
+        self._hash.update(int(value).to_bytes(8, "little", signed=True))
+        return self
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def batch_digest(images: Tensor, labels: Optional[Tensor]) -> bytes:
+    """64 bytes: the SHA-256 of the images and that of the labels (dtype, shape, bytes).
+
+    Examples:
+        >>> x, y = torch.rand(2, 3, 4, 4), torch.tensor([0, 1])
+        >>> d = batch_digest(x, y)
+        >>> len(d), d == batch_digest(x.clone(), y), d[32:] == batch_digest(x, None)[32:]
+        (64, True, False)
+    """
+    out = b""
+    for tensor in (images, labels):
+        h = TensorHash()
+        if tensor is not None:
+            h.tensor(tensor, described=True)
+        out += h.digest()
+    return out
+
+
+def model_digest(model: Any) -> Optional[str]:
+    """SHA-256 of an nn.Module's parameter and buffer names, dtypes, shapes and bytes.
+
+    None for a callable that is not an ``nn.Module``: its weights cannot be seen.
+
+    Examples:
+        >>> model_digest(torch.nn.Linear(2, 2)) != model_digest(torch.nn.Linear(2, 2))
+        True
+        >>> model_digest(lambda x: x) is None
+        True
+    """
+    if not isinstance(model, nn.Module):
+        return None
+    h = TensorHash()
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        h.tensor(tensor, described=True, name=name)
+    return h.hexdigest()
