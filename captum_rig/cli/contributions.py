@@ -3,14 +3,13 @@ each image accounts for (:func:`captum_rig.rank_contributions`), as a CSV and a 
 """
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
-from captum_rig._context import atomic_path
+from captum_rig._tables import write_csv
 from captum_rig.cli._common import (
     EXIT_OK,
     UsageError,
@@ -110,32 +109,27 @@ def _rank_contributions(
     return results
 
 
+_CSV_FIELDS = ("image", "target", "channel", "band_start", "band_end", "value")
+
+
 def _write_contributions(path: Path, rows: List, results: List, bands: Optional[List]) -> None:
     """One CSV line per image, channel and band: its edges and its contribution."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "target", "channel", "band_start", "band_end", "value"])
-        for row, (values, _) in zip(rows, results):
-            edges = bands or list(range(values.shape[-1] + 1))
-            for channel, per_band in enumerate(values.tolist()):
-                for j, value in enumerate(per_band):
-                    writer.writerow(
-                        [row["path"], row["target"], channel, edges[j], edges[j + 1], value]
-                    )
+    lines = []
+    for row, (values, _) in zip(rows, results):
+        edges = bands or list(range(values.shape[-1] + 1))
+        for channel, per_band in enumerate(values.tolist()):
+            for j, value in enumerate(per_band):
+                cells = (row["path"], row["target"], channel, edges[j], edges[j + 1], value)
+                lines.append(dict(zip(_CSV_FIELDS, cells)))
+    write_csv(path, lines, _CSV_FIELDS)
 
 
 # Above this relative gap between the contributions' sum and F(x) - F(0), say so.
 _CONTRIBUTIONS_GAP = 0.05
 
 
-def run(args: argparse.Namespace) -> int:
-    """Splits each image's ``F(x) - F(0)`` by rank band; writes the CSV and the figure."""
-    from captum_rig.viz import plot_rank_contributions
-
-    parse_target(args.target)  # a bad --target fails before any work
-    out = output_folder(args.out)
-    device = parse_device(args.device)
-    model, prep, images = model_and_images(args, device)
+def _check_bands(args: argparse.Namespace, images: List[torch.Tensor]) -> None:
+    """``--bands`` end at each image's width; ``--n-steps`` give each band a step."""
     for path, x in zip(args.images, images):
         width = min(x.shape[-2:])
         if args.bands is not None and args.bands[-1] != width:
@@ -149,6 +143,17 @@ def run(args: argparse.Namespace) -> int:
                 f"--n-steps must be at least the number of bands ({n_bands} for {path}), "
                 f"got {args.n_steps}"
             )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Splits each image's ``F(x) - F(0)`` by rank band; writes the CSV and the figure."""
+    from captum_rig.viz import plot_rank_contributions
+
+    parse_target(args.target)  # a bad --target fails before any work
+    out = output_folder(args.out)
+    device = parse_device(args.device)
+    model, prep, images = model_and_images(args, device)
+    _check_bands(args, images)
     rows = predictions(model, images, args, device)
     results = _rank_contributions(model, rows, args, device)
     curves = {
@@ -163,13 +168,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out.mkdir(exist_ok=True)
     csv_path, png_path = out / "contributions.csv", out / "rank_contributions.png"
-    try:
-        _write_contributions(csv_path, rows, results, args.bands)
-    except BaseException:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        raise
+    _write_contributions(csv_path, rows, results, args.bands)
     save_figure(fig, png_path, "png")
     worst = 0.0
     for row, (values, delta) in zip(rows, results):

@@ -3,15 +3,13 @@ several models (:func:`captum_rig.stability.compare_stability`), as tables and f
 """
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import torch
 
-from captum_rig._context import atomic_path
+from captum_rig._tables import write_json, write_text
 from captum_rig.cli._common import (
     EXIT_OK,
     load_models,
@@ -178,40 +176,17 @@ def _stability_figures(weights: Dict, maps: Dict) -> Dict[str, Any]:
     return figures
 
 
-def _json_ready(value: Any) -> Any:
-    """Tensors as lists, and NaN/inf (no such numbers in JSON) as null."""
-    if isinstance(value, torch.Tensor):
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def _write_stability(out: Path, table: Any, summary: Dict[str, Any], figures: Dict) -> List[Path]:
     """stability.md, .csv and .json, then the figures: the files written."""
-    import matplotlib.pyplot as plt
-
-    try:
-        out.mkdir(exist_ok=True)
-        md_path, csv_path, json_path = (out / f"stability.{ext}" for ext in ("md", "csv", "json"))
-        heading = f"# Stability: {summary['n_images']} images from {summary['data']}\n\n"
-        with atomic_path(md_path) as tmp:
-            Path(tmp).write_text(heading + table.to_markdown() + "\n", encoding="utf-8")
-        table.to_csv(csv_path)
-        with atomic_path(json_path) as tmp:
-            record = {**summary, **table.to_dict()}
-            for key in ("weight_spectra", "feature_map_spectra"):  # the long lists last
-                record[key] = record.pop(key)
-            text = json.dumps(_json_ready(record), indent=1)
-            Path(tmp).write_text(text + "\n", encoding="utf-8")
-    except BaseException:
-        for fig in figures.values():
-            plt.close(fig)
-        raise
+    out.mkdir(exist_ok=True)
+    md_path, csv_path, json_path = (out / f"stability.{ext}" for ext in ("md", "csv", "json"))
+    heading = f"# Stability: {summary['n_images']} images from {summary['data']}\n\n"
+    write_text(md_path, heading + table.to_markdown() + "\n")
+    table.to_csv(csv_path)
+    record = {**summary, **table.to_dict()}
+    for key in ("weight_spectra", "feature_map_spectra"):  # the long lists last
+        record[key] = record.pop(key)
+    write_json(json_path, record)
     written = [md_path, csv_path, json_path]
     for file_name, fig in figures.items():
         save_figure(fig, out / file_name, "png")
