@@ -3,8 +3,8 @@
 For each model, RIG's full sum (``method="paper"``, ``n_steps=None``: every rank
 ``1..w-1``) is compared with ``n_steps`` in (8, 16, 32, 64) for two groupings of the ranks:
 
-- ``current``: :func:`captum_rig.attr.rig.paper_rank_weights` as the package ships it (what
-  ``RIG.attribute(n_steps=m)`` evaluates);
+- ``current``: :func:`captum_rig.attr.rank_path.paper_rank_weights` as the package ships
+  it (what ``RIG.attribute(n_steps=m)`` evaluates);
 - ``uniform``: ``m`` groups of (near-)equal rank count, each group's summed weight put on
   its middle rank (the lower middle for an even count).
 
@@ -43,7 +43,7 @@ import torchvision
 from torch import Tensor, nn
 
 from captum_rig import RIG
-from captum_rig.attr.rig import BaselineRankPath, paper_rank_weights
+from captum_rig.attr.rank_path import BaselineRankPath, paper_rank_weights
 from captum_rig.demo import SHAPES_TEST_SEED, load_photo
 from captum_rig.models import load_demo_model
 from captum_rig.synthetic import make_shapes

@@ -6,7 +6,7 @@ attribution maps (randomisation sanity checks, localisation, faithfulness, robus
 **explain_func_kwargs)`` with NumPy arrays, add ``device=...`` when the metric was given
 a device, and expect a NumPy array back; localisation metrics compare it with
 ``(N, 1, H, W)`` masks. :func:`explain` is that function for every method of
-:mod:`captum_rig.methods`, so no wrapper has to be written by hand::
+:mod:`captum_rig.attr.registry`, so no wrapper has to be written by hand::
 
     metric = quantus.PointingGame()
     metric(model=model, x_batch=x, y_batch=y, s_batch=masks,
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_rig._checks import check_images, check_model, check_models, model_device
-from captum_rig.methods import get_method
+from captum_rig.attr.registry import get_method
 
 __all__ = ["explain", "CHANNEL_REDUCTIONS"]
 
@@ -62,7 +62,7 @@ def explain(
             arrays over); tensors keep their dtype.
         targets (int, sequence, ndarray or Tensor): the output index explained, one for
             all or one per image ``(N,)``, as Quantus's ``y_batch``.
-        method (str): a name of :data:`captum_rig.methods.METHODS`: ``"rig"``,
+        method (str): a name of :data:`captum_rig.attr.registry.METHODS`: ``"rig"``,
             ``"ig"``, ``"blurig"`` or ``"saliency"``. Default: ``"rig"``.
         channel_reduction (str, optional): ``"sum"``: the channels' sum, ``(N, 1, H, W)``,
             as ``quantus.explain`` returns by default and localisation metrics need

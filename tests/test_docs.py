@@ -419,6 +419,7 @@ API_MODULES = (
     "captum_rig",
     "captum_rig.lowrank",
     "captum_rig.attr.rig",
+    "captum_rig.attr.rank_path",
     "captum_rig.attr.blur_ig",
     "captum_rig.attr.layer_rig",
     "captum_rig.attr.rank_contributions",
@@ -434,7 +435,7 @@ API_MODULES = (
     "captum_rig.quantus",
     "captum_rig.synthetic",
     "captum_rig.demo",
-    "captum_rig.methods",
+    "captum_rig.attr.registry",
 )
 
 

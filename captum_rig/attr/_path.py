@@ -1,22 +1,25 @@
 """The one loop every path method here shares: gradients at path points, in chunks.
 
-A path method evaluates ∂F_target/∂x at S points of a path and combines them with
-per-point multipliers. This module streams the points in chunks of at most
-``internal_batch_size`` examples through Captum's own gradient machinery, laid out as
-Captum's IntegratedGradients lays them out (step-major: all N examples of step 0, then
-step 1, ...), so targets and additional forward arguments behave exactly as there.
+A path method evaluates ∂F_target/∂x (or ∂F_target/∂a for a layer's value a) at S
+points of a path and combines them with per-point multipliers. This module streams the
+points in chunks of at most ``internal_batch_size`` examples through Captum's own
+gradient machinery (:func:`path_gradients`), laid out as Captum's IntegratedGradients
+lays them out (step-major: all N examples of step 0, then step 1, ...), so targets and
+additional forward arguments behave exactly as there; :func:`path_sum` adds up each
+chunk's share.
 """
 
 import math
 import warnings
-from typing import Callable, Iterator, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import GradientAttribution
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_rig._captum import (
     TargetType,
+    compute_layer_gradients_and_eval,
     expand_additional_forward_args,
     expand_target,
     format_additional_forward_args,
@@ -35,6 +38,13 @@ INPUTS_LAYOUT = "(N, C, H, W)"
 
 # make_points(start, stop) -> one tensor per input, shape (stop - start, N, C, H, W)
 PointMaker = Callable[[int, int], Tuple[Tensor, ...]]
+
+# gradients(points, target, args) -> one gradient per input (or per layer value) at the
+# stacked points (S · N, ...), the target and arguments already expanded to match.
+GradientFunc = Callable[[Tuple[Tensor, ...], TargetType, Optional[object]], Tuple[Tensor, ...]]
+
+# Yielded by path_gradients: (start, stop, one gradient per input, (stop - start, N, ...))
+GradientChunk = Tuple[int, int, Tuple[Tensor, ...]]
 
 
 def format_inputs(inputs: object) -> Tuple[bool, Tuple[Tensor, ...]]:
@@ -191,8 +201,53 @@ def path_chunks(
         yield start, stop, points, expand_args(additional_forward_args, count)
 
 
+def input_gradients(attribution: GradientAttribution) -> GradientFunc:
+    """∂F_target/∂x at the points, through the method's own ``gradient_func``."""
+
+    def gradients(
+        points: Tuple[Tensor, ...], target: TargetType, args: Optional[object]
+    ) -> Tuple[Tensor, ...]:
+        with torch.enable_grad():
+            return attribution.gradient_func(
+                forward_fn=attribution.forward_func,
+                inputs=tuple(p.requires_grad_() for p in points),
+                target_ind=target,
+                additional_forward_args=args,
+            )
+
+    return gradients
+
+
+def layer_gradients(
+    forward_func: Callable,
+    layer: nn.Module,
+    device_ids: Optional[List[int]] = None,
+    attribute_to_layer_input: bool = False,
+) -> GradientFunc:
+    """∂F_target/∂a at the points for the layer's output (or input) ``a``, via Captum.
+
+    Captum's helper registers the hooks it needs and removes them in a ``finally``.
+    """
+
+    def gradients(
+        points: Tuple[Tensor, ...], target: TargetType, args: Optional[object]
+    ) -> Tuple[Tensor, ...]:
+        grads, _ = compute_layer_gradients_and_eval(
+            forward_func,
+            layer,
+            points,
+            target_ind=target,
+            additional_forward_args=args,
+            device_ids=device_ids,
+            attribute_to_layer_input=attribute_to_layer_input,
+        )
+        return grads
+
+    return gradients
+
+
 def path_gradients(
-    attribution: GradientAttribution,
+    gradients: GradientFunc,
     n_points: int,
     make_points: PointMaker,
     num_examples: int,
@@ -200,11 +255,11 @@ def path_gradients(
     additional_forward_args: Optional[object] = None,
     internal_batch_size: Optional[int] = None,
     point_bytes: int = 0,
-) -> Iterator[Tuple[int, int, Tuple[Tensor, ...]]]:
+) -> Iterator[GradientChunk]:
     """Yields ``(start, stop, grads)`` for consecutive chunks of the ``n_points`` points.
 
     Args:
-        attribution: the method; its ``forward_func`` and ``gradient_func`` are used.
+        gradients: :func:`input_gradients` or :func:`layer_gradients`.
         n_points: number of path points S.
         make_points: builds the points ``start..stop`` of every input, each of shape
             ``(stop - start, N, C, H, W)``.
@@ -214,7 +269,8 @@ def path_gradients(
         point_bytes: bytes of one point of one example, for the default's byte bound.
 
     Yields:
-        ``grads``: one tensor per input, shape ``(stop - start, N, C, H, W)``, detached.
+        ``grads``: one tensor per input (or layer value), shape
+        ``(stop - start, N, ...)``, detached.
     """
     for start, stop, points, args in path_chunks(
         n_points,
@@ -225,18 +281,47 @@ def path_gradients(
         point_bytes,
     ):
         count = stop - start
-        with torch.enable_grad():
-            grads = attribution.gradient_func(
-                forward_fn=attribution.forward_func,
-                inputs=tuple(p.requires_grad_() for p in points),
-                target_ind=expand_target(target, count),
-                additional_forward_args=args,
-            )
-        yield (
-            start,
-            stop,
-            tuple(g.detach().reshape(count, num_examples, *g.shape[1:]) for g in grads),
+        grads = gradients(points, expand_target(target, count), args)
+        yield start, stop, tuple(by_step(g.detach(), count) for g in grads)
+
+
+def by_step(value: Tensor, count: int) -> Tensor:
+    """``(count · N, ...)`` -> ``(count, N, ...)``; a layer must keep the batch dim."""
+    if value.shape[0] % count:
+        raise ValueError(
+            "layer must keep the batch dimension first: its value has first dim "
+            f"{value.shape[0]} for {count} stacked path points"
         )
+    return value.reshape(count, value.shape[0] // count, *value.shape[1:])
+
+
+def path_sum(
+    chunks: Iterator[GradientChunk],
+    term: Callable[[int, int, Tuple[Tensor, ...]], Sequence[Tensor]],
+) -> Tuple[Tensor, ...]:
+    """``Σ`` over the chunks of ``term(start, stop, grads)``: one total per input.
+
+    Args:
+        chunks: what :func:`path_gradients` yields (at least one chunk).
+        term: each chunk's share, one ``(N, ...)`` tensor per input.
+    """
+    totals: Optional[List[Tensor]] = None
+    for start, stop, grads in chunks:
+        terms = term(start, stop, grads)
+        totals = list(terms) if totals is None else [t + s for t, s in zip(totals, terms)]
+    return tuple(totals)
+
+
+def cell_sums(grads: Sequence[Tensor], changes: Sequence[Tensor]) -> List[Tensor]:
+    """``Σ_s grads[s] · changes[s]``: each node's gradient times the change over its cell.
+
+    Args:
+        grads, changes: one tensor per input, ``(S, N, ...)`` each.
+
+    Returns:
+        list[Tensor]: one ``(N, ...)`` tensor per input, in the gradients' dtype.
+    """
+    return [(g * c.to(g.dtype)).sum(0) for g, c in zip(grads, changes)]
 
 
 def attribution_result(

@@ -22,6 +22,7 @@ from captum_rig.attr._path import (
     attribution_result,
     example_bytes,
     format_inputs,
+    input_gradients,
     path_gradients,
 )
 
@@ -450,7 +451,7 @@ class BlurIntegratedGradients(GradientAttribution):
             return tuple(points)
 
         for start, stop, grads in path_gradients(
-            self, n_steps, make_points, inputs[0].shape[0], **run
+            input_gradients(self), n_steps, make_points, inputs[0].shape[0], **run
         ):
             for total, grad, velocity in zip(totals, grads, velocities):
                 w = weights[start:stop].to(velocity.device, velocity.dtype)

@@ -6,7 +6,7 @@ References:
 """
 
 import typing
-from typing import Callable, Iterator, List, Literal, Optional, Tuple, Union
+from typing import Callable, List, Literal, Optional, Tuple, Union
 
 import torch
 from captum.attr import GradientAttribution, LayerAttribution
@@ -14,32 +14,24 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_rig._captum import (
-    SUPPORTED_METHODS,
     TargetType,
     TensorOrTupleOfTensorsGeneric,
-    compute_layer_gradients_and_eval,
-    expand_target,
     format_additional_forward_args,
     format_output,
     forward_layer_eval,
     run_forward,
 )
-from captum_rig._checks import check_int
 from captum_rig.attr._path import (
-    PointMaker,
+    by_step,
+    cell_sums,
     example_bytes,
     expand_args,
     format_inputs,
-    path_chunks,
+    layer_gradients,
+    path_gradients,
+    path_sum,
 )
-from captum_rig.attr.rig import (
-    PAPER,
-    BaselineRankPath,
-    BaselineType,
-    paper_rank_weights,
-    path_nodes,
-    rank_paths,
-)
+from captum_rig.attr.rank_path import PAPER, BaselineType, RankNodes, check_method, rank_nodes
 
 __all__ = ["LayerRankIntegratedGradients", "LayerRIG"]
 
@@ -182,80 +174,82 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
             (torch.Size([2, 2, 2, 2]), torch.Size([2]))
         """
         _, formatted = format_inputs(inputs)
-        if method != PAPER and method not in SUPPORTED_METHODS:
-            raise ValueError(
-                f"method must be 'paper' or one of {sorted(SUPPORTED_METHODS)}, got {method!r}"
-            )
-        if n_steps is not None:
-            n_steps = check_int(n_steps, name="n_steps", low=1)
-        paths = rank_paths(formatted, baselines)
-        run = dict(
+        check_method(method)
+        nodes = rank_nodes(formatted, baselines, method, n_steps)
+        attributions = self._attribute(
+            formatted,
+            nodes,
+            attribute_to_layer_input,
             target=target,
             additional_forward_args=additional_forward_args,
             internal_batch_size=internal_batch_size,
-            attribute_to_layer_input=attribute_to_layer_input,
             point_bytes=example_bytes(formatted),
         )
-        if method == PAPER:
-            attributions = self._attribute_paper(formatted, paths, n_steps, **run)
-        else:
-            attributions = self._attribute_path(formatted, paths, n_steps, method, **run)
         output = format_output(len(attributions) > 1, attributions)
         if not return_convergence_delta:
             return output
         delta = self.compute_convergence_delta(
             attributions,
-            tuple(p.start(x) for p, x in zip(paths, formatted)),
+            tuple(p.start(x) for p, x in zip(nodes.paths, formatted)),
             formatted,
             additional_forward_args=additional_forward_args,
             target=target,
         )
         return output, delta
 
-    def _gradients(
+    def _attribute(
         self,
-        n_points: int,
-        make_points: PointMaker,
-        num_examples: int,
-        target: TargetType,
-        additional_forward_args: Optional[object],
-        internal_batch_size: Optional[int],
+        inputs: Tuple[Tensor, ...],
+        nodes: RankNodes,
         attribute_to_layer_input: bool,
-        point_bytes: int,
-    ) -> Iterator[Tuple[int, int, Tuple[Tensor, ...]]]:
-        """Yields ``(start, stop, layer gradients (stop - start, N, ...))`` in chunks."""
-        for start, stop, points, args in path_chunks(
-            n_points,
-            make_points,
-            num_examples,
-            additional_forward_args,
-            internal_batch_size,
-            point_bytes,
-        ):
-            count = stop - start
-            grads, _ = compute_layer_gradients_and_eval(
-                self.forward_func,
-                self.layer,
-                points,
-                target_ind=expand_target(target, count),
-                additional_forward_args=args,
-                device_ids=self.device_ids,
-                attribute_to_layer_input=attribute_to_layer_input,
-            )
-            yield start, stop, tuple(_by_step(g.detach(), count) for g in grads)
+        **run,
+    ) -> Tuple[Tensor, ...]:
+        """Σ over the nodes of each node's layer gradient times its weight or the
+        layer's change over its cell."""
+        gradients = layer_gradients(
+            self.forward_func, self.layer, self.device_ids, attribute_to_layer_input
+        )
+        chunks = path_gradients(gradients, len(nodes), nodes.points, inputs[0].shape[0], **run)
+
+        def layer_at(points: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+            args = run["additional_forward_args"]
+            return self._layer_values(points, args, attribute_to_layer_input)
+
+        if nodes.paper:
+            totals = path_sum(chunks, nodes.weighted)
+            if not self.multiplies_by_inputs:
+                return totals
+            # Captum's layer methods multiply by the layer's change from the baseline.
+            ends = tuple(torch.stack((p.start(x), x)) for p, x in zip(nodes.paths, inputs))
+            ends = layer_at(ends)
+            return tuple(t * (v[1] - v[0]).to(t.dtype) for t, v in zip(totals, ends))
+
+        # The layer's value at the cells' edges, computed chunk by chunk with the nodes:
+        # the end edge of one chunk is the start edge of the next.
+        previous = tuple(v[-1:] for v in layer_at(nodes.edge_points(0, 1)))
+
+        def term(start: int, stop: int, grads: Tuple[Tensor, ...]) -> List[Tensor]:
+            nonlocal previous
+            current = layer_at(nodes.edge_points(start + 1, stop + 1))
+            changes = [torch.diff(torch.cat(pair), dim=0) for pair in zip(previous, current)]
+            previous = tuple(v[-1:] for v in current)
+            return cell_sums(grads, changes)
+
+        return path_sum(chunks, term)
 
     def _layer_values(
         self,
         points: Tuple[Tensor, ...],
-        count: int,
         additional_forward_args: Optional[object],
         attribute_to_layer_input: bool,
     ) -> Tuple[Tensor, ...]:
-        """The layer's output (or input) at ``count`` stacked points, ``(count, N, ...)``.
+        """The layer's output (or input) at the points ``(count, N, C, H, W)`` of every
+        input, shape ``(count, N, ...)``.
 
         Runs the model only up to the layer (a hook stops the forward pass there), with
         no gradient; a ``DataParallel`` run goes through Captum's full forward instead.
         """
+        count = points[0].shape[0]
         flat = tuple(p.reshape(-1, *p.shape[2:]) for p in points)
         args = expand_args(format_additional_forward_args(additional_forward_args), count)
         captured: List[Tuple[Tensor, ...]] = []
@@ -274,7 +268,7 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
                 device_ids=self.device_ids,
                 attribute_to_layer_input=attribute_to_layer_input,
             )
-            return tuple(_by_step(v.detach(), count) for v in values)
+            return tuple(by_step(v.detach(), count) for v in values)
         if attribute_to_layer_input:
             handle = self.layer.register_forward_pre_hook(capture)
         else:
@@ -288,83 +282,7 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
             handle.remove()
         if not captured:
             raise ValueError("layer was not called by forward_func: it is not part of the model")
-        return tuple(_by_step(v.detach(), count) for v in captured[0])
-
-    def _attribute_paper(
-        self,
-        inputs: Tuple[Tensor, ...],
-        paths: Tuple[BaselineRankPath, ...],
-        n_steps: Optional[int],
-        **run,
-    ) -> Tuple[Tensor, ...]:
-        widths = {p.width for p in paths}
-        if len(widths) > 1:
-            raise ValueError(
-                "method='paper' needs every input to have the same min(H, W), got "
-                f"{[p.width for p in paths]}; use a path method for mixed sizes"
-            )
-        ranks, weights = paper_rank_weights(widths.pop(), n_steps)
-        weights = torch.tensor(weights, dtype=torch.float64)
-        totals: Optional[List[Tensor]] = None
-
-        def make_points(start: int, stop: int) -> Tuple[Tensor, ...]:
-            return tuple(p.images(ranks[start:stop]) for p in paths)
-
-        for start, stop, grads in self._gradients(
-            len(ranks), make_points, inputs[0].shape[0], **run
-        ):
-            terms = [
-                torch.tensordot(weights[start:stop].to(g.device, g.dtype), g, dims=1) for g in grads
-            ]
-            totals = terms if totals is None else [t + s for t, s in zip(totals, terms)]
-        if self.multiplies_by_inputs:
-            ends = tuple(torch.stack((p.start(x), x)) for p, x in zip(paths, inputs))
-            values = self._layer_values(
-                ends, 2, run["additional_forward_args"], run["attribute_to_layer_input"]
-            )
-            totals = [t * (v[1] - v[0]).to(t.dtype) for t, v in zip(totals, values)]
-        return tuple(totals)
-
-    def _attribute_path(
-        self,
-        inputs: Tuple[Tensor, ...],
-        paths: Tuple[BaselineRankPath, ...],
-        n_steps: Optional[int],
-        method: str,
-        **run,
-    ) -> Tuple[Tensor, ...]:
-        if n_steps is None:
-            n_steps = max(p.width for p in paths)
-        alphas, edges = path_nodes(method, n_steps)
-
-        # Each input runs along its own rank path at its own speed, t_i = α · w_i, as in
-        # RIG, so the joint path starts at x(0) and ends at the inputs.
-        def points_at(fractions: Tensor) -> Tuple[Tensor, ...]:
-            return tuple(p.images(fractions * p.width) for p in paths)
-
-        def layer_at(fractions: Tensor) -> Tuple[Tensor, ...]:
-            return self._layer_values(
-                points_at(fractions),
-                len(fractions),
-                run["additional_forward_args"],
-                run["attribute_to_layer_input"],
-            )
-
-        totals: Optional[List[Tensor]] = None
-        # The layer's value at the cells' edges, computed chunk by chunk with the nodes:
-        # the end edge of one chunk is the start edge of the next.
-        previous = tuple(v[-1:] for v in layer_at(edges[:1]))
-        for start, stop, grads in self._gradients(
-            n_steps, lambda a, b: points_at(alphas[a:b]), inputs[0].shape[0], **run
-        ):
-            current = layer_at(edges[start + 1 : stop + 1])
-            terms = []
-            for g, prev, cur in zip(grads, previous, current):
-                change = torch.diff(torch.cat((prev, cur)), dim=0)
-                terms.append((g * change.to(g.dtype)).sum(0))
-            totals = terms if totals is None else [t + s for t, s in zip(totals, terms)]
-            previous = tuple(v[-1:] for v in current)
-        return tuple(totals)
+        return tuple(by_step(v.detach(), count) for v in captured[0])
 
     def has_convergence_delta(self) -> bool:
         return True
@@ -372,16 +290,6 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
     @property
     def multiplies_by_inputs(self) -> bool:
         return self._multiply_by_inputs
-
-
-def _by_step(value: Tensor, count: int) -> Tensor:
-    """``(count · N, ...)`` -> ``(count, N, ...)``; the layer must keep the batch dim."""
-    if value.shape[0] % count:
-        raise ValueError(
-            "layer must keep the batch dimension first: its value has first dim "
-            f"{value.shape[0]} for {count} stacked path points"
-        )
-    return value.reshape(count, value.shape[0] // count, *value.shape[1:])
 
 
 LayerRIG = LayerRankIntegratedGradients

@@ -18,8 +18,8 @@ from captum_rig._captum import (
     format_output,
 )
 from captum_rig._checks import check_int
-from captum_rig.attr._path import example_bytes, format_inputs, path_gradients
-from captum_rig.attr.rig import BaselineRankPath, BaselineType, path_nodes, rank_paths
+from captum_rig.attr._path import example_bytes, format_inputs, input_gradients, path_gradients
+from captum_rig.attr.rank_path import BaselineRankPath, BaselineType, path_nodes, rank_paths
 
 __all__ = ["rank_contributions"]
 
@@ -211,7 +211,11 @@ def _integrate(
         return tuple(p.images(nodes[start:stop]) for p in paths)
 
     for start, stop, grads in path_gradients(
-        GradientAttribution(forward_func), len(nodes), make_points, num_examples, **run
+        input_gradients(GradientAttribution(forward_func)),
+        len(nodes),
+        make_points,
+        num_examples,
+        **run,
     ):
         for total, grad, p in zip(totals, grads, paths):
             increments = p.displacement(starts[start:stop], stops[start:stop])
