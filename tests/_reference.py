@@ -47,16 +47,31 @@ class SinModel(nn.Module):
 
 
 class TinyConvNet(nn.Module):
-    """A small smooth CNN: (N, C, H, W) -> (N, classes) for any H, W >= 3."""
+    """A small smooth CNN: (N, C, H, W) -> (N, classes) for any H, W >= 3.
 
-    def __init__(self, channels: int = 3, classes: int = 5) -> None:
+    An identity at the input, a conv of ``width`` channels, the activation ``act``, an
+    average pool to ``grid × grid``, a linear head; ``forward(x, scale=1.0)`` scales the logits (an
+    additional forward argument). The identity and ``act`` are layers to attribute to.
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        classes: int = 5,
+        width: int = 6,
+        padding: int = 1,
+        act: type = nn.Softplus,
+        grid: int = 2,
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, 6, 3, padding=1)
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.fc = nn.Linear(24, classes)
+        self.inp = nn.Identity()
+        self.conv = nn.Conv2d(channels, width, 3, padding=padding)
+        self.act = act()
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.fc = nn.Linear(width * grid * grid, classes)
 
-    def forward(self, x):
-        return self.fc(self.pool(torch.nn.functional.softplus(self.conv(x))).flatten(1))
+    def forward(self, x, scale=1.0):
+        return self.fc(self.pool(self.act(self.conv(self.inp(x)))).flatten(1)) * scale
 
 
 class CallLog(nn.Module):
@@ -70,6 +85,16 @@ class CallLog(nn.Module):
     def forward(self, x, *args):
         self.seen.append(x.detach().clone())
         return self.model(x, *args)
+
+    @property
+    def calls(self) -> int:
+        """Forward passes so far."""
+        return len(self.seen)
+
+    @property
+    def examples(self) -> int:
+        """Examples seen so far, over all passes."""
+        return sum(len(x) for x in self.seen)
 
 
 class LinearTwoClass(nn.Module):

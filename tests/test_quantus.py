@@ -8,7 +8,7 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 
 from captum_rig import RIG, BlurIG
-from captum_rig.methods import METHODS
+from captum_rig.attr.registry import METHODS
 from captum_rig.models import load_demo_model
 from captum_rig.quantus import explain
 from captum_rig.synthetic import make_shapes

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _reference import CallLog, TinyConvNet
 from torch import nn
 
 from captum_rig import rank_contributions
@@ -22,31 +23,9 @@ class Linear(nn.Module):
         return torch.einsum("nchw,jchw->nj", x, self.weight)
 
 
-class Counting(nn.Module):
-    """Wraps a model and counts the examples and the calls it sees."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.examples, self.calls = model, 0, 0
-
-    def forward(self, x):
-        self.examples += x.shape[0]
-        self.calls += 1
-        return self.model(x)
-
-
 def _smooth_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.Softplus(),
-        nn.AvgPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.Tanh(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64, 10),
-    ).eval()
+    return TinyConvNet(classes=10).eval()
 
 
 def _numpy_terms(x: torch.Tensor, weight: torch.Tensor) -> np.ndarray:
@@ -117,11 +96,11 @@ def test_sums_to_output_difference_on_a_small_cnn(bands):
 
 def test_gradient_evaluations_are_counted():
     """8 bands cost <= 40 gradient evaluations per image; n_steps sets the count."""
-    model = Counting(_smooth_cnn())
+    model = CallLog(_smooth_cnn())
     x = torch.rand(3, 3, 16, 16)
     rank_contributions(model, x, target=0, bands=BANDS)
     assert model.examples <= 40 * 3, model.examples
-    model.examples = model.calls = 0
+    model.seen.clear()
     rank_contributions(model, x, target=0, n_steps=20, internal_batch_size=12)
     assert model.examples == 20 * 3, model.examples
     assert model.calls == 5, model.calls  # ceil(20 points / (12 // 3) per pass)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import saliency.core as saliency
 import torch
+from _reference import CallLog, TinyConvNet
 from captum.attr import IntegratedGradients, NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
 from scipy import ndimage
@@ -39,17 +40,9 @@ def sin_model(x: torch.Tensor) -> torch.Tensor:
     return x.sin().flatten(1).sum(1)
 
 
-class TinyCNN(nn.Module):
-    """A small smooth conv net with 5 (or ``classes``) logits for 3×16×16 images."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Linear(4 * 8 * 8, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = nn.functional.avg_pool2d(torch.tanh(self.conv(x)), 2)
-        return self.head(h.flatten(1))
+def tiny_cnn(classes: int = 5) -> nn.Module:
+    """A small smooth conv net (tanh, 8×8 pooled features) with 5 (or ``classes``) logits."""
+    return TinyConvNet(classes=classes, width=4, act=nn.Tanh, grid=8)
 
 
 def scipy_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -125,7 +118,7 @@ def test_blur_many_sigmas_dtypes_and_identity():
 @pytest.mark.parametrize("sqrt", [False, True], ids=["linear", "sqrt"])
 def test_matches_pair_reference(sqrt):
     """Equal to PAIR's saliency.core.BlurIG.GetMask at batch_size=1, float64."""
-    model = TinyCNN().double()
+    model = tiny_cnn().double()
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     kwargs = dict(max_sigma=10.0, steps=20, grad_step=0.01, sqrt=sqrt)
     ours = BlurIG(model).attribute(
@@ -140,7 +133,7 @@ def test_matches_pair_reference(sqrt):
 def test_batch_invariant_unlike_pair_sqrt_batching():
     """Every step weighs its own sigma increment: internal batching never changes the result
     (PAIR's batch_size>1 with sqrt=True weighs a batch by its last increment)."""
-    model = TinyCNN().double()
+    model = tiny_cnn().double()
     x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
     kwargs = dict(max_sigma=10.0, steps=12, sqrt=True)
     ref = pair_blur_ig(model, x[0], 1, batch_size=1, **kwargs)
@@ -186,7 +179,7 @@ def test_one_step_is_gradient_times_displacement():
 
 def test_float32_agrees_with_float64():
     """Float32 stays close to float64: the finite difference is taken on f64 kernels."""
-    model = TinyCNN().double()
+    model = tiny_cnn().double()
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     a64 = BlurIG(model).attribute(x, target=0, max_sigma=8.0, n_steps=16)
     a32 = BlurIG(model.float()).attribute(x.float(), target=0, max_sigma=8.0, n_steps=16)
@@ -208,7 +201,7 @@ def test_bfloat16_computed_in_float32():
 
 def test_batch_equals_per_example_and_internal_batch_size():
     """A batch gives each example's own result, whatever internal_batch_size."""
-    model = TinyCNN()
+    model = tiny_cnn()
     x = torch.rand(3, 3, 16, 16)
     blur_ig = BlurIG(model)
     kwargs = dict(max_sigma=6.0, n_steps=7, sqrt=True)
@@ -232,33 +225,17 @@ def test_batch_equals_per_example_and_internal_batch_size():
 )
 def test_model_calls_are_chunked(n_steps, num_examples, ibs):
     """ceil(n_steps·N / internal_batch_size) forward passes, none larger than the batch size."""
-    calls = []
-
-    def counting(x):
-        calls.append(x.shape[0])
-        return sin_model(x)
-
+    counting = CallLog(sin_model)
     x = torch.rand(num_examples, 2, 5, 5)
     BlurIG(counting).attribute(x, max_sigma=2.0, n_steps=n_steps, internal_batch_size=ibs)
+    calls = [len(seen) for seen in counting.seen]
     assert len(calls) == math.ceil(n_steps * num_examples / ibs), f"calls: {calls}"
     assert max(calls) <= ibs and sum(calls) == n_steps * num_examples, f"calls: {calls}"
 
 
-class Recorder(nn.Module):
-    """Identity-like model that logs every input it sees, then returns a linear score."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.detach().clone())
-        return x.flatten(1).sum(1)
-
-
 def test_recorded_path_is_the_blur_path():
     """The model sees x first (σ=0), then ever blurrier images: high frequencies fall."""
-    recorder = Recorder()
+    recorder = CallLog(lambda x: x.flatten(1).sum(1))  # a linear score
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     BlurIG(recorder).attribute(x, max_sigma=5.0, n_steps=20, internal_batch_size=6)
     seen = torch.cat(recorder.seen).reshape(20, 2, 3, 16, 16)  # step-major, as in Captum
@@ -286,7 +263,7 @@ def test_alias_and_captum_flags():
 
 def test_noise_tunnel():
     """Works inside NoiseTunnel; with zero noise it averages identical runs."""
-    model = TinyCNN()
+    model = tiny_cnn()
     x = torch.rand(2, 3, 16, 16)
     blur_ig = BlurIG(model)
     nt = NoiseTunnel(blur_ig)
@@ -299,7 +276,7 @@ def test_noise_tunnel():
 
 def test_captum_metrics():
     """captum.metrics.infidelity and sensitivity_max accept BlurIG."""
-    model = TinyCNN()
+    model = tiny_cnn()
     x = torch.rand(2, 3, 16, 16)
     blur_ig = BlurIG(model)
     attr = blur_ig.attribute(x, target=2, n_steps=5)
@@ -316,7 +293,7 @@ def test_captum_metrics():
 
 def test_target_forms_match_the_reference():
     """Int, list, 1-d and 0-d tensor targets give PAIR's per-example maps (float64 CNN)."""
-    model = TinyCNN().double()
+    model = tiny_cnn().double()
     x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
     blur_ig = BlurIG(model)
 
@@ -357,7 +334,7 @@ def test_captum_testing_model():
 
 def test_tuple_targets_for_multi_dim_outputs():
     """A tuple target indexes an (N, 2, 5) output like the flat index it stands for."""
-    model = TinyCNN(classes=10)
+    model = tiny_cnn(classes=10)
     x = torch.rand(2, 3, 16, 16)
     flat = BlurIG(model).attribute(x, target=[3, 7], n_steps=5)
     grid = BlurIG(lambda t: model(t).reshape(-1, 2, 5))
@@ -373,7 +350,7 @@ def test_tuple_targets_for_multi_dim_outputs():
 )
 def test_invalid_targets_raise_like_integrated_gradients(target):
     """Every bad target raises the same exception type as Captum's IntegratedGradients."""
-    model = TinyCNN()
+    model = tiny_cnn()
     x = torch.rand(2, 3, 16, 16)
     with pytest.raises(Exception) as from_ig:
         IntegratedGradients(model).attribute(x, target=target, n_steps=4)
@@ -421,7 +398,7 @@ def test_tuple_inputs_and_additional_forward_args():
 
 def test_no_side_effects():
     """No hooks left, inputs unchanged, no requires_grad added, model grads untouched."""
-    model = TinyCNN()
+    model = tiny_cnn()
     for p in model.parameters():
         p.grad = torch.full_like(p, 7.0)
     x = torch.rand(2, 3, 16, 16)
@@ -513,7 +490,7 @@ def test_mismatched_tuple_batch_sizes():
 
 def test_cuda_matches_cpu(cuda_device):
     """CUDA and CPU agree, blur and attributions, with the result on the input's device."""
-    model = TinyCNN()
+    model = tiny_cnn()
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(
         gaussian_blur(x.to(cuda_device), [0.0, 1.3, 40.0]).cpu(), gaussian_blur(x, [0.0, 1.3, 40.0])

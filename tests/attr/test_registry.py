@@ -1,4 +1,4 @@
-"""The attribution registry (captum_rig.methods)."""
+"""The attribution registry (captum_rig.attr.registry)."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from _reference import TinyConvNet
 from captum.attr import IntegratedGradients, Saliency
 
 from captum_rig import RIG, BlurIG
-from captum_rig.methods import (
+from captum_rig.attr.registry import (
     METHOD_NAMES,
     METHODS,
     UNKNOWN_METHOD,

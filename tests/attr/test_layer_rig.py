@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _reference import TinyConvNet
 from captum.attr import LayerAttribution
 from captum.attr._utils.attribution import GradientAttribution
 from torch import nn
@@ -9,21 +10,6 @@ from torch import nn
 from captum_rig import RIG, LayerRankIntegratedGradients, LayerRIG, low_rank
 
 PATH_METHODS = ["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_middle"]
-
-
-class SmallCNN(nn.Module):
-    """Identity at the input, a conv, a smooth nonlinearity, a linear head."""
-
-    def __init__(self, act: type = nn.Softplus) -> None:
-        super().__init__()
-        self.inp = nn.Identity()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.act = act()
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.fc = nn.Linear(16, 5)
-
-    def forward(self, x, scale=1.0):
-        return self.fc(self.pool(self.act(self.conv(self.inp(x)))).flatten(1)) * scale
 
 
 class TwoInputs(nn.Module):
@@ -40,9 +26,10 @@ class TwoInputs(nn.Module):
         return self.fc(torch.tanh(self.merge(self.conv_a(a) + self.conv_b(b))).flatten(1))
 
 
-def _model(act: type = nn.Softplus) -> SmallCNN:
+def _model(act: type = nn.Softplus) -> TinyConvNet:
+    """Identity at the input, a 4-channel conv, ``act``, a linear head."""
     torch.manual_seed(0)
-    return SmallCNN(act).eval()
+    return TinyConvNet(width=4, padding=0, act=act).eval()
 
 
 def _hooks(model: nn.Module) -> int:

@@ -3,7 +3,6 @@
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 from _reference import (
@@ -19,8 +18,7 @@ from torch import nn
 
 from captum_rig import RIG, RankIntegratedGradients
 from captum_rig._captum import SUPPORTED_METHODS
-from captum_rig.attr import _path
-from captum_rig.attr.rig import paper_rank_weights
+from captum_rig.attr.rank_path import paper_rank_weights
 
 PATH_METHODS = sorted(SUPPORTED_METHODS)
 
@@ -78,47 +76,6 @@ class TestPaperMethod:
             rig.attribute(x, target=0, channel_reduction="max"),
             eq3_loop(model, x, 0, channel_max=True, multiply_by_inputs=True),
         )
-
-    def test_rank_weights(self):
-        """Weights are (w - k) / w; subsampled groups carry the summed weight."""
-        ranks, weights = paper_rank_weights(8)
-        assert ranks == list(range(1, 8))
-        np.testing.assert_allclose(weights, [(8 - k) / 8 for k in ranks])
-        for m in range(1, 9):
-            sub_ranks, sub_weights = paper_rank_weights(8, m)
-            assert len(sub_ranks) == min(m, 7) and sorted(set(sub_ranks)) == sub_ranks
-            assert math.isclose(sum(sub_weights), sum(weights)), "total weight must be kept"
-        assert paper_rank_weights(1) == ([], [])
-
-    # Written by hand from the rule: masses w - k (k = 1..w-1), group j ends at the rank
-    # whose cumulative mass is closest to j/m of the total, each group evaluated at the
-    # rank nearest its mass-weighted mean rank. E.g. w = 8, m = 3: masses 7..1, total 28,
-    # cumulative 7, 13, 18, 22, ...; 28/3 ≈ 9.3 is closest to 7 (rank 1), 56/3 ≈ 18.7 to
-    # 18 (rank 3): groups {1}, {2, 3}, {4..7}; means 1, 27/11 ≈ 2.45, 50/10 = 5.
-    @pytest.mark.parametrize(
-        "width, n_steps, ranks, weights",
-        [
-            (4, 1, [2], [1.5]),
-            (4, 2, [1, 2], [0.75, 0.75]),
-            (8, 2, [1, 4], [1.625, 1.875]),
-            (8, 3, [1, 2, 5], [0.875, 1.375, 1.25]),
-            (8, 6, [1, 2, 3, 4, 5, 6], [0.875, 0.75, 0.625, 0.5, 0.375, 0.375]),
-            (10, 4, [1, 2, 4, 7], [0.9, 1.5, 1.1, 1.0]),
-            (2, 1, [1], [0.5]),
-        ],
-    )
-    def test_rank_weights_pinned(self, width, n_steps, ranks, weights):
-        """The grouped ranks and weights, computed by hand from the equal-mass rule."""
-        got_ranks, got_weights = paper_rank_weights(width, n_steps)
-        assert got_ranks == ranks, f"w={width}, m={n_steps}: {got_ranks}"
-        np.testing.assert_allclose(got_weights, weights, rtol=1e-12)
-
-    def test_groups_have_equal_weight_mass(self):
-        """For w = 224, m = 16 every group's weight is within one rank's weight of the mean."""
-        ranks, weights = paper_rank_weights(224, 16)
-        mean = sum(weights) / 16
-        assert len(ranks) == 16 and all(abs(g - mean) <= 223 / 224 for g in weights), weights
-        assert ranks[0] < 10 and ranks[-1] > 150, "groups must spread over all ranks"
 
     def test_grouped_sum_tracks_the_full_sum(self, model):
         """n_steps=m with m ranks of equal mass approximates the full sum on a CNN, better
@@ -595,65 +552,6 @@ class TestBaselines:
             RIG(model).attribute(x, 0, None, None, "paper", None, None, False, 0.0)
 
 
-class TestPassSizes:
-    """How the path is cut into forward passes."""
-
-    @staticmethod
-    def _batch_sizes(forward, inputs, **kwargs):
-        sizes = []
-
-        def recording(*args):
-            sizes.append(args[0].shape[0])
-            return forward(*args)
-
-        RIG(recording).attribute(inputs, target=0, **kwargs)
-        return sizes
-
-    @pytest.mark.parametrize("num_examples, sizes", [(1, [64, 36]), (3, [63] * 4 + [48])])
-    def test_default_passes_hold_64_examples_whatever_the_batch(self, num_examples, sizes):
-        """Without internal_batch_size a pass holds 64 // N points of N examples each."""
-        x = torch.rand(num_examples, 3, 6, 6, dtype=torch.float64)
-        got = self._batch_sizes(SinModel(), x, method="riemann_middle", n_steps=100)
-        assert got == sizes
-
-    def test_default_passes_are_bounded_in_bytes(self, monkeypatch):
-        """Large images get fewer examples per pass: at most DEFAULT_PASS_BYTES of points."""
-        x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
-        per_example = 3 * 16 * 16 * 8
-        assert _path.example_bytes((x,)) == per_example
-        monkeypatch.setattr(_path, "DEFAULT_PASS_BYTES", 10 * per_example)
-        got = self._batch_sizes(SinModel(), x, method="riemann_middle", n_steps=12)
-        assert got == [10, 10, 4], "5 points of 2 examples, then 2"
-        # A tuple counts every input's bytes.
-        monkeypatch.setattr(_path, "DEFAULT_PASS_BYTES", 12 * per_example)
-        got = self._batch_sizes(
-            lambda a, c: (a.sum((1, 2, 3)) + c.sum((1, 2, 3)))[:, None],
-            (x, x.clone()),
-            method="riemann_middle",
-            n_steps=12,
-        )
-        assert got == [6, 6, 6, 6], "6 examples of two inputs each"
-
-    def test_default_for_a_megapixel_image(self):
-        """A 1024×1024 RGB float32 image: 12 MiB a point, two examples per pass."""
-        x = torch.empty(1, 3, 1024, 1024)
-        step = _path.points_per_pass(1, None, _path.example_bytes((x,)))
-        assert step == _path.DEFAULT_PASS_BYTES // (12 * 2**20) == 2
-        assert _path.points_per_pass(1, 8, _path.example_bytes((x,))) == 8, "given: as is"
-
-    def test_default_path_steps_follow_the_widest_input(self):
-        """Path methods default to n_steps = the largest min(H, W) of the inputs."""
-        a = torch.rand(1, 3, 6, 6, dtype=torch.float64)
-        c = torch.rand(1, 1, 9, 12, dtype=torch.float64)
-        for inputs in ((a, c), (c, a)):
-            sizes = self._batch_sizes(
-                lambda p, q: (p.sum((1, 2, 3)) + q.sum((1, 2, 3)))[:, None],
-                inputs,
-                method="riemann_right",
-            )
-            assert sum(sizes) == 9, f"{sizes}: 9 steps, the wider input's width"
-
-
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
@@ -684,34 +582,6 @@ def test_bad_input(model, kwargs, error, message):
     kwargs = {"inputs": torch.rand(1, 3, 6, 6, dtype=torch.float64), "target": 0, **kwargs}
     with pytest.raises(error, match=message):
         RIG(model).attribute(**kwargs)
-
-
-@pytest.mark.parametrize("shape", [(1, 3, 1, 8), (1, 3, 8, 1), (2, 1, 1, 1)])
-@pytest.mark.parametrize("method", ["paper", "gausslegendre"])
-def test_single_rank_images_are_rejected(shape, method):
-    """min(H, W) = 1 raises naming inputs in RIG, LayerRIG and rank_contributions."""
-    from captum_rig.attr.layer_rig import LayerRankIntegratedGradients
-    from captum_rig.attr.rank_contributions import rank_contributions
-
-    net = nn.Sequential(nn.Flatten(), nn.Linear(shape[1] * shape[2] * shape[3], 2)).double()
-    x = torch.rand(*shape, dtype=torch.float64)
-    match = r"inputs must have min\(H, W\) >= 2 for the rank path"
-    with pytest.raises(ValueError, match=match):
-        RIG(net).attribute(x, target=0, method=method)
-    with pytest.raises(ValueError, match=match):
-        LayerRankIntegratedGradients(net, net[1]).attribute(x, target=0, method=method)
-    with pytest.raises(ValueError, match=match):
-        rank_contributions(net, x, target=0)
-
-
-def test_single_rank_image_in_a_tuple_names_its_index():
-    """In a tuple, the error names the offending input by index; width 2 is accepted."""
-    net = lambda a, b: (a.sum((1, 2, 3)) + b.sum((1, 2, 3)))[:, None]  # noqa: E731
-    a, b = torch.rand(1, 3, 2, 5), torch.rand(1, 3, 6, 1)
-    with pytest.raises(ValueError, match=r"inputs\[1\] must have min\(H, W\) >= 2"):
-        RIG(net).attribute((a, b), target=0)
-    got = RIG(net).attribute((a, a), target=0)
-    assert bool((got[0] != 0).any()), "min(H, W) = 2 still has a rank with weight 1/2"
 
 
 def test_tuple_with_mismatched_batch(model):
