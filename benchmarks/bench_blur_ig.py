@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable, Dict
 
 import numpy as np
 import saliency.core as saliency
@@ -137,7 +138,8 @@ def pair_blur_ig(model, x: torch.Tensor, args, batch_size: int) -> np.ndarray:
     )
 
 
-def main(argv=None) -> None:
+def _arguments(argv=None) -> argparse.Namespace:
+    """The command line, with the sizes' defaults for timing or for --memory filled in."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, help="image height = width (224; 2048 --memory)")
     parser.add_argument("--steps", type=int, help="n_steps of every method (100; 8 --memory)")
@@ -155,13 +157,11 @@ def main(argv=None) -> None:
     for name, timing, memory in (("size", 224, 2048), ("steps", 100, 8), ("batch", 16, 4)):
         if getattr(args, name) is None:
             setattr(args, name, memory if big else timing)
-    if args.memory_child:
-        return memory_child(args.memory_child, args)
-    if args.memory:
-        return memory_report(args)
-    pair_batches = sorted({int(b) for b in args.pair_batches.split(",")} | {1})
+    return args
 
-    model, x = build(args.size, args.device)
+
+def _methods(model, x: torch.Tensor, args) -> Dict[str, Callable[[], object]]:
+    """The timed calls: our BlurIG, Captum's IG, and our blur path without the model."""
 
     def blur_ig():
         return BlurIG(model).attribute(
@@ -184,33 +184,13 @@ def main(argv=None) -> None:
         for start in range(0, args.steps, args.batch):
             path.images_and_velocity(sigmas[start : min(start + args.batch, args.steps)], 0.01)
 
-    print(
-        f"device={args.device} threads={torch.get_num_threads()} input=1x3x{args.size}x"
-        f"{args.size} n_steps={args.steps} internal_batch_size={args.batch} "
-        f"max_sigma={args.max_sigma}"
-    )
-    # Warm-up: kernel selection and allocator growth stay out of the timing.
-    blur_ig(), ig(), blur_only()
-    times = {"blur_ig": [], "ig": [], "blur_only": []}
-    for _ in range(args.repeats):  # interleaved, so drift hits every method alike
-        times["blur_ig"].append(timed(args.device, blur_ig))
-        times["ig"].append(timed(args.device, ig))
-        times["blur_only"].append(timed(args.device, blur_only))
-    ours, ig_t, blur_t = (statistics.median(times[k]) for k in ("blur_ig", "ig", "blur_only"))
+    return {"blur_ig": blur_ig, "ig": ig, "blur_only": blur_only}
 
-    pair = {}
-    for b in pair_batches:
-        pair[b] = statistics.median(
-            timed(args.device, lambda b=b: pair_blur_ig(model, x, args, b))
-            for _ in range(args.repeats)
-        )
+
+def _report(times: Dict[str, float], pair: Dict[int, float], rel: float) -> None:
+    """Prints the medians, their ratios and the distance from PAIR's numbers."""
+    ours, ig_t, blur_t = (times[k] for k in ("blur_ig", "ig", "blur_only"))
     best = min(pair, key=pair.get)
-
-    # The same numbers as PAIR (batch_size=1), as a sanity check of what is being timed.
-    ref = pair_blur_ig(model, x, args, 1)
-    attr = blur_ig()[0].permute(1, 2, 0).cpu().numpy()
-    rel = float(np.abs(attr - ref).max() / max(np.abs(ref).max(), 1e-30))
-
     print(f"{'':34}{'seconds':>10}{'ratio':>10}")
     print(f"{'Captum IG':34}{ig_t:10.3f}")
     print(f"{'BlurIG (ours)':34}{ours:10.3f}{ours / ig_t:10.3f}   BlurIG / IG, target <= 1.15")
@@ -219,6 +199,43 @@ def main(argv=None) -> None:
         label = f"PAIR BlurIG, batch_size={b}" + (" (best)" if b == best else "")
         print(f"{label:34}{t:10.3f}{t / ours:10.2f}x  speed-up of ours")
     print(f"max |ours - PAIR(batch_size=1)| / max |PAIR| = {rel:.2e} (float32)")
+
+
+def main(argv=None) -> None:
+    args = _arguments(argv)
+    if args.memory_child:
+        return memory_child(args.memory_child, args)
+    if args.memory:
+        return memory_report(args)
+    pair_batches = sorted({int(b) for b in args.pair_batches.split(",")} | {1})
+
+    model, x = build(args.size, args.device)
+    methods = _methods(model, x, args)
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} input=1x3x{args.size}x"
+        f"{args.size} n_steps={args.steps} internal_batch_size={args.batch} "
+        f"max_sigma={args.max_sigma}"
+    )
+    # Warm-up: kernel selection and allocator growth stay out of the timing.
+    for run in methods.values():
+        run()
+    times = {name: [] for name in methods}
+    for _ in range(args.repeats):  # interleaved, so drift hits every method alike
+        for name, run in methods.items():
+            times[name].append(timed(args.device, run))
+
+    pair = {}
+    for b in pair_batches:
+        pair[b] = statistics.median(
+            timed(args.device, lambda b=b: pair_blur_ig(model, x, args, b))
+            for _ in range(args.repeats)
+        )
+
+    # The same numbers as PAIR (batch_size=1), as a sanity check of what is being timed.
+    ref = pair_blur_ig(model, x, args, 1)
+    attr = methods["blur_ig"]()[0].permute(1, 2, 0).cpu().numpy()
+    rel = float(np.abs(attr - ref).max() / max(np.abs(ref).max(), 1e-30))
+    _report({name: statistics.median(t) for name, t in times.items()}, pair, rel)
 
 
 if __name__ == "__main__":

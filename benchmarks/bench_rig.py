@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Tuple
 
 import torch
 import torchvision
@@ -216,40 +217,10 @@ def compare(args) -> None:
         + (" busy neighbour: yes" if args.busy else "")
     )
     warm_up(model, x, args.batch)
-    times = {name: [] for name in METHODS}
-    for _ in range(args.repeats):  # interleaved, so drift hits both alike
-        for name in METHODS:
-            sync(args.device)
-            start = time.perf_counter()
-            attribute(name, model, x, args.batch)
-            sync(args.device)
-            times[name].append(time.perf_counter() - start)
-    rig_t, ig_t = (statistics.median(times[n]) for n in METHODS)
-
-    # The SVD and every rank image of the same input, without the model.
-    sync(args.device)
-    start = time.perf_counter()
-    path = RankPath(x)
-    for _ in path.chunks(range(1, w), args.batch):
-        pass
-    sync(args.device)
-    overhead = time.perf_counter() - start
-
+    rig_t, ig_t = median_times(model, x, args)
+    overhead = path_overhead(x, args.batch, args.device)
     rig_mem, ig_mem = peak_memory("rig", args), peak_memory("ig", args)
-
-    # Throughput of rank-k images for a batch of 224×224×3 images.
-    images = torch.rand(16, 3, 224, 224, device=args.device)
-    low_rank(images[:2], 10)
-    sync(args.device)
-    start = time.perf_counter()
-    low_rank(images, 10)
-    sync(args.device)
-    per_image = (time.perf_counter() - start) / len(images)
-    start = time.perf_counter()
-    for _ in RankPath(images[:1]).chunks(range(225), 32):
-        pass
-    sync(args.device)
-    all_ranks = time.perf_counter() - start
+    images, per_image, all_ranks = low_rank_throughput(args.device)
 
     print(f"{'':28}{'RIG':>10}{'IG':>10}{'ratio':>8}")
     print(
@@ -282,6 +253,48 @@ def compare(args) -> None:
             f"{1e3 * default_t:.0f} ms, 1 thread {1e3 * one_t:.0f} ms, "
             f"ratio {default_t / one_t:.1f}"
         )
+
+
+def median_times(model, x: torch.Tensor, args) -> Tuple[float, float]:
+    """Median wall times of RIG and IG, interleaved, so drift hits both alike."""
+    times = {name: [] for name in METHODS}
+    for _ in range(args.repeats):
+        for name in METHODS:
+            sync(args.device)
+            start = time.perf_counter()
+            attribute(name, model, x, args.batch)
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+    rig_t, ig_t = (statistics.median(times[n]) for n in METHODS)
+    return rig_t, ig_t
+
+
+def path_overhead(x: torch.Tensor, batch: int, device: str) -> float:
+    """Seconds for the SVD and every rank image of ``x``, without the model."""
+    sync(device)
+    start = time.perf_counter()
+    path = RankPath(x)
+    for _ in path.chunks(range(1, min(x.shape[-2:])), batch):
+        pass
+    sync(device)
+    return time.perf_counter() - start
+
+
+def low_rank_throughput(device: str) -> Tuple[torch.Tensor, float, float]:
+    """Rank-k images for a batch of 224×224×3 images: (the images, seconds per image of
+    low_rank(k=10), seconds for all 225 rank images of one image)."""
+    images = torch.rand(16, 3, 224, 224, device=device)
+    low_rank(images[:2], 10)
+    sync(device)
+    start = time.perf_counter()
+    low_rank(images, 10)
+    sync(device)
+    per_image = (time.perf_counter() - start) / len(images)
+    start = time.perf_counter()
+    for _ in RankPath(images[:1]).chunks(range(225), 32):
+        pass
+    sync(device)
+    return images, per_image, time.perf_counter() - start
 
 
 if __name__ == "__main__":
