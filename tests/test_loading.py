@@ -11,12 +11,17 @@ from torch import nn
 
 from captum_rig import loading
 from captum_rig.loading import (
+    SOURCES,
+    ModelSource,
+    ModelSpec,
     Preprocessing,
     load_model,
     load_pixel_model,
     load_state_dict,
     model_preprocessing,
 )
+from captum_rig.loading import pretrained as hub
+from captum_rig.synthetic import SHAPES
 
 NET = (
     USER_MODEL_SOURCE
@@ -51,7 +56,7 @@ def net_file(tmp_path: Path) -> Path:
 def offline(monkeypatch, tmp_path):
     """An empty torch hub cache and no network; fails the test if torchvision downloads."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(loading, "_online", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(hub, "_online", lambda url, timeout=3.0: False)
 
     def no_download(*args, **kwargs):
         raise AssertionError("tried to download")
@@ -310,7 +315,7 @@ def test_pretrained_uses_the_cache_without_network(monkeypatch, tmp_path):
         raise AssertionError("probed the network although the file is cached")
 
     state = torchvision.models.squeezenet1_1().state_dict()
-    monkeypatch.setattr(loading, "_online", no_probe)
+    monkeypatch.setattr(hub, "_online", no_probe)
     monkeypatch.setattr(
         torchvision.models._api.WeightsEnum, "get_state_dict", lambda self, **kw: state
     )
@@ -321,7 +326,7 @@ def test_pretrained_uses_the_cache_without_network(monkeypatch, tmp_path):
 def test_pretrained_download_error_is_one_line(monkeypatch, tmp_path):
     """A failing download (network up but broken) is one RuntimeError line."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(loading, "_online", lambda url, timeout=3.0: True)
+    monkeypatch.setattr(hub, "_online", lambda url, timeout=3.0: True)
 
     def fail(self, **kwargs):
         raise urllib.error.URLError("connection reset\nby peer")
@@ -338,8 +343,8 @@ def test_online_probe_is_bounded(monkeypatch):
         assert timeout is not None, "the probe must have a timeout"
         raise OSError("unreachable")
 
-    monkeypatch.setattr(loading.socket, "create_connection", refuse)
-    assert loading._online("https://download.pytorch.org/models/x.pth") is False
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    assert hub._online("https://download.pytorch.org/models/x.pth") is False
 
 
 def test_pretrained_conflicts(net_file, offline):
@@ -455,3 +460,99 @@ def test_demo_spec_with_weights_and_errors(tmp_path):
         load_model("demo:natural", pretrained=True)
     with pytest.raises(ValueError, match="model spec must be"):
         load_model("demo:")
+
+
+# --------------------------------------------------------------------------- ModelSpec
+
+
+@pytest.mark.parametrize(
+    "text, source, name, module",
+    [
+        ("torchvision:resnet18", "torchvision", "resnet18", None),
+        ("demo:lowrank8", "demo", "lowrank8", None),
+        ("torch.nn:Identity", "python", "Identity", "torch.nn"),
+        ("nets/small.py:Nets.grey", "python", "Nets.grey", "nets/small.py"),
+    ],
+)
+def test_spec_parses_every_source(text, source, name, module):
+    """One parse gives the source, the name and (for code) the module; nothing is built."""
+    spec = ModelSpec.parse(text)
+    assert (spec.text, spec.source, spec.name, spec.module) == (text, source, name, module)
+    assert spec.model_source is SOURCES[source], "the registry entry it came from"
+    assert (spec.weights, spec.pretrained) == (None, False), "no weights unless given"
+
+
+def test_spec_label_and_random_weights():
+    """label: weights stem, else the name, '(pretrained)' appended; random_weights for
+    a bare torchvision builder only."""
+    cases = [
+        (ModelSpec.parse("torchvision:resnet18"), "resnet18", True),
+        (ModelSpec.parse("torchvision:resnet18", pretrained=True), "resnet18 (pretrained)", False),
+        (ModelSpec.parse("torchvision:resnet18", weights="runs/best.pt"), "best", False),
+        (ModelSpec.parse("demo:natural"), "natural", False),
+        (ModelSpec.parse("nets/a.py:make", weights=Path("w/ft.pth")), "ft", False),
+        (ModelSpec.parse("nets/a.py:make"), "make", False),
+    ]
+    for spec, label, random in cases:
+        assert spec.label == label, spec
+        assert spec.random_weights is random, spec
+
+
+@pytest.mark.parametrize(
+    "text, hint",
+    [("resnet18", "did you mean torchvision:resnet18?"), ("natural", "did you mean demo:natural?")],
+)
+def test_bare_name_suggests_its_source(text, hint):
+    """A bare torchvision or demo name is refused with the spec it probably meant."""
+    with pytest.raises(ValueError, match="model spec must be") as info:
+        ModelSpec.parse(text)
+    assert str(info.value).endswith(hint), str(info.value)
+    with pytest.raises(ValueError) as info:
+        ModelSpec.parse("no_such_thing_xyz")
+    assert "did you mean" not in str(info.value), "no hint for a name no source has"
+
+
+def test_spec_refusals_name_the_spec():
+    """Bad specs, an unknown demo model and contradictory weights fail at parse time."""
+    with pytest.raises(TypeError, match="model spec must be"):
+        ModelSpec.parse(3)
+    with pytest.raises(ValueError, match="unknown demo model 'robust'"):
+        ModelSpec.parse("demo:robust")
+    with pytest.raises(ValueError, match="not both"):
+        ModelSpec.parse("torchvision:resnet18", weights="w.pt", pretrained=True)
+    with pytest.raises(ValueError, match="for torchvision specs only, got 'demo:natural'"):
+        ModelSpec.parse("demo:natural", pretrained=True)
+
+
+def test_registry_feeds_the_error_and_the_dispatch(monkeypatch):
+    """A new source is one registry entry: listed in the error, parsed, built, described."""
+    extra = ModelSource(
+        name="toy",
+        form="toy:<width>",
+        prefix="toy:",
+        build=lambda spec, num_classes: nn.Linear(int(spec.name), num_classes or 2),
+        preprocessing=lambda spec, model: Preprocessing(crop_size=8, in_channels=1),
+        classes=lambda spec: ("even", "odd"),
+    )
+    monkeypatch.setitem(SOURCES, "toy", extra)
+    with pytest.raises(ValueError, match="'demo:<name>', 'toy:<width>' or '<module"):
+        ModelSpec.parse("?")
+    spec = ModelSpec.parse("toy:4")
+    assert (spec.source, spec.name, spec.label) == ("toy", "4", "4")
+    assert load_model(spec, num_classes=3).in_features == 4, "the source's builder"
+    prep = model_preprocessing(spec)
+    assert (prep.crop_size, prep.categories) == (8, ("even", "odd")), "its preprocessing"
+
+
+def test_functions_take_a_spec_or_its_text():
+    """load_model, model_preprocessing and load_pixel_model accept a parsed ModelSpec."""
+    spec = ModelSpec.parse("demo:natural")
+    assert model_preprocessing(spec) == model_preprocessing("demo:natural")
+    assert model_preprocessing(spec).categories == SHAPES, "the demo's class names"
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(spec)(x), load_model("demo:natural")(x))
+    model, prep = load_pixel_model(spec)
+    assert prep.crop_size == 32 and not model.training
+    with pytest.raises(TypeError, match="part of a ModelSpec"):
+        load_model(spec, weights="w.pt")
