@@ -1,246 +1,46 @@
-"""Robustness to PGD attacks, side by side: the paper's Table 2 as a tool.
+"""The paper's Table 2 as a tool: clean accuracy, attack success and recovery per model.
 
-:func:`evaluate_robustness` attacks every image of a data set with projected gradient
-descent (PGD, Madry et al. 2018, through ``torchattacks``) and reports, for each model,
-the three columns of the paper's Table 2: clean top-1 accuracy, attack success rate and
-recovery rate. All models of one comparison see the same images, the same attack
-targets and the same random starts.
-
-Conventions: images are in [0, 1] pixel space and every model contains its own
-normalization (torchattacks' convention and ours), so that ``eps`` is measured in pixel
-units: ``eps = 4/255`` is four grey levels.
+All models of one comparison see the same images, the same attack targets and the same
+random starts; the table is written as Markdown, CSV or JSON through
+:mod:`captum_rig._tables`.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
-    arXiv:2012.03516.
-
-    Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to
-    Adversarial Attacks. arXiv:1706.06083.
+    arXiv:2012.03516, Table 2.
 """
 
-import contextlib
-import csv
-import io
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
-import torchattacks
 from torch import Tensor, nn
 
 from captum_rig._checks import (
     check_batches,
     check_int,
-    check_labels,
-    check_model,
     check_models,
     check_norm,
-    check_pixels,
     check_real,
     model_device,
     model_logits,
 )
-from captum_rig._context import atomic_path, eval_mode
+from captum_rig._context import eval_mode
+from captum_rig._tables import SKIP, Record, Table, markdown_table, number
+from captum_rig.robustness.pgd import _check_label_range, attack_targets, pgd_attack
 
-__all__ = [
-    "attack_targets",
-    "pgd_attack",
-    "evaluate_robustness",
-    "RobustnessReport",
-    "RobustnessRow",
-]
+__all__ = ["evaluate_robustness", "RobustnessReport", "RobustnessRow"]
 
 # Message templates (the shared ones live in captum_rig._checks).
-NOT_NON_NEGATIVE = "{name} must be a finite number >= 0, got {value}"
-LABEL_RANGE = "{name} must be class indices in 0..{high}, got values in {low_got}..{high_got}"
 NO_DATA = "data must not be empty: it yielded no images"
 CLASS_MISMATCH = (
     "all models must predict the same number of classes, got {got} for model {name!r} "
     "and {expected} for the others"
 )
 TOO_FEW_CLASSES = "a targeted attack needs at least 2 classes, the model predicts {got}"
-PER_IMAGE_EPS = "per-image eps needs random_start=False"
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _check_label_range(labels: Tensor, num_classes: int, name: str = "labels") -> None:
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            LABEL_RANGE.format(
-                name=name,
-                high=num_classes - 1,
-                low_got=int(labels.min()),
-                high_got=int(labels.max()),
-            )
-        )
-
-
-# --------------------------------------------------------------------------- attack
-
-
-def attack_targets(
-    labels: Tensor, num_classes: int, generator: Union[int, torch.Generator] = 0
-) -> Tensor:
-    r"""Deterministic random attack targets, never equal to the true label.
-
-    ``target_i = (label_i + 1 + offset_i) mod num_classes`` with
-    ``offset_i ~ Uniform{0, ..., num_classes - 2}`` drawn on the CPU from ``generator``
-    (a ``torch.Generator`` or an int seed), so every wrong class is equally likely and
-    the same seed gives the same targets for every model.
-
-    Args:
-        labels (Tensor): integer class indices, shape ``(N,)``.
-        num_classes (int): number of classes, at least 2.
-        generator (int or torch.Generator): seed, or a generator to draw from (it
-            advances, so consecutive batches get fresh offsets).
-
-    Returns:
-        Tensor: int64 targets, shape ``(N,)``, on the device of ``labels``.
-
-    Examples:
-        >>> labels = torch.tensor([0, 1, 2, 9])
-        >>> targets = attack_targets(labels, num_classes=10, generator=0)
-        >>> targets.shape, bool((targets != labels).all())
-        (torch.Size([4]), True)
-    """
-    num_classes = check_int(num_classes, name="num_classes", low=2)
-    n = labels.shape[0] if isinstance(labels, Tensor) and labels.dim() else 1
-    labels = check_labels(labels, n)
-    _check_label_range(labels, num_classes)
-    if not isinstance(generator, torch.Generator):
-        generator = torch.Generator().manual_seed(check_int(generator, name="generator"))
-    offsets = torch.randint(0, num_classes - 1, labels.shape, generator=generator)
-    return (labels + 1 + offsets.to(labels.device)) % num_classes
-
-
-def _per_image(value: Tensor, n: int, name: str) -> Tensor:
-    if value.dim() > 1 or value.numel() not in (1, n):
-        raise ValueError(
-            f"{name} must be a float or a tensor of shape ({n},), got shape {tuple(value.shape)}"
-        )
-    if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
-        raise ValueError(NOT_NON_NEGATIVE.format(name=name, value=value.tolist()))
-    return value.reshape(-1).expand(n).contiguous()
-
-
-def pgd_attack(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    targets: Optional[Tensor] = None,
-    eps: Union[float, Tensor] = 4 / 255,
-    steps: int = 20,
-    alpha: Union[float, Tensor, None] = None,
-    norm: str = "Linf",
-    random_start: bool = True,
-    seed: Optional[int] = 0,
-) -> Tensor:
-    r"""Projected gradient descent in the [0, 1] box, through ``torchattacks``.
-
-    Untargeted (``targets=None``): ``steps`` ascent steps on the cross-entropy of the
-    true ``labels``. Targeted: descent steps on the cross-entropy of ``targets``. Each
-    step moves by ``alpha`` (L∞: ``alpha · sign(grad)``; L2: ``alpha · grad / ‖grad‖₂``),
-    then projects the perturbation onto the ``eps`` ball of ``norm`` and the image onto
-    [0, 1]. ``torchattacks.PGD`` / ``torchattacks.PGDL2`` do the work.
-
-    The model is run in eval mode (every module's training flag is restored after);
-    ``images`` are not modified and the result does not require grad.
-
-    Args:
-        model (nn.Module): maps ``(N, C, H, W)`` images in [0, 1] to ``(N, classes)``
-            logits; it must contain its normalization.
-        images (Tensor): ``(N, C, H, W)`` floats in [0, 1], on the model's device.
-        labels (Tensor): true class indices ``(N,)``.
-        targets (Tensor, optional): target class indices ``(N,)`` for a targeted attack.
-        eps (float or Tensor): radius of the perturbation ball in pixel units; a tensor
-            of shape ``(N,)`` gives every image its own radius (then
-            ``random_start=False``). ``eps = 0`` returns a copy of ``images``.
-        steps (int): number of PGD steps, ``>= 1``.
-        alpha (float or Tensor, optional): step size; default ``eps / 4`` (for the
-            default ``eps = 4/255`` that is ``1/255``), so that ``steps >= 4`` can reach
-            the ball's boundary from anywhere inside it.
-        norm (str): ``"Linf"`` or ``"L2"``.
-        random_start (bool): start from a uniform random point of the L∞ ball, or a
-            random point of the L2 ball, as torchattacks does.
-        seed (int, optional): seed of the random start, drawn under
-            ``torch.random.fork_rng`` so that the global random state is left as it
-            was; ``None`` draws from the global state.
-
-    Returns:
-        Tensor: adversarial images, shape, dtype and device of ``images``.
-
-    Examples:
-        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-        >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
-        >>> adv = pgd_attack(model, x, y, targets=(y + 1) % 10, eps=4 / 255)
-        >>> adv.shape, bool((adv - x).abs().max() <= 4 / 255 + 1e-6)
-        (torch.Size([4, 3, 8, 8]), True)
-
-    References:
-        Jere, Kumar, Koushanfar. arXiv:2012.03516, Table 2.
-    """
-    model = check_model(model)
-    images = check_pixels(images, "images")
-    n = images.shape[0]
-    labels = check_labels(labels, n).to(images.device)
-    if targets is not None:
-        targets = check_labels(targets, n, name="targets").to(images.device)
-    steps = check_int(steps, name="steps", low=1)
-    norm = check_norm(norm)
-    per_image = isinstance(eps, Tensor)
-    if per_image:
-        if random_start:
-            raise ValueError(PER_IMAGE_EPS)
-        eps = _per_image(eps.detach().to(images), n, "eps")
-    else:
-        eps = check_real(eps, "eps")
-        if eps == 0:
-            return images.detach().clone()
-    if alpha is None:
-        alpha = eps / 4
-    elif isinstance(alpha, Tensor):
-        alpha = _per_image(alpha.detach().to(images), n, "alpha")
-    else:
-        alpha = check_real(alpha, "alpha", strict=True)
-    if isinstance(alpha, Tensor):
-        alpha = alpha.view(n, 1, 1, 1)
-    if per_image:
-        # torchattacks broadcasts eps against the (N, C, H, W) delta for L∞ (torch.clamp
-        # takes tensor bounds) and against the (N,) delta norms for L2.
-        eps = eps.view(n, 1, 1, 1) if norm == "Linf" else eps
-
-    attack_class = torchattacks.PGD if norm == "Linf" else torchattacks.PGDL2
-    # torchattacks prints a warning for models without parameters; we set the device.
-    with contextlib.redirect_stdout(io.StringIO()):
-        attack = attack_class(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-    attack.set_device(images.device)
-    if targets is not None:
-        attack.set_mode_targeted_by_label(quiet=True)
-
-    fork = contextlib.nullcontext()
-    if seed is not None:
-        cuda = [images.device.index or 0] if images.device.type == "cuda" else []
-        fork = torch.random.fork_rng(devices=cuda)
-    with eval_mode(model), fork, torch.enable_grad():
-        if seed is not None:
-            torch.manual_seed(seed)
-        adv = attack(images, targets if targets is not None else labels)
-    adv = adv.detach().to(images.dtype)
-    if per_image:
-        # A zero radius is no attack (and 0/0 in torchattacks' L2 projection).
-        still = eps.reshape(-1) == 0
-        adv[still] = images[still].detach()
-    return adv
-
-
-# --------------------------------------------------------------------------- report
 
 
 @dataclass
-class RobustnessRow:
+class RobustnessRow(Record):
     r"""One model's line of the table.
 
     With N images :math:`x_i`, labels :math:`y_i`, targets :math:`t_i`, the model's
@@ -253,7 +53,7 @@ class RobustnessRow:
 
     All three count every image, including those misclassified before the attack.
     ``clean_predictions`` and ``adversarial_predictions`` hold the ``(N,)`` predictions
-    in data order (CPU).
+    in data order (CPU); ``to_dict()`` holds the summary numbers only.
     """
 
     model: str
@@ -261,22 +61,12 @@ class RobustnessRow:
     clean_accuracy: float
     attack_success_rate: float
     recovery_rate: float
-    clean_predictions: Tensor = field(repr=False, compare=False)
-    adversarial_predictions: Tensor = field(repr=False, compare=False)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The summary numbers (no per-image predictions)."""
-        return {
-            "model": self.model,
-            "n_images": self.n_images,
-            "clean_accuracy": self.clean_accuracy,
-            "attack_success_rate": self.attack_success_rate,
-            "recovery_rate": self.recovery_rate,
-        }
+    clean_predictions: Tensor = field(repr=False, compare=False, metadata=SKIP)
+    adversarial_predictions: Tensor = field(repr=False, compare=False, metadata=SKIP)
 
 
 @dataclass
-class RobustnessReport:
+class RobustnessReport(Table):
     """The paper's Table 2 for some models under one attack.
 
     Attributes:
@@ -295,10 +85,12 @@ class RobustnessReport:
     targeted: bool
     random_start: bool
     seed: int
-    labels: Tensor = field(repr=False, compare=False)
-    targets: Optional[Tensor] = field(repr=False, compare=False)
+    labels: Tensor = field(repr=False, compare=False, metadata=SKIP)
+    targets: Optional[Tensor] = field(repr=False, compare=False, metadata=SKIP)
 
     _SETTINGS = ("norm", "eps", "alpha", "steps", "targeted", "random_start", "seed")
+    _SUMMARY = ("model", "n_images", "clean_accuracy", "attack_success_rate", "recovery_rate")
+    _COLUMNS = _SUMMARY + _SETTINGS  # the CSV's: each row's summary, then the settings
 
     def __getitem__(self, model: str) -> RobustnessRow:
         for row in self.rows:
@@ -322,19 +114,10 @@ class RobustnessReport:
         out["rows"] = [row.to_dict() for row in self.rows]
         return out
 
-    def to_csv(self, path: Union[str, os.PathLike]) -> None:
-        """Writes one line per model (summary and settings), atomically.
-
-        The file is written under a temporary name in the same folder and renamed when
-        complete, so a failure never leaves a half-written file at ``path``.
-        """
+    def csv_rows(self) -> List[Dict[str, Any]]:
+        """One line per model: its summary, then the attack's settings."""
         settings = {name: getattr(self, name) for name in self._SETTINGS}
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            header = list(self.rows[0].to_dict()) if self.rows else ["model"]
-            writer = csv.DictWriter(f, fieldnames=header + list(settings))
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({**row.to_dict(), **settings})
+        return [{**row.to_dict(), **settings} for row in self.rows]
 
     def to_markdown(self) -> str:
         """A Markdown table in percent, like the paper's Table 2, with the settings below.
@@ -345,15 +128,16 @@ class RobustnessReport:
             |---|---:|---:|---:|
             | natural | 92.0 | 97.5 | 1.0 |
         """
-        lines = [
-            "| model | clean accuracy (%) | attack success (%) | recovery (%) |",
-            "|---|---:|---:|---:|",
+        header = ["model", "clean accuracy (%)", "attack success (%)", "recovery (%)"]
+        percents = [
+            [row.model]
+            + [
+                number(100 * value, 1, fixed=True)
+                for value in (row.clean_accuracy, row.attack_success_rate, row.recovery_rate)
+            ]
+            for row in self.rows
         ]
-        for row in self.rows:
-            lines.append(
-                f"| {row.model} | {100 * row.clean_accuracy:.1f} | "
-                f"{100 * row.attack_success_rate:.1f} | {100 * row.recovery_rate:.1f} |"
-            )
+        lines = [markdown_table(header, percents)]
         kind = "targeted" if self.targeted else "untargeted"
         grey = f" ({255 * self.eps:.3g}/255)" if self.norm == "Linf" else ""
         n = self.rows[0].n_images if self.rows else 0
