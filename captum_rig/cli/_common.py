@@ -7,13 +7,13 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import torch
 
 from captum_rig._context import atomic_path, check_writable
 from captum_rig.data import MAX_PIXELS, image_dataset, image_format, load_image
-from captum_rig.loading import load_pixel_model
+from captum_rig.loading import ModelSpec, load_pixel_model
 
 PROG = "captum-rig"
 EXIT_OK = 0
@@ -108,7 +108,8 @@ def parse_device(text: Optional[str]) -> torch.device:
 
 
 def model_entries(args: argparse.Namespace, several: bool = False) -> List[Dict[str, Any]]:
-    """The ``--model`` entries, checked: at least one, and one only unless ``several``."""
+    """The ``--model`` options as given (``spec``, ``weights``, ``pretrained`` of each),
+    checked: at least one, and one only unless ``several``."""
     entries = list(getattr(args, "models", None) or [])
     if getattr(args, "_pending", None):
         raise UsageError("--weights/--pretrained need a --model")
@@ -119,12 +120,15 @@ def model_entries(args: argparse.Namespace, several: bool = False) -> List[Dict[
     return entries
 
 
-def load_entry(entry: Dict[str, Any], args: argparse.Namespace, device: Any) -> Tuple[Any, Any]:
+def parse_spec(entry: Dict[str, Any]) -> ModelSpec:
+    """A ``--model`` entry (its spec, ``--weights``, ``--pretrained``) as a ModelSpec."""
+    return ModelSpec.parse(entry["spec"], weights=entry["weights"], pretrained=entry["pretrained"])
+
+
+def load_spec(spec: ModelSpec, args: argparse.Namespace, device: Any) -> Tuple[Any, Any]:
     """(model taking [0, 1] images on ``device``, its Preprocessing)."""
     model, prep = load_pixel_model(
-        entry["spec"],
-        weights=entry["weights"],
-        pretrained=entry["pretrained"],
+        spec,
         num_classes=args.num_classes,
         device=device,
         mean=args.mean,
@@ -133,50 +137,44 @@ def load_entry(entry: Dict[str, Any], args: argparse.Namespace, device: Any) -> 
     )
     if args.image_size is not None:
         prep = replace(prep, resize_size=args.image_size, crop_size=args.image_size)
-    if entry["spec"].startswith("torchvision:") and not (entry["weights"] or entry["pretrained"]):
+    if spec.random_weights:
         # A randomly initialised classifier explains nothing; say so rather than let its
         # noise maps pass for an explanation.
         print(
-            f"note: {entry['spec']} has random weights (give --weights PATH or --pretrained)",
+            f"note: {spec.text} has random weights (give --weights PATH or --pretrained)",
             file=sys.stderr,
         )
     return model, prep
 
 
-def model_names(entries: List[Dict[str, Any]], names: Optional[List[str]]) -> List[str]:
-    """One label per model: its ``--name``, else its weights file's stem, else its factory."""
+def _check_names(names: Optional[List[str]], n_models: int) -> None:
+    """``--name``: at most one per ``--model``, all different."""
     names = list(names or [])
-    if len(names) > len(entries):
-        raise UsageError(f"--name given {len(names)} times for {len(entries)} --model")
+    if len(names) > n_models:
+        raise UsageError(f"--name given {len(names)} times for {n_models} --model")
     if len(set(names)) < len(names):
         raise UsageError(f"--name labels must differ, got {names}")
-    taken = set(names)
-    for entry in entries[len(names) :]:
-        names.append(default_name(entry, taken))
-        taken.add(names[-1])
-    return names
 
 
-def default_name(entry: Dict[str, Any], taken: Iterable[str]) -> str:
-    """A model's label when no ``--name`` gives one, numbered when ``taken``."""
-    name = entry["spec"].rpartition(":")[2]
-    if entry["weights"]:
-        name = Path(entry["weights"]).stem
-    elif entry["pretrained"]:
-        name += " (pretrained)"
-    base, i = name, 2
-    while name in taken:
-        name, i = f"{base} #{i}", i + 1
-    return name
+def _labels(specs: List[ModelSpec], names: Optional[List[str]]) -> List[str]:
+    """One label per model: its ``--name``, else its spec's label (numbered if taken)."""
+    labels = list(names or [])
+    for spec in specs[len(labels) :]:
+        label, base, i = spec.label, spec.label, 2
+        while label in labels:
+            label, i = f"{base} #{i}", i + 1
+        labels.append(label)
+    return labels
 
 
 def load_models(args: argparse.Namespace, device: Any) -> Tuple[Dict[str, Any], Any]:
     """({label: model}, the shared Preprocessing) for the ``--model`` options."""
     entries = model_entries(args, several=True)
-    names = model_names(entries, args.names)
+    _check_names(args.names, len(entries))
+    specs = [parse_spec(entry) for entry in entries]
     models, prep = {}, None
-    for name, entry in zip(names, entries):
-        model, p = load_entry(entry, args, device)
+    for name, spec in zip(_labels(specs, args.names), specs):
+        model, p = load_spec(spec, args, device)
         if prep is not None and (p.crop_size, p.resize_size) != (prep.crop_size, prep.resize_size):
             raise UsageError(
                 "the models expect different input sizes; pass --image-size N for all of them"
@@ -317,12 +315,16 @@ def predictions(model: Any, images: List[Any], args: argparse.Namespace, device:
     return rows
 
 
-def model_and_images(args: argparse.Namespace, device: Any) -> Tuple[Any, Any, List[Any]]:
-    """The one ``--model`` and the ``IMAGE`` files, prepared as the model expects them."""
+def model_and_images(
+    args: argparse.Namespace, device: Any
+) -> Tuple[ModelSpec, Any, Any, List[Any]]:
+    """The one ``--model`` (its spec, the model, its Preprocessing) and the ``IMAGE`` files,
+    prepared as the model expects them."""
     (entry,) = model_entries(args)
     for path in args.images:  # every file checked before the model is built
         if not Path(path).expanduser().is_file():
             load_image(path, channels=None)  # raises the error that fits
-    model, prep = load_entry(entry, args, device)
+    spec = parse_spec(entry)
+    model, prep = load_spec(spec, args, device)
     options = image_options(prep, args.convert, args.max_pixels)
-    return model, prep, [load_image(p, **options) for p in args.images]
+    return spec, model, prep, [load_image(p, **options) for p in args.images]

@@ -14,9 +14,7 @@ from captum_rig.cli._common import (
     EXIT_OK,
     UsageError,
     class_name,
-    default_name,
     model_and_images,
-    model_entries,
     output_folder,
     parse_device,
     parse_target,
@@ -152,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     parse_target(args.target)  # a bad --target fails before any work
     out = output_folder(args.out)
     device = parse_device(args.device)
-    model, prep, images = model_and_images(args, device)
+    spec, model, prep, images = model_and_images(args, device)
     _check_bands(args, images)
     rows = predictions(model, images, args, device)
     results = _rank_contributions(model, rows, args, device)
@@ -164,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         curves,
         bands=args.bands,
         cumulative=args.cumulative,
-        title=f"{default_name(model_entries(args)[0], ())}: where F(x) - F(0) comes from",
+        title=f"{spec.label}: where F(x) - F(0) comes from",
     )
     out.mkdir(exist_ok=True)
     csv_path, png_path = out / "contributions.csv", out / "rank_contributions.png"

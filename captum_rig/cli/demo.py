@@ -10,7 +10,7 @@ from captum_rig.cli._common import EXIT_OK
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds ``demo`` to the sub-commands ``sub``; returns its parser."""
-    from captum_rig.methods import METHOD_NAMES
+    from captum_rig.attr.registry import METHOD_NAMES
 
     p = sub.add_parser("demo", help="run the offline demo and write its figures and report")
     p.add_argument(
@@ -27,8 +27,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the demo into ``--out``, printing its stages and the files it wrote."""
+    from captum_rig.attr.registry import parse_methods
     from captum_rig.demo import run_demo
-    from captum_rig.methods import parse_methods
 
     out = check_writable(Path(args.out).expanduser(), "--out", folder=True, create=True)
     kwargs = {}

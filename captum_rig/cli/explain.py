@@ -27,7 +27,7 @@ _FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", "
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds ``explain`` to the sub-commands ``sub``; returns its parser."""
-    from captum_rig.methods import METHOD_NAMES
+    from captum_rig.attr.registry import METHOD_NAMES
 
     p = sub.add_parser(
         "explain",
@@ -135,13 +135,13 @@ def _evaluations(model: Any, methods: List, n_steps: Optional[int], widths: List
 
 def run(args: argparse.Namespace) -> int:
     """Explains the images with each method; writes one figure, prints each target."""
-    from captum_rig.methods import parse_methods
+    from captum_rig.attr.registry import parse_methods
 
     methods = parse_methods([args.methods])
     parse_target(args.target)  # a bad --target fails before any work
     out, fmt = output_file(args.out, "--out", _FIGURE_FORMATS)
     device = parse_device(args.device)
-    model, prep, images = model_and_images(args, device)
+    _, model, prep, images = model_and_images(args, device)
     rows = predictions(model, images, args, device)
     widths = sorted({min(x.shape[-2:]) for x in images})
     counts = _evaluations(model, methods, args.n_steps, widths)

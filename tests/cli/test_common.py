@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from captum_rig.attr.registry import METHOD_NAMES
 from captum_rig.cli import COMMANDS, build_parser, main, parse_ranks
 from captum_rig.loading import load_model
-from captum_rig.methods import METHOD_NAMES
 
 from ._helpers import (
     assert_user_error,
@@ -303,16 +303,16 @@ def test_random_torchvision_weights_are_announced(capsys, tmp_path):
     import torchvision
 
     from captum_rig.cli import _common
+    from captum_rig.loading import ModelSpec
 
     args = argparse.Namespace(
         num_classes=None, mean=None, std=None, no_normalize=False, image_size=None
     )
-    entry = {"spec": "torchvision:resnet18", "weights": None, "pretrained": False}
-    _common.load_entry(entry, args, "cpu")
+    _common.load_spec(ModelSpec.parse("torchvision:resnet18"), args, "cpu")
     assert capsys.readouterr().err.count("has random weights") == 1
     weights = tmp_path / "r18.pt"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
-    _common.load_entry({**entry, "weights": str(weights)}, args, "cpu")
+    _common.load_spec(ModelSpec.parse("torchvision:resnet18", weights=str(weights)), args, "cpu")
     assert "random weights" not in capsys.readouterr().err
 
 

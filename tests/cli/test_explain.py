@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_rig.methods import METHOD_NAMES
+from captum_rig.attr.registry import METHOD_NAMES
 
 from ._helpers import (
     assert_user_error,
@@ -128,7 +128,7 @@ def test_explain_input_errors(capsys, work, image, model, match):
 
 def test_explain_pretrained_offline(capsys, work, monkeypatch):
     """--pretrained with no network and no cache: one line, at once."""
-    from captum_rig import loading
+    from captum_rig.loading import pretrained as loading
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(work / "hub"))
     monkeypatch.setattr(loading, "_online", lambda url, timeout=3.0: False)
@@ -142,7 +142,7 @@ def test_explain_pretrained_from_cache_names_classes(capsys, work, monkeypatch):
     """--pretrained with the weights in the hub cache: no network, ImageNet class names."""
     import torchvision
 
-    from captum_rig import loading
+    from captum_rig.loading import pretrained as loading
 
     (work / "hub" / "checkpoints").mkdir(parents=True)
     (work / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").write_bytes(b"")
