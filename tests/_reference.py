@@ -128,3 +128,76 @@ def make(num_classes=5):
         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, num_classes),
     )
 """
+
+
+# --------------------------------------------------------------------------- stability
+
+
+class BufferNormalize(nn.Module):
+    """``(x - mean) / std`` with buffers, like captum_rig.models.Normalize."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+def chain_model(dtype=torch.float64) -> nn.Sequential:
+    """A plain chain with every kind of layer the stability analysis knows, on
+    (N, 3, 8, 8) images; its BatchNorm has non-trivial statistics."""
+    model = nn.Sequential(
+        BufferNormalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]),
+        nn.Conv2d(3, 4, 3, stride=1, padding=1),
+        nn.BatchNorm2d(4),
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2d(3, stride=1, padding=1),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(3, stride=1, padding=1),
+        nn.Dropout(0.3),
+        nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 10),
+        nn.Tanh(),
+        nn.Linear(10, 5),
+    ).to(dtype)
+    with torch.no_grad():
+        model[2].running_mean.uniform_(-0.5, 0.5)
+        model[2].running_var.uniform_(0.1, 3.0)
+        model[2].weight.uniform_(-2, 2)
+    return model
+
+
+def full_matrix(forward, shape) -> torch.Tensor:
+    """The matrix of a linear map, by pushing an identity basis through it."""
+    n = int(np.prod(shape))
+    basis = torch.eye(n, dtype=torch.float64).view(n, *shape)
+    return forward(basis).reshape(n, -1).T
+
+
+def exact_conv_norm(conv: nn.Conv2d, shape) -> float:
+    """The conv's largest singular value from its full matrix on ``shape`` inputs."""
+    w = conv.weight.detach().double()
+    return torch.linalg.matrix_norm(
+        full_matrix(lambda v: conv._conv_forward(v, w, None), shape), 2
+    ).item()
+
+
+def empirical_ratio(model: nn.Module, x: torch.Tensor) -> float:
+    """Largest ‖f(x) − f(y)‖ / ‖x − y‖ over random and close pairs around ``x``."""
+    model.eval()
+    y = torch.rand_like(x)
+    close = x + 1e-3 * torch.randn_like(x)
+    with torch.no_grad():
+        ratios = [
+            ((model(x) - model(o)).flatten(1).norm(dim=1) / (x - o).flatten(1).norm(dim=1)).max()
+            for o in (y, close)
+        ]
+    return max(r.item() for r in ratios)
+
+
+def hooks_left(model: nn.Module) -> list:
+    """Names of submodules that still carry forward (pre-)hooks."""
+    return [name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]

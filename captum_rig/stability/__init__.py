@@ -1,0 +1,82 @@
+r"""Stability analysis: "Intriguing properties of neural networks" revisited.
+
+How far can a small input change move a model? Three views, and a table comparing models:
+
+- **Layer operator norms and the Lipschitz upper bound** (Szegedy et al. 2013, Sec. 4.3).
+  Every layer's L2 → L2 operator norm (exact for ``nn.Linear``; power iteration, or a
+  certified upper bound by Gram iteration, for ``nn.Conv2d``; known constants for
+  BatchNorm in eval mode, pooling and activations), combined along the model's graph
+  (``torch.fx``): a chain multiplies, a residual addition adds, a concatenation takes the
+  root of the sum of squares. :func:`lipschitz_bound` works through ResNets, VGG,
+  DenseNet and MobileNetV2; an operation with no known constant gives ``None`` and a
+  note naming it.
+- **Average minimal distortion**: per image, the smallest perturbation found that changes
+  the prediction, by bisection over the PGD radius (L2 and L∞, through
+  :func:`captum_rig.robustness.pgd_attack`) and over the standard deviation of Gaussian
+  noise; then the mean over images.
+- **Spectra**: the singular values of every weight (:func:`weight_spectra`) and of every
+  feature map (:func:`feature_map_spectra`).
+
+:func:`compare_stability` puts several models side by side (one row per model and
+attack, with clean accuracy and the Lipschitz bound), as in the comparison of a network
+trained from scratch with one fine-tuned from ImageNet; :func:`write_stability` writes
+that table as Markdown, CSV and JSON.
+
+One idea per module: ``conv`` (convolution norms), ``layers`` (the one table of layer
+rules), ``lipschitz`` (the bound along the graph), ``distortion`` (minimal distortion),
+``report`` (one model's report), ``spectra`` and ``compare`` (the table and its files).
+
+References:
+    Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
+    arXiv:2012.03516.
+
+    Szegedy, Zaremba, Sutskever, Bruna, Erhan, Goodfellow, Fergus. Intriguing properties
+    of neural networks. arXiv:1312.6199 (2013).
+
+    Delattre, Barthélemy, Araujo, Allauzen. Efficient Bound of Lipschitz Constant for
+    Convolutional Layers by Gram Iteration. ICML 2023, arXiv:2305.16173.
+"""
+
+from captum_rig.stability.compare import (
+    ATTACKS,
+    StabilityRow,
+    StabilityTable,
+    compare_stability,
+    write_stability,
+)
+from captum_rig.stability.conv import BAD_INPUT_SIZE as BAD_INPUT_SIZE  # a message template
+from captum_rig.stability.conv import conv2d_norm_bound, conv2d_operator_norm
+from captum_rig.stability.distortion import (
+    MinimalDistortion,
+    gaussian_minimal_distortion,
+    minimal_distortion,
+)
+from captum_rig.stability.layers import RULES, OperatorNorm, Rule, layer_operator_norms
+from captum_rig.stability.lipschitz import LipschitzReport, lipschitz_analysis, lipschitz_bound
+from captum_rig.stability.report import StabilityReport, stability_analysis
+from captum_rig.stability.spectra import UNKNOWN_LAYERS as UNKNOWN_LAYERS  # a message template
+from captum_rig.stability.spectra import feature_map_spectra, weight_spectra
+
+__all__ = [
+    "OperatorNorm",
+    "conv2d_operator_norm",
+    "conv2d_norm_bound",
+    "layer_operator_norms",
+    "LipschitzReport",
+    "lipschitz_analysis",
+    "lipschitz_bound",
+    "MinimalDistortion",
+    "minimal_distortion",
+    "gaussian_minimal_distortion",
+    "StabilityReport",
+    "stability_analysis",
+    "weight_spectra",
+    "feature_map_spectra",
+    "StabilityRow",
+    "StabilityTable",
+    "compare_stability",
+    "write_stability",
+    "Rule",
+    "RULES",
+    "ATTACKS",
+]

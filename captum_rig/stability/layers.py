@@ -1,0 +1,462 @@
+"""Per-layer L2 operator norms and Lipschitz constants: one table of rules.
+
+:data:`RULES` lists every kind of layer with a known constant, each with its module
+classes, its ``torch`` / ``torch.nn.functional`` functions and its ``Tensor`` methods
+(``nn.ReLU``, ``F.relu``, ``torch.relu``, ``x.relu()``). :func:`layer_operator_norms`
+reads it for the modules of a model; the graph interpreter behind
+:func:`~captum_rig.stability.lipschitz_bound` reads it for the functions and methods, so
+a constant is written once.
+
+References:
+    Szegedy et al. Intriguing properties of neural networks. arXiv:1312.6199, Sec. 4.3.
+"""
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_rig._checks import check_images, check_int, check_model
+from captum_rig._context import eval_mode
+from captum_rig._tables import Record
+from captum_rig.stability._linalg import (
+    autograd_adjoint,
+    gram_bound,
+    power_iteration,
+    schur_bound,
+)
+from captum_rig.stability.conv import conv2d_norm_bound, conv2d_operator_norm
+
+__all__ = ["Rule", "RULES", "OperatorNorm", "layer_operator_norms"]
+
+# Rule kinds: how a rule's norm is found (see Rule.kind).
+ACTIVATION, ISOMETRY, AVERAGE, RESAMPLE = "activation", "isometry", "average", "resample"
+MAX_POOL, ADAPTIVE_MAX_POOL = "max_pool", "adaptive_max_pool"
+LINEAR, CONV, BATCH_NORM = "linear", "conv", "batch_norm"
+# Interpolation modes whose weights are non-negative (so the Schur test applies).
+POSITIVE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area")
+# Weights up to this many entries get an exact SVD; larger ones an iteration.
+_EXACT_SVD_ENTRIES = 1 << 22
+NormMethod = Tuple[Optional[float], str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One kind of layer with a known L2 Lipschitz constant, in every spelling.
+
+    Attributes:
+        name (str): the kind's name.
+        kind (str): how its constant is found: ``"activation"`` and ``"isometry"``
+            (``constant``), ``"average"`` and ``"resample"`` (a non-negative linear map,
+            measured on the input it sees), ``"max_pool"`` and ``"adaptive_max_pool"``
+            (``√(windows per pixel)``), ``"linear"``, ``"conv"``, ``"batch_norm"`` (from
+            the weights).
+        modules (tuple of type): its ``nn.Module`` classes (activations match the
+            exact class, the others subclasses too).
+        functions (tuple of callables): its ``torch`` and ``torch.nn.functional`` forms.
+        methods (tuple of str): its ``Tensor`` methods.
+        constant (float): the constant of an activation or isometry.
+        parameter (str, optional): the argument the constant depends on (a module
+            attribute; in a function its keyword or second positional argument): the
+            constant is then ``max(constant, |value|)``.
+        default (float): that argument's default in the functions.
+    """
+
+    name: str
+    kind: str
+    modules: Tuple[type, ...] = ()
+    functions: Tuple[Callable[..., Any], ...] = ()
+    methods: Tuple[str, ...] = ()
+    constant: float = 1.0
+    parameter: Optional[str] = None
+    default: float = 0.0
+
+    def matches(self, module: nn.Module) -> bool:
+        """Whether ``module`` is one of this rule's layers."""
+        if self.kind == ACTIVATION:  # a subclass may change forward
+            return type(module) in self.modules
+        return isinstance(module, self.modules)
+
+    def constant_for(self, value: Any = None) -> float:
+        """The constant, given the parameter's value (ignored without a parameter)."""
+        if self.parameter is None:
+            return self.constant
+        return max(self.constant, abs(float(value)))
+
+
+_ACT = "Lipschitz constant of the activation"
+
+# fmt: off
+RULES: Tuple[Rule, ...] = (
+    Rule("linear", LINEAR, (nn.Linear,)),
+    Rule("conv2d", CONV, (nn.Conv2d,)),
+    Rule("batch_norm", BATCH_NORM, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)),
+    Rule("avg_pool", AVERAGE,
+         (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d),
+         (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+          F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)),
+    Rule("mean", AVERAGE, (), (torch.mean,), ("mean",)),
+    Rule("upsample", RESAMPLE, (nn.Upsample,), (F.interpolate,)),
+    Rule("max_pool2d", MAX_POOL, (nn.MaxPool2d,), (F.max_pool2d,)),
+    Rule("adaptive_max_pool2d", ADAPTIVE_MAX_POOL, (nn.AdaptiveMaxPool2d,),
+         (F.adaptive_max_pool2d,)),
+    Rule("relu", ACTIVATION, (nn.ReLU,), (F.relu, torch.relu), ("relu", "relu_")),
+    Rule("relu6", ACTIVATION, (nn.ReLU6,), (F.relu6,)),
+    Rule("hardtanh", ACTIVATION, (nn.Hardtanh,), (F.hardtanh,)),
+    Rule("tanh", ACTIVATION, (nn.Tanh,), (torch.tanh, F.tanh), ("tanh", "tanh_")),
+    Rule("softplus", ACTIVATION, (nn.Softplus,), (F.softplus,)),
+    Rule("sigmoid", ACTIVATION, (nn.Sigmoid,), (torch.sigmoid, F.sigmoid),
+         ("sigmoid", "sigmoid_"), constant=0.25),
+    Rule("hardsigmoid", ACTIVATION, (nn.Hardsigmoid,), (F.hardsigmoid,), constant=1 / 6),
+    Rule("hardswish", ACTIVATION, (nn.Hardswish,), (F.hardswish,), constant=1.5),
+    # max of Φ(x) + xφ(x), 1.1289 at x = √2
+    Rule("gelu", ACTIVATION, (nn.GELU,), (F.gelu,), constant=1.129),
+    # max of σ(x)(1 + x(1 − σ(x))), 1.0998
+    Rule("silu", ACTIVATION, (nn.SiLU,), (F.silu,), constant=1.1),
+    # slopes 1 and the parameter
+    Rule("leaky_relu", ACTIVATION, (nn.LeakyReLU,), (F.leaky_relu,),
+         parameter="negative_slope", default=0.01),
+    Rule("elu", ACTIVATION, (nn.ELU,), (F.elu,), parameter="alpha", default=1.0),
+    # reshapes, negation and copies move no entry closer or further
+    Rule("reshape", ISOMETRY, (nn.Identity, nn.Flatten, nn.Unflatten),
+         (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose,
+          torch.permute, torch.t, torch.clone, torch.neg, operator.neg, operator.pos),
+         ("flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze",
+          "unsqueeze", "clone", "neg", "t", "float", "double", "to")),
+    # dropout is the identity in eval mode
+    Rule("dropout", ISOMETRY,
+         (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+          nn.FeatureAlphaDropout),
+         (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+          F.feature_alpha_dropout)),
+)
+# fmt: on
+"""Every layer kind with a known constant: the one table the analysis reads."""
+
+_BY_FUNCTION = {f: rule for rule in RULES for f in rule.functions}
+_BY_METHOD = {m: rule for rule in RULES for m in rule.methods}
+
+
+def module_rule(module: nn.Module) -> Optional[Rule]:
+    """The rule of a module, or None."""
+    return next((rule for rule in RULES if rule.matches(module)), None)
+
+
+def call_rule(target: Any, method: bool) -> Optional[Rule]:
+    """The rule of a ``torch.fx`` call: a function, or (``method``) a Tensor method name."""
+    try:
+        return _BY_METHOD.get(target) if method else _BY_FUNCTION.get(target)
+    except TypeError:  # an unhashable target
+        return None
+
+
+@dataclass
+class OperatorNorm(Record):
+    """One layer call's (or block's) L2 → L2 operator norm or Lipschitz constant.
+
+    Attributes:
+        name (str): the module's qualified name in the model.
+        kind (str): its class name.
+        input_shape (tuple): the shape of the input it saw.
+        norm (float or None): the norm, or None for a layer type with no known bound.
+        method (str): how ``norm`` was obtained, and what it assumes.
+    """
+
+    name: str
+    kind: str
+    input_shape: Tuple[int, ...]
+    norm: Optional[float]
+    method: str
+
+
+@dataclass
+class Options:
+    """Settings of one analysis and the layer norms computed so far (shared by blocks)."""
+
+    n_iter: int = 100
+    seed: int = 0
+    certified: bool = False
+    gram_iter: int = 10
+    cache: Dict[Tuple[int, Tuple[int, ...]], NormMethod] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """How convolution and pooling norms are computed, in words."""
+        if self.certified:
+            return (
+                f"certified: Gram iteration ({self.gram_iter} its) for convolutions, "
+                "Schur test for pooling and resampling"
+            )
+        return f"power iteration ({self.n_iter} its, approaches each norm from below)"
+
+
+def linear_norm(
+    forward: Callable[[Tensor], Tensor], example: Tuple[int, ...], device, opts: Options
+) -> Tuple[float, str]:
+    """Norm of a non-negative linear map on one ``example``-shaped input."""
+    if opts.certified:
+        return schur_bound(forward, example, device), (
+            f"certified: Schur test √(max row sum · max column sum) on the {example} input"
+        )
+    adjoint = autograd_adjoint(forward, example, torch.float64, device)
+    norm = power_iteration(forward, adjoint, example, opts.n_iter, opts.seed, torch.float64, device)
+    return norm, f"power iteration ({opts.n_iter} its) on the {example} input (linear map)"
+
+
+def _linear_layer_norm(module: nn.Linear, shape, device, opts: Options) -> NormMethod:
+    """An ``nn.Linear`` weight's norm: exact SVD unless the matrix is large."""
+    weight = module.weight.detach().double()
+    if weight.numel() <= _EXACT_SVD_ENTRIES:
+        return float(torch.linalg.matrix_norm(weight, 2)), (
+            "exact: largest singular value of the weight"
+        )
+    if opts.certified:
+        return float(gram_bound(weight[None], opts.gram_iter)[0]), (
+            f"certified: Gram iteration ({opts.gram_iter} its) on the weight"
+        )
+    norm = power_iteration(
+        lambda v: v @ weight.T, lambda u: u @ weight, (weight.shape[1],), opts.n_iter,
+        opts.seed, torch.float64, device,
+    )  # fmt: skip
+    return norm, f"power iteration ({opts.n_iter} its) on the weight"
+
+
+def _conv_norm(module: nn.Conv2d, shape, device, opts: Options) -> NormMethod:
+    size = tuple(shape[-3:])
+    if opts.certified:
+        norm = conv2d_norm_bound(module, size, n_iter=opts.gram_iter)
+        return norm, f"certified: Gram iteration ({opts.gram_iter} its) on the {size} input"
+    norm = conv2d_operator_norm(module, size, n_iter=opts.n_iter, seed=opts.seed)
+    return norm, f"power iteration ({opts.n_iter} its) on the {size} input"
+
+
+def _batch_norm(module: nn.Module, shape, device, opts: Options) -> NormMethod:
+    if module.running_var is None:
+        return None, "unknown: BatchNorm without running statistics uses batch statistics"
+    scale = 1 / torch.sqrt(module.running_var.detach().double() + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight.detach().double()
+    return float(scale.abs().max()), "exact (eval mode): max |γ/√(running_var + ε)|"
+
+
+def _average_norm(module: nn.Module, shape, device, opts: Options) -> NormMethod:
+    # one example: channels and the pooled dims (the digit in the class name)
+    spatial = int(type(module).__name__[-2])
+    return linear_norm(module, tuple(shape[-(spatial + 1) :]), device, opts)
+
+
+def _resample_norm(module: nn.Module, shape, device, opts: Options) -> Optional[NormMethod]:
+    if module.mode not in POSITIVE_MODES:
+        return None
+    return linear_norm(module, tuple(shape[1:]), device, opts)
+
+
+def _max_pool_norm(module: nn.Module, shape, device, opts: Options) -> Optional[NormMethod]:
+    if module.return_indices:
+        return None
+    windows = 1
+    for d in range(2):
+        k = _pair(module.kernel_size)[d]
+        s = _pair(module.stride)[d]
+        dil = _pair(module.dilation)[d]
+        windows *= min(k, (k - 1) * dil // s + 1)
+    return math.sqrt(windows), f"bound: √(windows per pixel) = √{windows} (1 when stride ≥ kernel)"
+
+
+def _adaptive_max_pool_norm(module: nn.Module, shape, device, opts) -> Optional[NormMethod]:
+    if module.return_indices:
+        return None
+    out = _pair(module.output_size)
+    windows = math.prod(_adaptive_windows(shape[-2 + d], out[d] or shape[-2 + d]) for d in range(2))
+    return math.sqrt(windows), f"bound: √(windows per pixel) = √{windows}"
+
+
+def _adaptive_windows(size: int, out: int) -> int:
+    """Most adaptive-pooling windows any of ``size`` positions lies in."""
+    counts = [0] * size
+    for i in range(out):
+        for p in range((i * size) // out, -((-(i + 1) * size) // out)):
+            counts[p] += 1
+    return max(counts)
+
+
+def _pair(value: Any) -> Tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+_MODULE_NORMS: Dict[str, Callable[..., Optional[NormMethod]]] = {
+    LINEAR: _linear_layer_norm,
+    CONV: _conv_norm,
+    BATCH_NORM: _batch_norm,
+    AVERAGE: _average_norm,
+    RESAMPLE: _resample_norm,
+    MAX_POOL: _max_pool_norm,
+    ADAPTIVE_MAX_POOL: _adaptive_max_pool_norm,
+}
+
+
+def module_norm(
+    module: nn.Module, shape: Tuple[int, ...], device: torch.device, opts: Options
+) -> NormMethod:
+    """``(norm, method)`` of one module seen on inputs of ``shape`` (not cached)."""
+    rule = module_rule(module)
+    if rule is not None:
+        if rule.kind == ACTIVATION:
+            value = getattr(module, rule.parameter) if rule.parameter else None
+            return rule.constant_for(value), _ACT
+        if rule.kind == ISOMETRY:
+            return rule.constant, "isometry in eval mode"
+        found = _MODULE_NORMS[rule.kind](module, shape, device, opts)
+        if found is not None:
+            return found
+    stats = normalize_stats(module)
+    if stats is not None:
+        return float((1 / stats.abs()).max()), "normalization (x - mean) / std: max 1/|std|"
+    return None, "unknown layer type: no bound"
+
+
+def layer_norm(
+    module: nn.Module, shape: Tuple[int, ...], device: torch.device, opts: Options
+) -> NormMethod:
+    """``(norm, method)`` for one module seen on inputs of ``shape``, cached per shape."""
+    key = (id(module), tuple(shape[1:]))
+    if key not in opts.cache:
+        opts.cache[key] = module_norm(module, shape, device, opts)
+    return opts.cache[key]
+
+
+def normalize_stats(module: nn.Module) -> Optional[Tensor]:
+    """``std`` of a parameter-free ``(x - mean) / std`` layer named ``*Normaliz*``.
+
+    Matches :class:`captum_rig.models.Normalize` and torchvision's ``Normalize``.
+    """
+    if (
+        "normaliz" not in type(module).__name__.lower()
+        or list(module.parameters())
+        or not (hasattr(module, "mean") and hasattr(module, "std"))
+    ):
+        return None
+    try:
+        std = torch.as_tensor(module.std, dtype=torch.float64).cpu()
+        torch.as_tensor(module.mean, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return std if std.numel() and bool((std != 0).all()) else None
+
+
+def _leaf_calls(model: nn.Module, example_input: Tensor) -> List[Tuple[str, nn.Module, Any]]:
+    """``(name, module, input)`` of every leaf-module call of one forward pass.
+
+    Hooks are registered on every module without children and removed afterwards, even
+    when the forward pass raises.
+    """
+    calls: List[Tuple[str, nn.Module, Any]] = []
+    handles = []
+
+    def pre_hook(name: str):
+        def hook(module: nn.Module, args: Tuple[Any, ...]) -> None:
+            x = args[0] if len(args) == 1 and isinstance(args[0], Tensor) else None
+            calls.append((name, module, x))
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if next(module.children(), None) is None:
+                handles.append(module.register_forward_pre_hook(pre_hook(name or "(model)")))
+        with torch.no_grad():
+            model(example_input.detach())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def check_analysis_args(model, example_input, n_iter, seed, gram_iter, certified) -> Options:
+    """Checks the arguments every analysis shares; its :class:`Options`."""
+    check_model(model)
+    check_images(example_input, name="example_input", min_dim=1, layout="(N, ...)")
+    return Options(
+        n_iter=check_int(n_iter, name="n_iter", low=1),
+        seed=check_int(seed, name="seed"),
+        certified=bool(certified),
+        gram_iter=check_int(gram_iter, name="gram_iter", low=1),
+    )
+
+
+def layer_operator_norms(
+    model: nn.Module,
+    example_input: Tensor,
+    n_iter: int = 100,
+    seed: int = 0,
+    certified: bool = False,
+    gram_iter: int = 10,
+) -> List[OperatorNorm]:
+    r"""The L2 operator norm of every layer call of one forward pass.
+
+    Runs ``model`` once (eval mode, no grad) on ``example_input`` with forward hooks on
+    every leaf module to record the input shape each layer sees, removes the hooks, and
+    computes per call (the rules of :data:`RULES`):
+
+    - ``nn.Linear``: exact, the largest singular value ``torch.linalg.matrix_norm(W, 2)``.
+    - ``nn.Conv2d``: :func:`conv2d_operator_norm` on the recorded input size (power
+      iteration, from below), or with ``certified=True`` :func:`conv2d_norm_bound`
+      (Gram iteration, a certified upper bound).
+    - ``nn.BatchNorm*d`` (eval mode, a diagonal affine map): ``max |γ/√(running_var + ε)|``.
+    - average pooling (plain and adaptive) and ``nn.Upsample`` (nearest, (bi/tri)linear):
+      linear maps, by power iteration or (``certified``) the Schur test
+      ``√(max row sum · max column sum)``; ``1/k`` for non-overlapping ``k×k`` windows.
+    - ``nn.MaxPool2d``: the bound ``√m`` with ``m`` the most windows any pixel is in,
+      ``min(k, ⌊(k−1)·dilation/stride⌋ + 1)`` per dim: 1 when stride ≥ kernel; likewise
+      ``nn.AdaptiveMaxPool2d``.
+    - activations: ReLU, ReLU6, Hardtanh, Tanh, Softplus: 1; Sigmoid: 1/4; Hardsigmoid:
+      1/6; Hardswish: 1.5; GELU: 1.129; SiLU: 1.1; LeakyReLU: ``max(1, |slope|)``; ELU:
+      ``max(1, |α|)``. Identity, Flatten, Unflatten, Dropout (eval): 1.
+    - a parameter-free ``*Normalize*`` layer with ``mean`` and ``std`` (``(x − mean)/std``,
+      :class:`captum_rig.models.Normalize`, torchvision's ``Normalize``): ``max 1/|std|``.
+    - anything else: ``norm=None``.
+
+    Biases do not matter: the Lipschitz constant of an affine map is the norm of its
+    linear part. Modules with children are not hooked: only what leaves compute counts.
+
+    Args:
+        model (nn.Module): the model; training flags are restored afterwards.
+        example_input (Tensor): one input batch, e.g. ``images[:1]``.
+        n_iter (int): power iterations for convolutions and pooling.
+        seed (int): seed of the power iterations' random start.
+        certified (bool): certified upper bounds (Gram iteration, Schur test) instead of
+            power iteration.
+        gram_iter (int): Gram iterations per convolution when ``certified``.
+
+    Returns:
+        list[OperatorNorm]: one per leaf-module call, in call order.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+        ...                       nn.Linear(4 * 6 * 6, 10))
+        >>> [layer.kind for layer in layer_operator_norms(model, torch.rand(1, 3, 8, 8))]
+        ['Conv2d', 'ReLU', 'Flatten', 'Linear']
+
+    References:
+        Szegedy et al. Intriguing properties of neural networks. arXiv:1312.6199, Sec. 4.3.
+    """
+    opts = check_analysis_args(model, example_input, n_iter, seed, gram_iter, certified)
+    return layer_list(model, example_input, opts)
+
+
+def layer_list(model: nn.Module, example_input: Tensor, opts: Options) -> List[OperatorNorm]:
+    """:func:`layer_operator_norms` with checked arguments."""
+    layers = []
+    with eval_mode(model):
+        for name, module, x in _leaf_calls(model, example_input):
+            if x is None:
+                norm, method, shape = None, "unknown: does not take one tensor", ()
+            else:
+                shape = tuple(x.shape)
+                norm, method = layer_norm(module, shape, x.device, opts)
+            layers.append(OperatorNorm(name, type(module).__name__, shape, norm, method))
+    return layers

@@ -1,0 +1,119 @@
+"""Tests for captum_rig.stability.distortion: closed forms, brackets, the one search."""
+
+import pytest
+import torch
+from _reference import LinearTwoClass, chain_model
+from torch import nn
+
+from captum_rig.robustness import pgd_attack
+from captum_rig.stability import gaussian_minimal_distortion, minimal_distortion
+
+
+def linear_two_class(w: torch.Tensor, b: float) -> nn.Module:
+    """Logits ``[0, w·x + b]``: predicts class 1 where ``w·x + b > 0``."""
+    return LinearTwoClass(w.double(), b)
+
+
+def two_class_setup():
+    """A 2-class linear model on 1×4×4 images and images near its boundary."""
+    w = torch.linspace(-1.0, 1.5, 16, dtype=torch.float64)
+    w[w.abs() < 0.1] = 0.3  # no zero weight
+    x = torch.full((6, 1, 4, 4), 0.5, dtype=torch.float64)
+    x += 0.02 * torch.randn(6, 1, 4, 4, dtype=torch.float64)
+    z_target = torch.tensor([-0.02, 0.03, -0.005, 0.01, 0.04, -0.03], dtype=torch.float64)
+    b = 0.0
+    # shift each image along w so that its logit w·x + b is z_target
+    z = x.flatten(1) @ w + b
+    x += ((z_target - z) / (w @ w)).view(-1, 1, 1, 1) * w.view(1, 1, 4, 4)
+    return linear_two_class(w, b), x, w, z_target
+
+
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+def test_pgd_minimal_distortion_matches_closed_form(norm):
+    """Linear 2-class model: distance |w·x+b|/‖w‖₂ (L2), /‖w‖₁ (L∞), within tolerance."""
+    model, x, w, z = two_class_setup()
+    dual = w.norm() if norm == "L2" else w.abs().sum()
+    exact = z.abs() / dual
+    result = minimal_distortion(model, x, norm=norm, max_eps=0.1, n_bisect=14)
+    tol = result.tolerance
+    assert tol == pytest.approx(0.1 / 2**14), "tolerance is max_eps / 2**n_bisect"
+    assert bool(result.found.all()), "every image is within max_eps of the boundary"
+    assert bool((result.values >= exact - 1e-9).all()), (
+        f"found a flip closer than the hyperplane: {result.values} < {exact}"
+    )
+    assert bool((result.values <= exact + tol + 1e-9).all()), f"{result.values} vs {exact}"
+    assert bool((result.budgets - tol <= exact + 1e-12).all()), "bracket misses the truth"
+    assert result.mean == pytest.approx(exact.mean().item(), abs=tol), "mean distortion"
+
+
+def test_pgd_minimal_distortion_bracket_on_a_convnet():
+    """At the returned radius PGD flips the prediction; ``tolerance`` below it does not."""
+    model = chain_model(torch.float32).eval()
+    x = torch.rand(5, 3, 8, 8)
+    result = minimal_distortion(model, x, norm="Linf", steps=5, n_bisect=8, batch_size=2)
+    y0 = model(x).argmax(1)
+    found = result.found
+    assert found.any(), "PGD with ε up to 1 should flip a random convnet"
+    adv = pgd_attack(
+        model,
+        x[found],
+        y0[found],
+        eps=result.budgets[found].float(),
+        steps=5,
+        random_start=False,
+    )
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) != y0[found]).all()), "no flip at the budget"
+    assert bool((result.values[found] <= result.budgets[found] + 1e-6).all()), (
+        "‖δ‖∞ exceeds the radius"
+    )
+    below = (result.budgets[found] - result.tolerance).clamp_min(0).float()
+    adv = pgd_attack(model, x[found], y0[found], eps=below, steps=5, random_start=False)
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) == y0[found]).all()), "flips below the bracket"
+
+
+def test_gaussian_minimal_distortion_matches_closed_form():
+    """Linear model: σ* = −z/(w·n) along the seeded noise n, found within tolerance."""
+    model, x, w, z = two_class_setup()
+    seed, max_sigma = 3, 0.05
+    result = gaussian_minimal_distortion(
+        model, x, n_bisect=14, max_sigma=max_sigma, seed=seed, batch_size=4
+    )
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.cat(
+        [torch.randn(x[i : i + 4].shape, generator=generator, dtype=x.dtype) for i in (0, 4)]
+    )
+    assert (max_sigma * noise.abs().max() + (x - 0.5).abs().max()) < 0.5, "clamping active"
+    sigma_star = -z / (noise.flatten(1) @ w)
+    crosses = (sigma_star > 0) & (sigma_star < max_sigma)
+    assert crosses.any() and (~crosses).any(), "the test wants both outcomes"
+    assert torch.equal(result.found, crosses), f"found {result.found} vs {crosses}"
+    tol = result.tolerance
+    budget = result.budgets[crosses]
+    assert bool((budget >= sigma_star[crosses]).all()), "flip below σ*"
+    assert bool((budget <= sigma_star[crosses] + tol + 1e-12).all()), "σ* outside the bracket"
+    expected_l2 = budget * noise[crosses].flatten(1).norm(dim=1)
+    assert torch.allclose(result.values[crosses], expected_l2), "values are not σ‖n‖₂"
+    assert bool(torch.isinf(result.values[~crosses]).all()), "no flip must give inf"
+    assert result.mean == pytest.approx(result.values[crosses].mean().item()), "mean"
+
+
+def test_gaussian_bracket_and_seed_on_a_convnet():
+    """Flip at the returned σ, none ``tolerance`` below; the seed fixes the result."""
+    model = chain_model(torch.float32).eval()
+    x = torch.rand(6, 3, 8, 8)
+    result = gaussian_minimal_distortion(model, x, n_bisect=8, max_sigma=2.0, seed=5)
+    again = gaussian_minimal_distortion(model, x, n_bisect=8, max_sigma=2.0, seed=5)
+    assert torch.equal(result.budgets, again.budgets), "same seed, different result"
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    y0 = model(x).argmax(1)
+    found = result.found
+    assert found.any(), "σ up to 2 should flip some predictions"
+    sigma = result.budgets[found].float().view(-1, 1, 1, 1)
+    with torch.no_grad():
+        at = model((x[found] + sigma * noise[found]).clamp(0, 1)).argmax(1)
+        below = (sigma - result.tolerance).clamp_min(0)
+        before = model((x[found] + below * noise[found]).clamp(0, 1)).argmax(1)
+    assert bool((at != y0[found]).all()), "no flip at the returned σ"
+    assert bool((before == y0[found]).all()), "a flip below the bracket"
