@@ -25,7 +25,7 @@ import math
 import os
 import pickle
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -180,60 +180,23 @@ def make_shapes(
     if cue_rank is not None:
         cue_rank = check_int(cue_rank, name="cue_rank", high=size - 1)
     max_rotation = _check_unit(max_rotation, "max_rotation", high=180.0)
-    if (
-        not isinstance(scale, (tuple, list))
-        or len(scale) != 2
-        or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scale)
-    ):
-        raise TypeError(f"scale must be a pair of floats (low, high), got {scale!r}")
-    if not 0.0 < scale[0] <= scale[1] <= 0.5:
-        raise ValueError(f"scale must satisfy 0 < low <= high <= 0.5, got {tuple(scale)}")
+    _check_scale(scale)
 
+    # One private generator, drawn from in a fixed order: the images depend on it alone.
     g = torch.Generator().manual_seed(seed)
-    k = len(shapes)
-    labels = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
-
-    def uniform(*shape_: int, low: float = 0.0, high: float = 1.0) -> Tensor:
-        return low + (high - low) * torch.rand(*shape_, generator=g)
-
-    # Background: a colour plus a linear ramp (rank <= 2 per channel before noise).
-    bg = uniform(n, 3, 1, 1, low=0.1, high=0.9)
-    ramp_dir = uniform(n, 1, 1, 1, high=2 * math.pi)
-    ramp_amp = uniform(n, 3, 1, 1, low=-0.15, high=0.15)
-    # Object colour: resampled until it differs from the background colour by >= 0.35
-    # (Euclidean in RGB); a few rounds suffice, the rest are pushed away deterministically.
-    fg = uniform(n, 3, 1, 1)
-    for _ in range(8):
-        bad = (fg - bg).flatten(1).norm(dim=1) < 0.35
-        if not bool(bad.any()):
-            break
-        fg[bad] = uniform(int(bad.sum()), 3, 1, 1)
-    bad = (fg - bg).flatten(1).norm(dim=1) < 0.35
-    fg[bad] = torch.where(bg[bad] > 0.5, bg[bad] - 0.4, bg[bad] + 0.4)
-
-    radius = uniform(n, low=scale[0] * size, high=scale[1] * size)
-    cx = uniform(n) * (size - 2 * radius) + radius
-    cy = uniform(n) * (size - 2 * radius) + radius
-    theta = uniform(n, low=-1.0, high=1.0) * math.radians(max_rotation)
+    labels = (torch.arange(n) % len(shapes))[torch.randperm(n, generator=g)]
+    bg, ramp_dir, ramp_amp, fg = _colours(g, n)
+    radius = _uniform(g, n, low=scale[0] * size, high=scale[1] * size)
+    cx = _uniform(g, n) * (size - 2 * radius) + radius
+    cy = _uniform(g, n) * (size - 2 * radius) + radius
+    theta = _uniform(g, n, low=-1.0, high=1.0) * math.radians(max_rotation)
     pixel_noise = torch.randn(n, 3, size, size, generator=g)
     cue_noise = torch.randn(n, 1, size, size, generator=g)
 
     coords = torch.arange(size, dtype=torch.float32) + 0.5
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # (H, W), y grows downwards
-    dx = xx - cx.view(n, 1, 1)
-    dy = yy - cy.view(n, 1, 1)
-    cos, sin = torch.cos(theta).view(n, 1, 1), torch.sin(theta).view(n, 1, 1)
-    r = radius.view(n, 1, 1)
-    px = (cos * dx + sin * dy) / r
-    py = (-sin * dx + cos * dy) / r
-
-    coverage = torch.empty(n, size, size)
-    for c, name in enumerate(shapes):
-        idx = labels == c
-        if bool(idx.any()):
-            # distance in pixels (sdf is in units of the radius); a one-pixel soft edge
-            d = _sdf(name, px[idx], py[idx]) * r[idx]
-            coverage[idx] = (0.5 - d).clamp(0.0, 1.0)
+    dx, dy = xx - cx.view(n, 1, 1), yy - cy.view(n, 1, 1)  # (n, H, W) from the centre
+    coverage = _coverage(shapes, labels, dx, dy, radius, theta)
     masks = coverage > 0.5
 
     ramp = (torch.cos(ramp_dir) * (xx / size - 0.5) + torch.sin(ramp_dir) * (yy / size - 0.5)) * 2
@@ -246,6 +209,62 @@ def make_shapes(
         images = images + noise_c if cue_rank is None else _add_high_rank(images, noise_c, cue_rank)
     images = images.clamp(0.0, 1.0)
     return ShapesBatch(images.contiguous(), labels.to(torch.int64), masks)
+
+
+def _check_scale(scale: Any) -> None:
+    if (
+        not isinstance(scale, (tuple, list))
+        or len(scale) != 2
+        or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scale)
+    ):
+        raise TypeError(f"scale must be a pair of floats (low, high), got {scale!r}")
+    if not 0.0 < scale[0] <= scale[1] <= 0.5:
+        raise ValueError(f"scale must satisfy 0 < low <= high <= 0.5, got {tuple(scale)}")
+
+
+def _uniform(g: torch.Generator, *shape: int, low: float = 0.0, high: float = 1.0) -> Tensor:
+    return low + (high - low) * torch.rand(*shape, generator=g)
+
+
+def _colours(g: torch.Generator, n: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Background colour, ramp direction and amplitudes, and object colour of ``n`` images."""
+    # Background: a colour plus a linear ramp (rank <= 2 per channel before noise).
+    bg = _uniform(g, n, 3, 1, 1, low=0.1, high=0.9)
+    ramp_dir = _uniform(g, n, 1, 1, 1, high=2 * math.pi)
+    ramp_amp = _uniform(g, n, 3, 1, 1, low=-0.15, high=0.15)
+    # Object colour: resampled until it differs from the background colour by >= 0.35
+    # (Euclidean in RGB); a few rounds suffice, the rest are pushed away deterministically.
+    fg = _uniform(g, n, 3, 1, 1)
+    for _ in range(8):
+        bad = (fg - bg).flatten(1).norm(dim=1) < 0.35
+        if not bool(bad.any()):
+            break
+        fg[bad] = _uniform(g, int(bad.sum()), 3, 1, 1)
+    bad = (fg - bg).flatten(1).norm(dim=1) < 0.35
+    fg[bad] = torch.where(bg[bad] > 0.5, bg[bad] - 0.4, bg[bad] + 0.4)
+    return bg, ramp_dir, ramp_amp, fg
+
+
+def _coverage(
+    shapes: Sequence[str], labels: Tensor, dx: Tensor, dy: Tensor, radius: Tensor, theta: Tensor
+) -> Tensor:
+    """``(n, H, W)`` fraction of each pixel the object covers (a one-pixel soft edge).
+
+    ``dx``, ``dy``: ``(n, H, W)`` offsets of the pixel centres from the object's centre.
+    """
+    n = labels.shape[0]
+    cos, sin = torch.cos(theta).view(n, 1, 1), torch.sin(theta).view(n, 1, 1)
+    r = radius.view(n, 1, 1)
+    px = (cos * dx + sin * dy) / r
+    py = (-sin * dx + cos * dy) / r
+    coverage = torch.empty(dx.shape)
+    for c, name in enumerate(shapes):
+        idx = labels == c
+        if bool(idx.any()):
+            # distance in pixels (sdf is in units of the radius)
+            d = _sdf(name, px[idx], py[idx]) * r[idx]
+            coverage[idx] = (0.5 - d).clamp(0.0, 1.0)
+    return coverage
 
 
 def _add_high_rank(images: Tensor, noise: Tensor, r: int) -> Tensor:
