@@ -215,90 +215,35 @@ def _run(args: argparse.Namespace) -> int:
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "stop_after")}
 
     data = load_data(args)
-    train_set = data["train"]
-    augment = _augmentation(not args.no_augment)
-    if args.rank is not None:
-        train_set = RankTruncatedDataset(
-            train_set,
-            args.rank,
-            reverse=args.reverse,
-            cache_dir=args.cache_dir or out / "cache",
-            key=data["key"],
-            transform=augment,
-            device=device,
-        )
-    else:
-        train_set = _Mapped(train_set, augment)
-
+    train_set = _train_set(args, data, out, device)
     torch.manual_seed(args.seed)
     model = cifar_model(args.model, data["num_classes"], data["mean"], data["std"]).to(device)
     opt = torch.optim.SGD(
         model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
     )
+    ckpt_path = out / "checkpoint.pt"
     history: List[Dict[str, float]] = []
     start = 0
-    ckpt_path = out / "checkpoint.pt"
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        theirs = state.get("config", {})
-        diff = [k for k in RESUME_KEYS if theirs.get(k) != config.get(k)]
-        if diff:
-            raise ValueError(
-                f"--resume: {ckpt_path} was written with other settings ("
-                + ", ".join(f"{k}={theirs.get(k)!r} vs {config.get(k)!r}" for k in diff)
-                + ")"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history, start = list(state["history"]), int(state["epoch"])
+        history, start = _resume(ckpt_path, config, model, opt, device)
         say(f"resumed from {ckpt_path} after epoch {start}")
 
-    loss_fn = nn.CrossEntropyLoss()
     stop = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
     for epoch in range(start, stop):
-        t0 = time.time()
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(epoch, args)
-        # per-epoch seeding: a resumed run draws the same batches and augmentations
-        torch.manual_seed(args.seed * 100_003 + epoch)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=False)
-        model.train()
-        loss_sum = correct = total = 0.0
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            total += len(y)
-        lr = opt.param_groups[0]["lr"]
-        row = dict(
-            epoch=epoch + 1,
-            train_loss=loss_sum / total,
-            train_acc=correct / total,
-            lr=lr,
-            seconds=time.time() - t0,
-        )
-        if not math.isfinite(row["train_loss"]):
-            raise ValueError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+        row = _train_epoch(args, epoch, model, opt, train_set, device)
         history.append(row)
         say(
             f"epoch {epoch + 1}/{args.epochs} loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.3f} lr {lr:.4g} ({row['seconds']:.1f}s)"
+            f"acc {row['train_acc']:.3f} lr {row['lr']:.4g} ({row['seconds']:.1f}s)"
         )
-        _atomic_save(
-            dict(
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                epoch=epoch + 1,
-                history=history,
-                config=config,
-            ),
-            ckpt_path,
+        state = dict(
+            model=model.state_dict(),
+            optimizer=opt.state_dict(),
+            epoch=epoch + 1,
+            history=history,
+            config=config,
         )
+        _atomic_save(state, ckpt_path)
 
     metrics: Dict[str, Any] = dict(
         config=config,
@@ -316,6 +261,86 @@ def _run(args: argparse.Namespace) -> int:
     _atomic_save(metrics, out / "metrics.json", as_json=True)
     say(f"full-rank test accuracy {metrics['test_acc']:.4f} -> {out / 'metrics.json'}")
     return 0
+
+
+def _train_set(
+    args: argparse.Namespace, data: Dict[str, Any], out: Path, device: torch.device
+) -> Dataset:
+    """The training images: rank-truncated once (cached) with ``--rank``, augmented on access."""
+    augment = _augmentation(not args.no_augment)
+    if args.rank is None:
+        return _Mapped(data["train"], augment)
+    return RankTruncatedDataset(
+        data["train"],
+        args.rank,
+        reverse=args.reverse,
+        cache_dir=args.cache_dir or out / "cache",
+        key=data["key"],
+        transform=augment,
+        device=device,
+    )
+
+
+def _resume(
+    path: Path,
+    config: Dict[str, Any],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+) -> Tuple[List[Dict[str, float]], int]:
+    """Loads the checkpoint into ``model`` and ``opt``; its history and epochs done."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    theirs = state.get("config", {})
+    diff = [k for k in RESUME_KEYS if theirs.get(k) != config.get(k)]
+    if diff:
+        raise ValueError(
+            f"--resume: {path} was written with other settings ("
+            + ", ".join(f"{k}={theirs.get(k)!r} vs {config.get(k)!r}" for k in diff)
+            + ")"
+        )
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return list(state["history"]), int(state["epoch"])
+
+
+def _train_epoch(
+    args: argparse.Namespace,
+    epoch: int,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    train_set: Dataset,
+    device: torch.device,
+) -> Dict[str, float]:
+    """One epoch of SGD over ``train_set``; its row of the history."""
+    t0 = time.time()
+    for group in opt.param_groups:
+        group["lr"] = learning_rate(epoch, args)
+    # per-epoch seeding: a resumed run draws the same batches and augmentations
+    torch.manual_seed(args.seed * 100_003 + epoch)
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=False)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    loss_sum = correct = total = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        total += len(y)
+    row = dict(
+        epoch=epoch + 1,
+        train_loss=loss_sum / total,
+        train_acc=correct / total,
+        lr=opt.param_groups[0]["lr"],
+        seconds=time.time() - t0,
+    )
+    if not math.isfinite(row["train_loss"]):
+        raise ValueError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+    return row
 
 
 if __name__ == "__main__":
