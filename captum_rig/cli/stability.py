@@ -4,12 +4,8 @@ several models (:func:`captum_rig.stability.compare_stability`), as tables and f
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import torch
-
-from captum_rig._tables import write_json, write_text
 from captum_rig.cli._common import (
     EXIT_OK,
     load_models,
@@ -111,19 +107,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _labelled_tensors(loader: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-    """All ``(images, labels)`` batches of a loader as two tensors."""
-    images, labels = [], []
-    for x, y in loader:
-        images.append(x)
-        labels.append(torch.as_tensor(y))
-    return torch.cat(images), torch.cat(labels)
-
-
 def _layer_spectra(
-    models: Dict[str, Any], images: torch.Tensor, args: argparse.Namespace
+    models: Dict[str, Any], loader: Any, args: argparse.Namespace
 ) -> Tuple[Dict[str, Dict], Dict[str, Dict]]:
-    """({model: weight spectra}, {model: feature-map spectra}).
+    """({model: weight spectra}, {model: feature-map spectra}), the images read from
+    ``loader`` once per model.
 
     Without ``--layers``, a model with no convolution gets no feature-map spectra (a note
     on stderr) rather than failing the whole comparison.
@@ -141,7 +129,7 @@ def _layer_spectra(
         weights[name] = weight_spectra(model)
         try:
             maps[name] = feature_map_spectra(
-                model, images, layers=layers, batch_size=args.batch_size
+                model, loader, layers=layers, batch_size=args.batch_size
             )
         except ValueError as e:
             if layers is not None:
@@ -176,37 +164,17 @@ def _stability_figures(weights: Dict, maps: Dict) -> Dict[str, Any]:
     return figures
 
 
-def _write_stability(out: Path, table: Any, summary: Dict[str, Any], figures: Dict) -> List[Path]:
-    """stability.md, .csv and .json, then the figures: the files written."""
-    out.mkdir(exist_ok=True)
-    md_path, csv_path, json_path = (out / f"stability.{ext}" for ext in ("md", "csv", "json"))
-    heading = f"# Stability: {summary['n_images']} images from {summary['data']}\n\n"
-    write_text(md_path, heading + table.to_markdown() + "\n")
-    table.to_csv(csv_path)
-    record = {**summary, **table.to_dict()}
-    for key in ("weight_spectra", "feature_map_spectra"):  # the long lists last
-        record[key] = record.pop(key)
-    write_json(json_path, record)
-    written = [md_path, csv_path, json_path]
-    for file_name, fig in figures.items():
-        save_figure(fig, out / file_name, "png")
-        written.append(out / file_name)
-    return written
-
-
 def run(args: argparse.Namespace) -> int:
     """Compares the models; writes the table (.md, .csv, .json) and figures to ``--out``."""
-    from captum_rig.stability import compare_stability
+    from captum_rig.stability import compare_stability, write_stability
 
     out = output_folder(args.out)
     device = parse_device(args.device)
     models, prep = load_models(args, device)
     loader, _ = open_data(args, prep, need_labels=True)
-    images, labels = _labelled_tensors(loader)
     table = compare_stability(
         models,
-        images,
-        labels,
+        loader,
         attacks=args.attacks,
         norm={"l2": "L2", "linf": "Linf"}[args.norm],
         steps=args.steps,
@@ -219,14 +187,18 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=show_progress(args),
     )
-    weights, maps = _layer_spectra(models, images, args)
+    weights, maps = _layer_spectra(models, loader, args)
+    figures = _stability_figures(weights, maps)
     summary = {
         "data": args.data,
-        "n_images": int(images.shape[0]),
+        "n_images": table.rows[0].n_images,
         "weight_spectra": weights,
         "feature_map_spectra": maps,
     }
-    written = _write_stability(out, table, summary, _stability_figures(weights, maps))
+    written = write_stability(out, table, summary)
+    for file_name, fig in figures.items():
+        save_figure(fig, out / file_name, "png")
+        written.append(out / file_name)
     print(table.to_markdown())
     for path in written:
         print(f"wrote {path}")
