@@ -23,6 +23,7 @@ import time
 import torch
 from torch import nn
 
+from captum_rig._tables import markdown_table, number
 from captum_rig.stability import lipschitz_analysis
 
 
@@ -59,11 +60,12 @@ def bench_resnet50(args: argparse.Namespace, device: torch.device) -> None:
         lambda: lipschitz_analysis(model, x, certified=True, gram_iter=args.gram_iter, blocks=False)
     )
     print(f"\n## lipschitz_bound, ResNet-50 at {args.size} px on {device}\n")
-    print("| method | seconds | bound | log10 bound |")
-    print("|---|---:|---:|---:|")
-    for report, t in ((power, t_power), (certified, t_cert)):
-        bound = report.bound
-        print(f"| {report.method} | {t:.1f} | {bound:.4g} | {math.log10(bound):.2f} |")
+    rows = [
+        [report.method, number(t, 1, fixed=True), number(report.bound),
+         number(math.log10(report.bound), 2, fixed=True)]
+        for report, t in ((power, t_power), (certified, t_cert))
+    ]  # fmt: skip
+    print(markdown_table(["method", "seconds", "bound", "log10 bound"], rows))
     ratio = certified.bound / power.bound
     print(f"\ncertified / power: time {t_cert / t_power:.2f}, bound {ratio:.3g}")
 
@@ -78,9 +80,9 @@ def bench_ratio(args: argparse.Namespace, device: torch.device) -> None:
         "demo natural": load_demo_model("natural"),
     }
     print(f"\n## bound / measured local Lipschitz constant (32 px, {args.n_inputs} inputs)\n")
-    print("| model | bound (power) | bound (certified) | max local ‖J‖₂ | power / local "
-          "| certified / local |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
+    header = ["model", "bound (power)", "bound (certified)", "max local ‖J‖₂", "power / local",
+              "certified / local"]  # fmt: skip
+    rows = []
     for name, model in models.items():
         model = model.to(device).eval()
         generator = torch.Generator().manual_seed(1)
@@ -92,8 +94,9 @@ def bench_ratio(args: argparse.Namespace, device: torch.device) -> None:
         local = max(
             local_lipschitz(model, xs[i : i + 1], args.jacobian_iter) for i in range(len(xs))
         )
-        print(f"| {name} | {power:.4g} | {cert:.4g} | {local:.4g} | {power / local:.3g} "
-              f"| {cert / local:.3g} |")  # fmt: skip
+        rows.append([name, number(power), number(cert), number(local), number(power / local, 3),
+                     number(cert / local, 3)])  # fmt: skip
+    print(markdown_table(header, rows))
 
 
 def main() -> None:

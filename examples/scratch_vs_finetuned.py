@@ -18,8 +18,10 @@ Two data paths:
   downloaded) or from a state-dict file. Images are upsampled to ``--image-size`` inside
   the model, so distortions stay in CIFAR's own 32×32 pixels. Meant for a GPU.
 
-Writes ``OUT/stability.csv``, ``OUT/stability.md``, ``OUT/stability.json``,
-``OUT/weight_spectra.png`` and ``OUT/feature_map_spectra.png``.
+Writes ``OUT/stability.md`` (the table and each model's per-block Lipschitz bounds),
+``OUT/stability.csv``, ``OUT/stability.json`` (the table, the layer spectra) through
+:func:`captum_rig.stability.write_stability`, and ``OUT/weight_spectra.png`` and
+``OUT/feature_map_spectra.png``.
 
 Example:
     python examples/scratch_vs_finetuned.py --out runs/stability
@@ -29,12 +31,11 @@ Example:
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -48,7 +49,12 @@ from captum_rig.models import (
     Normalize,
     with_normalization,
 )
-from captum_rig.stability import compare_stability, feature_map_spectra, weight_spectra
+from captum_rig.stability import (
+    compare_stability,
+    feature_map_spectra,
+    weight_spectra,
+    write_stability,
+)
 from captum_rig.synthetic import make_shapes
 from captum_rig.viz import plot_layer_norms, plot_layer_spectra
 
@@ -234,6 +240,28 @@ def build_models(args: argparse.Namespace, device: torch.device):
 # --------------------------------------------------------------------------- main
 
 
+def write_outputs(
+    args: argparse.Namespace,
+    out: Path,
+    table: Any,
+    models: Dict[str, nn.Module],
+    images: torch.Tensor,
+) -> None:
+    """stability.md (with each model's per-block bounds), .csv, .json, and two figures."""
+    weights = {name: weight_spectra(m) for name, m in models.items()}
+    maps = {name: feature_map_spectra(m, images[:16]) for name, m in models.items()}
+    data = "generated shapes" if args.data == "synthetic" else f"CIFAR-10 in {args.cifar_root}"
+    summary = {"data": data, "n_images": len(images), "weight_spectra": weights,
+               "feature_map_spectra": maps}  # fmt: skip
+    write_stability(out, table, summary, lipschitz=True)
+    fig, _ = plot_layer_norms(weights, title="largest singular value of each weight")
+    with atomic_path(out / "weight_spectra.png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    fig, _ = plot_layer_spectra(maps, max_layers=4, title="feature-map singular values")
+    with atomic_path(out / "feature_map_spectra.png") as tmp:
+        fig.savefig(tmp, dpi=110)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -248,20 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         n_iter=args.n_iter, certified=args.certified, seed=args.seed,
         batch_size=args.batch_size, progress=not args.quiet,
     )  # fmt: skip
-    table.to_csv(out / "stability.csv")
-    blocks = "\n\n".join(f"**{name}**\n\n{r.to_markdown()}" for name, r in table.lipschitz.items())
-    with atomic_path(out / "stability.md") as tmp:
-        Path(tmp).write_text(table.to_markdown() + "\n\n" + blocks + "\n")
-    with atomic_path(out / "stability.json") as tmp:
-        Path(tmp).write_text(json.dumps(table.to_dict(), indent=2))
-    weights = {name: weight_spectra(m) for name, m in models.items()}
-    fig, _ = plot_layer_norms(weights, title="largest singular value of each weight")
-    with atomic_path(out / "weight_spectra.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    maps = {name: feature_map_spectra(m, images[:16]) for name, m in models.items()}
-    fig, _ = plot_layer_spectra(maps, max_layers=4, title="feature-map singular values")
-    with atomic_path(out / "feature_map_spectra.png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    write_outputs(args, out, table, models, images)
     if not args.quiet:
         print(table.to_markdown())
         print(f"wrote {out}/stability.csv, .md, .json and two figures "

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from _reference import chain_model
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from captum_rig.stability import (
     compare_stability,
@@ -14,6 +16,7 @@ from captum_rig.stability import (
     lipschitz_bound,
     minimal_distortion,
     weight_spectra,
+    write_stability,
 )
 
 
@@ -100,3 +103,112 @@ def test_spectra_figures_are_drawn():
     assert len(ax.get_lines()) == 2, ax.get_lines()
     with pytest.raises(ValueError, match="spectra"):
         plot_layer_spectra({})
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def near_linear_models():
+    """Two nearly linear convnets: small perturbations change their predictions."""
+    torch.manual_seed(2)
+    return {
+        name: nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)
+        ).eval()
+        for name in ("first", "second")
+    }
+
+
+STREAM_KW = dict(n_bisect=4, steps=3, n_iter=5, max_sigma=3.0, batch_size=3, progress=False)
+
+
+def test_compare_stability_of_a_stream_equals_the_tensor_call():
+    """A DataLoader (batches of 5), a one-shot iterator, a pair, uneven batches: the table
+    of the concatenated tensor, Gaussian noise included (batches of batch_size again)."""
+    models = near_linear_models()
+    images = torch.rand(8, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    whole = compare_stability(models, images, labels, **STREAM_KW)
+    assert all(r.n_changed for r in whole.rows), "nothing changed, nothing compared"
+    loader = DataLoader(TensorDataset(images, labels), batch_size=5)
+    streams = {
+        "loader": loader,
+        "iterator": iter(loader),
+        "pair": (images, labels),
+        "uneven": [(images[:1], labels[:1]), (images[1:7], labels[1:7]), (images[7:], labels[7:])],
+    }
+    for kind, data in streams.items():
+        table = compare_stability(models, data, **STREAM_KW)
+        assert json.dumps(table.to_dict()) == json.dumps(whole.to_dict()), kind
+        assert table.to_markdown() == whole.to_markdown(), kind
+
+
+def test_compare_stability_holds_one_batch_at_a_time():
+    """Loader batches of 8 are cut to batch_size 3: no forward pass sees more images."""
+    models = near_linear_models()
+    seen = []
+    for model in models.values():
+        model[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    data = DataLoader(TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)), 8)
+    table = compare_stability(models, data, **STREAM_KW)
+    assert max(seen) == 3 and [r.n_images for r in table.rows] == [8] * 4, (seen, table.rows)
+
+
+def test_compare_stability_bad_streams():
+    """Labels are required; labels beside a stream, unlabelled batches, shapes that change."""
+    models = near_linear_models()
+    x, y = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="labels is required"):
+        compare_stability(models, x)
+    with pytest.raises(ValueError, match="labels must be None when data is"):
+        compare_stability(models, [(x, y)], y)
+    with pytest.raises(TypeError, match=r"data batch 0 must be an \(images, labels\) pair"):
+        compare_stability(models, [x], progress=False)
+    with pytest.raises(ValueError, match="data batch 1 has images of shape"):
+        compare_stability(models, [(x, y), (torch.rand(3, 3, 9, 9), y)], progress=False)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_write_stability_writes_md_csv_and_json(tmp_path):
+    """A heading and the table; the CSV rows; the summary then the table, spectra last."""
+    models = near_linear_models()
+    images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    table = compare_stability(models, images, labels, attacks="gaussian", **STREAM_KW)
+    spectra = {name: weight_spectra(m) for name, m in models.items()}
+    summary = {"data": "shapes/", "n_images": 4, "weight_spectra": spectra,
+               "feature_map_spectra": {}, "seed": 0}  # fmt: skip
+    paths = write_stability(tmp_path / "out", table, summary)
+    assert [p.name for p in paths] == ["stability.md", "stability.csv", "stability.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+    md = paths[0].read_text(encoding="utf-8")
+    assert md == f"# Stability: 4 images from shapes/\n\n{table.to_markdown()}\n", md
+    with open(paths[1], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["attack"]) for r in rows] == [
+        ("first", "gaussian"),
+        ("second", "gaussian"),
+    ]
+    assert list(rows[0])[-1] == "average_distortion_255", list(rows[0])
+    record = json.loads(paths[2].read_text())
+    assert list(record) == [
+        "data", "n_images", "seed", "units", "rows", "lipschitz", "weight_spectra",
+        "feature_map_spectra",
+    ], list(record)  # fmt: skip
+    assert record["weight_spectra"]["first"]["0"] == pytest.approx(spectra["first"]["0"].tolist())
+    assert paths[2].read_text().endswith("\n") and "NaN" not in paths[2].read_text()
+
+
+def test_write_stability_with_lipschitz_reports_and_bad_summaries(tmp_path):
+    """``lipschitz=True`` adds each model's report under the table; a summary without
+    ``data`` or ``n_images`` is refused before anything is written."""
+    models = near_linear_models()
+    table = compare_stability(models, torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), **STREAM_KW)
+    (md, _, _) = write_stability(tmp_path, table, {"data": "x", "n_images": 2}, lipschitz=True)
+    text = md.read_text(encoding="utf-8")
+    for name, report in table.lipschitz.items():
+        assert f"**{name}**\n\n{report.to_markdown()}" in text, text
+    with pytest.raises(ValueError, match="summary must be a mapping with 'data' and 'n_images'"):
+        write_stability(tmp_path / "bad", table, {"data": "x"})
+    assert not (tmp_path / "bad").exists(), "a folder made for a refused summary"

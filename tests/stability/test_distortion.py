@@ -6,7 +6,8 @@ from _reference import LinearTwoClass, chain_model
 from torch import nn
 
 from captum_rig.robustness import pgd_attack
-from captum_rig.stability import gaussian_minimal_distortion, minimal_distortion
+from captum_rig.stability import distortion, gaussian_minimal_distortion, minimal_distortion
+from captum_rig.stability.distortion import DistortionSearch, pgd_search
 
 
 def linear_two_class(w: torch.Tensor, b: float) -> nn.Module:
@@ -117,3 +118,72 @@ def test_gaussian_bracket_and_seed_on_a_convnet():
         before = model((x[found] + below * noise[found]).clamp(0, 1)).argmax(1)
     assert bool((at != y0[found]).all()), "no flip at the returned σ"
     assert bool((before == y0[found]).all()), "a flip below the bracket"
+
+
+# --------------------------------------------------------------------------- the one search
+
+
+class Threshold(nn.Module):
+    """Two classes on (N, 1, 1, 1) inputs: class 1 exactly where x > 0.5."""
+
+    def forward(self, x):
+        z = x.flatten(1)[:, :1] - 0.5
+        return torch.cat([torch.zeros_like(z), z], dim=1)
+
+
+def test_search_brackets_each_images_threshold():
+    """Shifting x up by b flips it at b* = 0.5 − x: b* ≤ budget ≤ b* + tolerance, and the
+    value is the flipping shift's norm; inf where b* is beyond the largest budget."""
+    x = torch.tensor([0.1, 0.3, 0.45, 0.49, 0.0], dtype=torch.float64).view(-1, 1, 1, 1)
+
+    def perturb(xs, y0, budget, index):
+        return xs + budget.view(-1, 1, 1, 1)
+
+    search = DistortionSearch(Threshold(), "shift", "L2", 0.45, 10, lambda batch: perturb)
+    for batch in x.split(2):
+        search.add(batch)
+    result = search.result()
+    exact = 0.5 - x.flatten()
+    inside = exact <= 0.45
+    assert result.tolerance == pytest.approx(0.45 / 2**10), result.tolerance
+    assert torch.equal(result.found, inside), result.found
+    budget = result.budgets[inside]
+    assert bool((budget >= exact[inside]).all()), f"{budget} below {exact[inside]}"
+    assert bool((budget <= exact[inside] + result.tolerance).all()), f"{budget} vs {exact}"
+    assert torch.allclose(result.values[inside], budget, rtol=1e-12), "the value is the shift"
+    assert bool(torch.isinf(result.values[~inside]).all()), result.values
+
+
+@pytest.mark.parametrize("attack", ["pgd", "gaussian"])
+def test_both_attacks_run_the_one_search(attack, monkeypatch):
+    """minimal_distortion and gaussian_minimal_distortion bisect through one loop, one
+    call per batch of batch_size."""
+    calls = []
+    original = distortion._bisect
+
+    def counted(model, images, perturb, high, n_bisect):
+        calls.append(images.shape[0])
+        return original(model, images, perturb, high, n_bisect)
+
+    monkeypatch.setattr(distortion, "_bisect", counted)
+    model = chain_model(torch.float32).eval()
+    x = torch.rand(5, 3, 8, 8)
+    if attack == "pgd":
+        minimal_distortion(model, x, steps=2, n_bisect=2, batch_size=2)
+    else:
+        gaussian_minimal_distortion(model, x, n_bisect=2, batch_size=2)
+    assert calls == [2, 2, 1], calls
+
+
+def test_search_fed_in_any_pieces_equals_the_whole_call():
+    """PGD works per image: a search fed batch by batch gives the one-call result."""
+    model = chain_model(torch.float32).eval()
+    x = torch.rand(5, 3, 8, 8)
+    whole = minimal_distortion(model, x, norm="Linf", steps=3, n_bisect=4, batch_size=5)
+    search = pgd_search(model, x[0].numel(), norm="Linf", steps=3, n_bisect=4)
+    for batch in (x[:1], x[1:4], x[4:]):
+        search.add(batch)
+    pieces = search.result()
+    assert torch.allclose(pieces.values, whole.values, equal_nan=True), (pieces, whole)
+    assert torch.equal(pieces.budgets, whole.budgets), (pieces.budgets, whole.budgets)
+    assert pieces.to_dict() == pytest.approx(whole.to_dict(), nan_ok=True)

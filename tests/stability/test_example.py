@@ -1,6 +1,7 @@
 """The scratch-vs-fine-tuned example on its CIFAR-10 path (the generated folder)."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -37,3 +38,9 @@ def test_scratch_vs_finetuned_example_on_a_generated_cifar10(tmp_path):
         ("finetuned", "gaussian"),
     ], rows  # fmt: skip
     assert all(r["lipschitz_bound"] for r in rows), "a ResNet must get a bound"
+    md = (out / "stability.md").read_text(encoding="utf-8")
+    assert md.startswith("# Stability: 4 images from CIFAR-10 in "), md
+    assert "**scratch**" in md and "**finetuned**" in md, "the per-model bounds are missing"
+    record = json.loads((out / "stability.json").read_text())
+    assert set(record["weight_spectra"]) == {"scratch", "finetuned"}, list(record)
+    assert set(record["feature_map_spectra"]) == {"scratch", "finetuned"}, list(record)

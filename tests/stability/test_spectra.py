@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from _reference import hooks_left
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from captum_rig.stability import feature_map_spectra, weight_spectra
 
@@ -57,4 +58,57 @@ def test_spectra_bad_input():
         feature_map_spectra(model, x * 2)
     with pytest.raises(ValueError, match="layers: the model has no Conv2d"):
         feature_map_spectra(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), x)
+    assert hooks_left(model) == [], "hooks left after an error"
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def spectra_model() -> nn.Module:
+    """Two convolutions, the second strided."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, stride=2)
+    ).double()
+
+
+def test_feature_map_spectra_of_a_stream_equal_the_tensor_call():
+    """A DataLoader, a pair, a generator of images, a list of uneven batches: the same
+    spectra as the concatenated tensor, bit for bit (the same batches of batch_size)."""
+    model = spectra_model()
+    images = torch.rand(7, 3, 9, 8, dtype=torch.float64)
+    labels = torch.arange(7)
+    whole = feature_map_spectra(model, images, batch_size=3)
+    streams = {
+        "loader": DataLoader(TensorDataset(images, labels), batch_size=5),
+        "pair": (images, labels),
+        "generator": (x for x in images.split(4)),
+        "uneven": [images[:1], images[1:6], images[6:]],
+    }
+    for kind, data in streams.items():
+        got = feature_map_spectra(model, data, batch_size=3)
+        assert list(got) == list(whole), kind
+        for name in whole:
+            assert torch.equal(got[name], whole[name]), f"{kind}, layer {name}"
+
+
+def test_feature_map_spectra_hold_one_batch_at_a_time():
+    """Loader batches of 5 are cut to batch_size 2: no forward pass sees more."""
+    model = spectra_model()
+    seen = []
+    model[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    loader = DataLoader(TensorDataset(torch.rand(7, 3, 8, 8, dtype=torch.float64)), batch_size=5)
+    feature_map_spectra(model, loader, batch_size=2)
+    assert seen == [2, 2, 2, 1], seen
+
+
+def test_feature_map_spectra_bad_streams():
+    """Batches of different shapes, an empty stream, pixels outside [0, 1] in a batch."""
+    model = spectra_model()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"data batch 1 has images of shape \(C, H, W\)"):
+        feature_map_spectra(model, [x, torch.rand(2, 3, 9, 9, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="data must not be empty"):
+        feature_map_spectra(model, [])
+    with pytest.raises(ValueError, match=r"images in data batch 1 must hold pixel values"):
+        feature_map_spectra(model, [x, x * 3])
     assert hooks_left(model) == [], "hooks left after an error"
