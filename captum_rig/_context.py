@@ -1,15 +1,21 @@
-"""What the modules share about files and modes: output paths, atomic writes, eval mode.
+"""What the modules share about files and modes: output paths, atomic writes, staging
+folders, eval mode.
 
 Every output path the library takes (CSV, PNG, checkpoints, caches, CIFAR pickles) is
 proved writable by :func:`check_writable` before any work, and every file is written
-through :func:`atomic_path`, so an interrupted run never leaves a half-written file.
+through :func:`atomic_path`, so an interrupted run never leaves a half-written file. A
+job that writes several files together (the demo) writes them into a staging folder
+(:func:`staged_output`) and moves them into place with :func:`publish` once all are done.
 """
 
 import contextlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, List, Sequence, Union
 
 from torch import nn
 
@@ -101,6 +107,121 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+# --------------------------------------------------------------------------------------
+# Staging folders: several files moved into place together, or none
+# --------------------------------------------------------------------------------------
+
+STAGING = ".captum-rig-demo-"
+"""Name prefix of staging folders: ``<STAGING><host>-<pid>-<random>``."""
+# <prefix><host>-<pid>-<tempfile's random part: letters, digits, underscores>
+_STAGING_NAME = re.compile(re.escape(STAGING) + r"(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-\w+")
+
+
+def host_name() -> str:
+    """This machine's name with every character but letters, digits and dots as ``_``."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _staging_prefix() -> str:
+    return f"{STAGING}{host_name()}-{os.getpid()}-"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists here; True when that cannot be told."""
+    if os.name != "posix":
+        # os.kill(pid, 0) would terminate the process on Windows: keep the folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Removes staging folders in ``out`` left by killed runs on this host.
+
+    Only folders named after this host whose process is gone: a live run's folder, a
+    folder of another host (on a shared disk) and any other name are left alone.
+    """
+    host = host_name()
+    for path in Path(out).glob(STAGING + "*"):
+        match = _STAGING_NAME.fullmatch(path.name)
+        if (
+            match is not None
+            and match["host"] == host
+            and path.is_dir()
+            and not pid_alive(int(match["pid"]))
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def make_folder(out: Path) -> List[Path]:
+    """Creates ``out`` and missing parents; returns the folders created, deepest first."""
+    missing = []
+    folder = Path(out).absolute()
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Removes each of ``folders`` (deepest first) that is empty; stops at the first not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def staged_output(out: PathLike) -> Iterator[Path]:
+    """Yields a fresh staging folder inside the output folder ``out``; removes it after.
+
+    ``out`` is created with its missing parents, and staging folders left there by
+    killed runs on this host (:func:`remove_stale_staging`) are removed first. Write
+    into the staging folder, then :func:`publish` the files inside the ``with`` block.
+    On any error (Ctrl-C included) the staging folder goes, and the folders this call
+    created are removed again while still empty: a failed run leaves ``out`` as it was.
+
+    Examples:
+        >>> root = Path(tempfile.mkdtemp())
+        >>> with staged_output(root / "run") as staging:
+        ...     _ = (staging / "report.md").write_text("done")
+        ...     [p.name for p in publish([staging / "report.md"], root / "run")]
+        ['report.md']
+        >>> sorted(p.name for p in (root / "run").iterdir())
+        ['report.md']
+    """
+    out = Path(out)
+    created = make_folder(out)
+    try:
+        remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=_staging_prefix()))
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        remove_empty(created)
+        raise
+
+
+def publish(files: Sequence[Path], out: PathLike) -> List[Path]:
+    """Moves each staged file into ``out`` under its name (``os.replace``: a file of the
+    same name is replaced whole), readable by everyone; returns the new paths in order."""
+    written = []
+    for tmp in files:
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, Path(out) / Path(tmp).name)
+        written.append(Path(out) / Path(tmp).name)
+    return written
 
 
 @contextlib.contextmanager
