@@ -203,7 +203,8 @@ def bare(ax: Axes) -> None:
     """Drops the tick positions of a picture panel (Captum hides their marks and labels).
 
     Hidden ticks still cost: every layout pass places them and measures their empty
-    labels. With no ticks at all the panel draws the same pixels in about 60% of the time.
+    labels. Without them a figure of picture panels draws the same pixels in about two
+    thirds of the time.
     """
     ax.xaxis.set_major_locator(NullLocator())
     ax.yaxis.set_major_locator(NullLocator())
