@@ -44,7 +44,8 @@ from torch import Tensor, nn
 
 from captum_rig import RIG
 from captum_rig.attr.rank_path import BaselineRankPath, paper_rank_weights
-from captum_rig.demo import SHAPES_TEST_SEED, load_photo
+from captum_rig.data import load_photo
+from captum_rig.demo import SHAPES_TEST_SEED
 from captum_rig.models import load_demo_model
 from captum_rig.synthetic import make_shapes
 

@@ -71,8 +71,7 @@ def bench_resnet50(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def bench_ratio(args: argparse.Namespace, device: torch.device) -> None:
-    from captum_rig.demo import load_demo_model
-    from captum_rig.models import cifar_model
+    from captum_rig.models import cifar_model, load_demo_model
 
     torch.manual_seed(0)
     models = {

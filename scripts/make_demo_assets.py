@@ -11,7 +11,7 @@ Photos: three photographs bundled with scikit-image, each public domain or CC0 (
 ``captum_rig/assets/PHOTOS_LICENSE.md``), centre-cropped to a square and resized to
 128×128 RGB PNG.
 
-Models: two :func:`captum_rig.demo.build_demo_model` CNNs trained on the seeded synthetic
+Models: two :func:`captum_rig.models.build_demo_model` CNNs trained on the seeded synthetic
 shapes (:func:`captum_rig.synthetic.make_shapes`, train seed 1, test seed 2): ``natural``
 on the images as they are, ``lowrank8`` on their rank-8 approximations (8 of 32 ranks,
 :func:`captum_rig.low_rank`). Weights are saved as plain ``state_dict`` files that load
@@ -37,7 +37,8 @@ from PIL import Image
 
 from captum_rig import low_rank
 from captum_rig._context import atomic_path
-from captum_rig.demo import PHOTOS, SHAPES_TEST_SEED
+from captum_rig.data import PHOTOS
+from captum_rig.demo import SHAPES_TEST_SEED
 from captum_rig.metrics import accuracy
 from captum_rig.models import ASSETS, DEMO_MODELS, build_demo_model
 from captum_rig.synthetic import make_shapes

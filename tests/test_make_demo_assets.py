@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from captum_rig.demo import ASSETS, DEMO_MODELS, PHOTOS, build_demo_model
+from captum_rig.data import PHOTOS
+from captum_rig.models import ASSETS, DEMO_MODELS, build_demo_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_assets.py"
 
