@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tupl
 
 import torch
 
-from captum_rig._context import atomic_path, check_writable
+from captum_rig._context import check_writable
 from captum_rig.data import MAX_PIXELS, image_dataset, image_format, load_image
 from captum_rig.loading import ModelSpec, load_pixel_model
 
@@ -39,31 +39,29 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message + hint)
 
 
-def output_file(text: str, what: str, formats: Optional[Dict[str, str]] = None) -> Tuple[Path, str]:
+def output_file(text: str, what: str, suffixes: Optional[Sequence[str]] = None) -> Path:
     """Checks an output path before any work: its folder exists, its extension is known.
 
-    ``formats`` maps extensions to formats; None: image formats (:func:`image_format`).
+    ``suffixes``: the extensions allowed (lower case); None: the image formats
+    :func:`~captum_rig.data.save_image` writes (:func:`~captum_rig.data.image_format`).
     """
     path = Path(text).expanduser()
     if path.is_dir():
         raise UsageError(f"{what} {text!r} is a folder, expected a file name")
     if not path.parent.is_dir():
         raise UsageError(f"the folder of {what} {text!r} does not exist")
-    if formats is None:
+    if suffixes is None:
         try:
-            fmt = image_format(text)
+            image_format(text)
         except ValueError as e:
             raise UsageError(f"{what} {e}") from None
-    else:
-        ext = path.suffix.lower()
-        if ext not in formats:
-            raise UsageError(
-                f"{what} {text!r} must end in one of {', '.join(sorted(formats))}, "
-                f"got {ext or 'no extension'!r}"
-            )
-        fmt = formats[ext]
+    elif path.suffix.lower() not in suffixes:
+        raise UsageError(
+            f"{what} {text!r} must end in one of {', '.join(sorted(suffixes))}, "
+            f"got {path.suffix.lower() or 'no extension'!r}"
+        )
     check_writable(path, what)  # a folder we cannot write in fails now, not after the work
-    return path, fmt
+    return path
 
 
 def output_folder(text: str) -> Path:
@@ -84,14 +82,16 @@ def output_folder(text: str) -> Path:
     return out
 
 
-def save_figure(fig: Any, path: Path, fmt: str) -> None:
-    import matplotlib.pyplot as plt
+def save_figure(fig: Any, path: Path) -> None:
+    """Writes a figure (:func:`captum_rig.viz.save_figure`, format from the suffix) as the
+    command always has: 120 dpi, cropped to what is drawn (a title wider than the figure
+    included)."""
+    import matplotlib
 
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    from captum_rig.viz import save_figure as save
+
+    with matplotlib.rc_context({"savefig.bbox": "tight"}):
+        save(fig, path, dpi=120)
 
 
 def parse_device(text: Optional[str]) -> torch.device:

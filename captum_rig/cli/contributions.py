@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(exist_ok=True)
     csv_path, png_path = out / "contributions.csv", out / "rank_contributions.png"
     _write_contributions(csv_path, rows, results, args.bands)
-    save_figure(fig, png_path, "png")
+    save_figure(fig, png_path)
     worst = 0.0
     for row, (values, delta) in zip(rows, results):
         total = float(values.double().sum())

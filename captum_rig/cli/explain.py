@@ -22,7 +22,7 @@ from captum_rig.cli._common import (
 from captum_rig.cli._options import image_model_options, steps_or_all
 
 EXPLAIN_STEPS = 50  # Captum IntegratedGradients' default: explain costs what IG costs
-_FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", ".jpeg": "jpg"}
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what viz.save_figure writes
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     methods = parse_methods([args.methods])
     parse_target(args.target)  # a bad --target fails before any work
-    out, fmt = output_file(args.out, "--out", _FIGURE_FORMATS)
+    out = output_file(args.out, "--out", _FIGURE_SUFFIXES)
     device = parse_device(args.device)
     _, model, prep, images = model_and_images(args, device)
     rows = predictions(model, images, args, device)
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     counts = _evaluations(model, methods, args.n_steps, widths)
     print(f"gradient evaluations per image: {counts}", file=sys.stderr, flush=True)
     maps = interruptible(_attributions, model, rows, methods, args, device)
-    save_figure(_explain_figure(rows, methods, maps, prep.categories), out, fmt)
+    save_figure(_explain_figure(rows, methods, maps, prep.categories), out)
     for row in rows:
         print(
             f"{row['path']}: target {class_name(row['target'], prep.categories)} "

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Writes the rank-K (``--reverse``: top-K-removed) image to ``--out``."""
     from captum_rig.lowrank import drop_top_ranks, low_rank
 
-    out, _ = output_file(args.out, "--out")
+    out = output_file(args.out, "--out")
     x = load_image(args.image, channels=None, max_pixels=args.max_pixels)
     width = min(x.shape[-2:])
     if not 0 <= args.rank <= width:

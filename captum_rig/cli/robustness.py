@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{flag} must be in [0, 1] for --norm linf (pixels are in [0, 1]), "
                     f"got {value:.4g}"
                 )
-    out = None if args.out is None else output_file(args.out, "--out", {".csv": "csv"})[0]
+    out = None if args.out is None else output_file(args.out, "--out", [".csv"])
     device = parse_device(args.device)
     models, prep = load_models(args, device)
     loader, _ = open_data(args, prep, need_labels=True)

@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     n_images = next(iter(spectra.values())).n_images
     ax.set_title(f"{', '.join(spectra)}: {n_images} images")
     png_path = out / "spectrum.png"
-    save_figure(fig, png_path, "png")
+    save_figure(fig, png_path)
     print(f"{n_images} images, {len(next(iter(spectra.values())).ranks)} ranks")
     print(f"wrote {png_path}")
     return EXIT_OK

@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     }
     written = write_stability(out, table, summary)
     for file_name, fig in figures.items():
-        save_figure(fig, out / file_name, "png")
+        save_figure(fig, out / file_name)
         written.append(out / file_name)
     print(table.to_markdown())
     for path in written:
