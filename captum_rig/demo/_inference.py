@@ -22,11 +22,13 @@ class _ChannelsLast(nn.Module):
 
 def inference_model(model: nn.Sequential) -> nn.Module:
     """A demo model for inference only: each BatchNorm folded into the convolution before
-    it, run channels-last.
+    it, each ReLU moved after the max-pooling that follows it, run channels-last.
 
-    The same function to float error (logits within ~1e-5, gradients alike) in about
-    0.6x the CPU time of the model as loaded: the demo's spectra, contributions, maps
-    and scores are nearly all forward and backward passes of its two small CNNs.
+    ReLU is monotone, so it commutes with a maximum: pooling first gives the same values
+    (and the same gradients) with the ReLU done, in place, on a quarter of them. The
+    result is the same function to float error (logits within ~1e-5, gradients alike) in
+    about half the CPU time of the model as loaded: the demo's spectra, contributions,
+    maps and scores are nearly all forward and backward passes of its two small CNNs.
 
     Examples:
         >>> from captum_rig.models import load_demo_model
@@ -40,6 +42,10 @@ def inference_model(model: nn.Sequential) -> nn.Module:
     for layer in copy.deepcopy(model):  # the model handed in stays as it is
         if isinstance(layer, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.Conv2d):
             layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
+        elif isinstance(layer, nn.MaxPool2d) and layers and isinstance(layers[-1], nn.ReLU):
+            layers[-1:] = [layer, nn.ReLU(inplace=True)]
+        elif isinstance(layer, nn.ReLU):
+            layers.append(nn.ReLU(inplace=True))  # on a fresh convolution output
         else:
             layers.append(layer)
     fast = _ChannelsLast(nn.Sequential(*layers)).eval()
