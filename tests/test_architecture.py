@@ -53,8 +53,10 @@ LAYERS: Dict[str, int] = {
 LAZY_EXCEPTIONS = {("spectrum", "viz")}
 
 # What the command line leaves to the library: files, images, figures and gradients.
-CLI_FORBIDDEN_MODULES = ("csv", "json", "PIL", "matplotlib.pyplot", "h5py")
-CLI_FORBIDDEN_CALLS = ("backward", "grad", "savefig", "to_csv", "writerow")
+CLI_FORBIDDEN_MODULES = ("csv", "json", "pandas", "PIL", "matplotlib.pyplot", "h5py")
+# a library table's own writer (RankSpectrum.to_csv, RobustnessReport.to_csv) is the
+# library writing; cli/ must not write rows or draw itself
+CLI_FORBIDDEN_CALLS = ("backward", "grad", "savefig", "writerow", "writerows")
 
 MODULE_LINES = 500
 FUNCTION_LINES = 60
