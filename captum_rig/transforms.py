@@ -88,7 +88,9 @@ class DropTopRanks(LowRank):
 
 
 _KEY_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CACHE_FORMAT = 2  # 2: keyed on a digest of every image and label, and on the dtype
+_CACHE_FORMAT = 3  # 3: also records a digest of its own images and labels
+# Pixel values may exceed [0, 1] by this much (rounding in the dataset's own transforms).
+_PIXEL_SLACK = 1e-3
 
 
 class RankTruncatedDataset(Dataset):
@@ -105,10 +107,13 @@ class RankTruncatedDataset(Dataset):
     ``cache_dir/{key}_{mode}{k}.pt`` (``mode`` is ``lowrank`` or ``droptop``), written to a
     temporary file and renamed when complete, and loaded (``weights_only=True``) on the
     next construction instead of recomputed. The cache records a SHA-256 digest of every
-    source image and label and the ``storage_dtype``; a cache file whose rank, mode, dtype,
-    length, image shape or digest does not match is rebuilt, with a warning naming what
-    differs. Checking the digest reads the whole dataset once (no SVD). ``cache_dir`` is
-    created and checked for writability before any work starts.
+    source image and label, the ``storage_dtype``, and a digest of its own truncated
+    images and labels; a cache file whose rank, mode, dtype, length, image shape or
+    source digest does not match, or whose content does not match its own digest (a
+    damaged file), is rebuilt, with a warning naming what differs. Checking the digest
+    reads the whole dataset once (no SVD). A valid cache is loaded even from a read-only
+    folder; when it must be (re)built, ``cache_dir`` is created and checked for
+    writability before any SVD, and a folder at the cache file's path is refused at once.
 
     ``transform`` and ``target_transform`` are applied on access, *after* the truncation:
     put ``Normalize`` and augmentation (random crops, flips) there.
@@ -191,11 +196,17 @@ class RankTruncatedDataset(Dataset):
                 )
             mode = "droptop" if self.reverse else "lowrank"
             self.cache_path = Path(cache_dir) / f"{key}_{mode}{self.k}.pt"
-            check_writable(cache_dir, "cache_dir", folder=True, create=True)
+            if self.cache_path.is_dir():
+                raise ValueError(
+                    f"cache_dir {str(cache_dir)!r} holds a folder at the cache file's path "
+                    f"{str(self.cache_path)!r}; remove it or pass another cache_dir or key"
+                )
 
         self.storage_dtype = storage_dtype
         loaded = self._load(dataset, n) if self.cache_path else None
         if loaded is None:
+            if cache_dir is not None:  # only a cache to be written needs a writable folder
+                check_writable(cache_dir, "cache_dir", folder=True, create=True)
             images, labels, digest = self._compute(dataset, n, batch_size, device)
             if self.cache_path is not None:
                 self._save(images, labels, digest)
@@ -218,7 +229,7 @@ class RankTruncatedDataset(Dataset):
                 f"{type(image).__name__} at index {index}; add transforms.ToTensor() to the "
                 "dataset (and keep Normalize for this wrapper's transform)"
             )
-        check_images(image, name=f"dataset image {index}", ndim=3, layout="(C, H, W)")
+        _check_pixels(image, index)
         if isinstance(label, Tensor):
             if label.dim() != 0 or label.is_floating_point():
                 raise TypeError(f"dataset labels must be ints, got {label!r} at index {index}")
@@ -281,7 +292,7 @@ class RankTruncatedDataset(Dataset):
             return None
         if state is None:
             return None
-        problem = self._mismatch(state, dataset, n)
+        problem = _damage(state) or self._mismatch(state, dataset, n)
         if problem is not None:
             warnings.warn(f"rebuilding the rank cache {path}: {problem}", stacklevel=3)
             return None
@@ -318,6 +329,7 @@ class RankTruncatedDataset(Dataset):
             "images": images,
             "labels": labels,
             "digest": digest,
+            "content": _content_digest(images, labels),
         }
         write_state(self.cache_path, _CACHE_FORMAT, content)
 
@@ -349,3 +361,35 @@ def _cache_difference(key: str, saved: Any, now: Any) -> Optional[str]:
     if key == "shape":
         return f"it holds images of shape {saved[0]}, the dataset {now[0]}"
     return describe_difference(key, saved, now)
+
+
+def _content_digest(images: Tensor, labels: Tensor) -> str:
+    """SHA-256 of the cache's own images and labels (dtype, shape and bytes)."""
+    return TensorHash().tensor(images, described=True).tensor(labels, described=True).hexdigest()
+
+
+def _damage(state: Dict[str, Any]) -> Optional[str]:
+    """Why a cache file's content cannot be trusted, or None when it matches its digest."""
+    images, labels = state.get("images"), state.get("labels")
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+        return "images or labels are missing"
+    if state.get("content") != _content_digest(images, labels):
+        return "its images or labels do not match its own digest (the file is damaged)"
+    return None
+
+
+def _check_pixels(image: Tensor, index: int) -> None:
+    """Raises unless ``image`` is a float (C, H, W) tensor in [0, 1], naming ``dataset``."""
+    name = f"dataset image {index}"
+    check_images(image, name=name, ndim=3, layout="(C, H, W)")
+    low, high = float(image.min()), float(image.max())
+    if low < -_PIXEL_SLACK or high > 1 + _PIXEL_SLACK:
+        hint = (
+            "; values up to 255 mean the images were not scaled: transforms.ToTensor() "
+            "divides by 255"
+            if high > 2
+            else "; pass images before Normalize (keep it for this wrapper's transform)"
+        )
+        raise ValueError(
+            f"{name} must hold pixel values in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}"
+        )

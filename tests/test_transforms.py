@@ -2,6 +2,7 @@
 
 import math
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -321,3 +322,56 @@ def test_dataset_errors(pairs, tmp_path):
         RankTruncatedDataset(pairs, k=1, storage_dtype=torch.int8)
     with pytest.raises(TypeError, match="transform must be callable"):
         RankTruncatedDataset(pairs, k=1, transform=3)
+
+
+def _flip_bytes(path, n=64):
+    """Flips n bytes in the middle of the file (inside the image data of a cache)."""
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2
+    for i in range(start, start + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_dataset_cache_damaged_content_rebuilt(pairs, tmp_path, svd_calls):
+    """A cache whose images were altered on disk is not served: it is rebuilt, with a warning."""
+    first = RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
+    _flip_bytes(first.cache_path)
+    before = len(svd_calls)
+    with pytest.warns(UserWarning, match="do not match its own digest"):
+        data = RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
+    assert len(svd_calls) > before, "the damaged cache was served"
+    assert torch.equal(data.images, first.images), "the rebuilt images differ"
+
+
+def test_dataset_cache_loads_from_read_only_folder(pairs, tmp_path, svd_calls, monkeypatch):
+    """A valid cache in a read-only folder is loaded (no SVD); building one there is refused."""
+    first = RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
+    before = len(svd_calls)
+
+    def read_only(*args, **kwargs):  # what a read-only folder does to any new file (root too)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    again = RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
+    assert len(svd_calls) == before, "the valid read-only cache was recomputed"
+    assert torch.equal(again.images, first.images), "read-only cache served other images"
+    with pytest.raises(ValueError, match="cache_dir .* is not a writable folder"):
+        RankTruncatedDataset(pairs, k=3, cache_dir=tmp_path, key="t")
+    assert len(svd_calls) == before, "work was done before the writability check"
+
+
+def test_dataset_cache_path_folder_fails_before_work(pairs, tmp_path, svd_calls):
+    """A folder where the cache file should be fails at once, naming cache_dir, before any SVD."""
+    (tmp_path / "t_lowrank2.pt").mkdir()
+    with pytest.raises(ValueError, match="cache_dir .* holds a folder"):
+        RankTruncatedDataset(pairs, k=2, cache_dir=tmp_path, key="t")
+    assert svd_calls == [], "work was done before the folder was found"
+
+
+@pytest.mark.parametrize("scale, match", [(255.0, "ToTensor"), (-1.0, "before Normalize")])
+def test_dataset_refuses_images_outside_pixel_range(pairs, scale, match):
+    """Images x255 (or normalized ones) fail with a ValueError naming the dataset image."""
+    bad = _Pairs(pairs.images * scale, pairs.labels)
+    with pytest.raises(ValueError, match=rf"dataset image 0 must hold pixel values .*{match}"):
+        RankTruncatedDataset(bad, k=2)
