@@ -18,7 +18,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_rig._checks import check_images, check_int, model_device, model_logits
+from captum_rig._checks import (
+    check_images,
+    check_int,
+    check_labels,
+    model_device,
+    model_logits,
+)
 from captum_rig._context import eval_mode
 
 __all__ = ["accuracy", "mask_energy", "deletion_insertion", "mean_colour_baseline"]
@@ -30,29 +36,61 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
     In eval mode (each module's flag restored afterwards), without gradients, in batches
     of ``batch_size`` moved to the model's device.
 
+    Raises:
+        TypeError: ``images`` is not a tensor, or ``labels`` are not integer class indices
+            (float labels would never equal a predicted class).
+        ValueError: ``labels`` do not hold one label per image, or hold a class the
+            model cannot output (below 0 or not below its number of logits).
+
     Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
         >>> 0.0 <= accuracy(model, torch.rand(5, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1])) <= 1.0
         True
     """
     batch_size = check_int(batch_size, name="batch_size", low=1)
+    if not isinstance(images, Tensor) or images.dim() < 1:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise TypeError(f"images must be a tensor (N, C, H, W), got {got}")
+    labels = check_labels(labels, images.shape[0])
     device = model_device(model)
     correct = 0
     with eval_mode(model), torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(device)
             y = labels[start : start + batch_size].to(device)
-            correct += int((model_logits(model, x).argmax(1) == y).sum())
+            logits = model_logits(model, x)
+            _check_classes(y, logits.shape[1])
+            correct += int((logits.argmax(1) == y).sum())
     return correct / max(images.shape[0], 1)
 
 
+def _check_classes(labels: Tensor, classes: int) -> None:
+    """Raises a ValueError naming ``labels`` unless every label is in [0, classes)."""
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"labels must be class indices in [0, {classes - 1}] (the model has {classes} "
+            f"outputs), got labels in [{low}, {high}]"
+        )
+
+
 def _pixel_importance(attributions: Any) -> Tensor:
-    """``(N, C, H, W)`` → ``(N, H·W)`` float64: absolute attribution summed over channels."""
+    """``(N, C, H, W)`` → ``(N, H·W)`` float64: absolute attribution summed over channels.
+
+    NaN or infinite attributions raise a ValueError naming the maps that hold them.
+    """
     if not isinstance(attributions, Tensor):
         raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
     if attributions.dim() != 4:
         raise ValueError(
             f"attributions must have 4 dims (N, C, H, W), got shape {tuple(attributions.shape)}"
+        )
+    bad = ~torch.isfinite(attributions.detach())
+    if bool(bad.any()):
+        maps = sorted({int(i) for i in bad.flatten(1).any(1).nonzero().flatten()})
+        raise ValueError(
+            f"attributions must be finite, got {int(bad.sum())} NaN or infinite values in "
+            f"map(s) {maps[:10]}{' ...' if len(maps) > 10 else ''}"
         )
     return attributions.detach().abs().sum(1).flatten(1).double()
 
@@ -209,7 +247,8 @@ def deletion_insertion(
         model (Callable): takes ``(B, C, H, W)`` images, returns logits ``(B, classes)``;
             put it in eval mode first.
         images (Tensor): ``(N, C, H, W)``.
-        attributions (Tensor): ``(N, C', H, W)``, any ``C'`` (``C`` or 1).
+        attributions (Tensor): ``(N, C', H, W)``, any ``C'`` (``C`` or 1), finite (a
+            NaN or infinite value has no place in a ranking: ValueError).
         target (int, list or Tensor): class scored, one per image (an int: the same
             class for all).
         n_steps (int): number of steps. Default: 16.

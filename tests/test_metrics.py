@@ -313,6 +313,12 @@ def test_deletion_insertion_leaves_inputs_alone():
         assert torch.equal(before, after), "input modified"
 
 
+def _with(a, image, value):
+    """``a`` with one value of map ``image`` replaced by ``value`` (NaN, inf)."""
+    a[image, 0, 2, 3] = value
+    return a
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -329,6 +335,8 @@ def test_deletion_insertion_leaves_inputs_alone():
         (dict(target=torch.tensor([-1, 0])), ValueError, "target"),
         (dict(baseline=torch.rand(1, 3, 8, 8)), ValueError, "baseline"),
         (dict(model="resnet"), TypeError, "model"),
+        (dict(attributions=_with(torch.rand(2, 3, 8, 8), 1, math.nan)), ValueError, "finite"),
+        (dict(attributions=_with(torch.rand(2, 3, 8, 8), 0, math.inf)), ValueError, r"\[0\]"),
     ],
 )
 def test_deletion_insertion_bad_input(kwargs, error, match):
@@ -359,3 +367,22 @@ def test_accuracy_counts_correct_predictions_in_batches():
         got = accuracy(model, x, labels, batch_size=batch_size)
         assert got == 0.6, f"batch_size={batch_size}: {got}"
     assert model.training and model[2].training, "training mode not restored"
+
+
+def _three_classes():
+    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize(
+    "labels, error, match",
+    [
+        (torch.tensor([0, 1, 2]), ValueError, r"labels must have shape \(5,\)"),
+        (torch.tensor([0.0, 1.0, 2.0, 0.0, 1.0]), TypeError, "labels must be an integer"),
+        (torch.tensor([0, 1, 2, 3, 1]), ValueError, r"labels must be class indices in \[0, 2\]"),
+        (torch.tensor([0, -1, 2, 0, 1]), ValueError, r"labels must be class indices"),
+    ],
+)
+def test_accuracy_bad_labels(labels, error, match):
+    """Wrong length, float labels and classes the model cannot output fail naming labels."""
+    with pytest.raises(error, match=match):
+        accuracy(_three_classes(), torch.rand(5, 1, 2, 2), labels, batch_size=2)
