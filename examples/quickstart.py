@@ -3,7 +3,7 @@
 
 Draws a few 32×32 images of the synthetic shapes (:mod:`captum_rig.synthetic`), explains
 the demo CNN's prediction for each with the four attribution methods of the registry
-(:data:`captum_rig.methods.METHODS`) and saves a grid: images as rows, methods as
+(:data:`captum_rig.attr.registry.METHODS`) and saves a grid: images as rows, methods as
 columns, every map on one colour scale, the object outlined. Also prints, per method,
 the share of the attribution mass that falls on the object. Runs offline, in seconds.
 
@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from captum_rig.methods import METHOD_NAMES, parse_methods
+from captum_rig.attr.registry import METHOD_NAMES, parse_methods
 from captum_rig.models import DEMO_MODELS, load_demo_model
 from captum_rig.synthetic import SHAPES, make_shapes
 from captum_rig.viz import plot_attributions

@@ -17,12 +17,10 @@ from captum_rig.cli._common import (
     parse_device,
     parse_target,
     predictions,
-    save_figure,
 )
 from captum_rig.cli._options import image_model_options, steps_or_all
 
 EXPLAIN_STEPS = 50  # Captum IntegratedGradients' default: explain costs what IG costs
-_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # what viz.save_figure writes
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -136,10 +134,11 @@ def _evaluations(model: Any, methods: List, n_steps: Optional[int], widths: List
 def run(args: argparse.Namespace) -> int:
     """Explains the images with each method; writes one figure, prints each target."""
     from captum_rig.attr.registry import parse_methods
+    from captum_rig.viz import FIGURE_FORMATS, save_figure
 
     methods = parse_methods([args.methods])
     parse_target(args.target)  # a bad --target fails before any work
-    out = output_file(args.out, "--out", _FIGURE_SUFFIXES)
+    out = output_file(args.out, "--out", tuple(FIGURE_FORMATS))
     device = parse_device(args.device)
     _, model, prep, images = model_and_images(args, device)
     rows = predictions(model, images, args, device)
@@ -147,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     counts = _evaluations(model, methods, args.n_steps, widths)
     print(f"gradient evaluations per image: {counts}", file=sys.stderr, flush=True)
     maps = interruptible(_attributions, model, rows, methods, args, device)
-    save_figure(_explain_figure(rows, methods, maps, prep.categories), out)
+    # 120 dpi, cropped to what is drawn: a title wider than the figure is kept whole
+    save_figure(_explain_figure(rows, methods, maps, prep.categories), out, dpi=120, tight=True)
     for row in rows:
         print(
             f"{row['path']}: target {class_name(row['target'], prep.categories)} "

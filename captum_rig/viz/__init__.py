@@ -18,7 +18,7 @@ References:
     arXiv:2012.03516 (Figs. 2, 3, 7 and 9; Eq. 3; Algorithm 1).
 """
 
-from captum_rig.viz._figure import save_figure
+from captum_rig.viz._figure import FIGURE_FORMATS, save_figure
 from captum_rig.viz.attributions import plot_attributions, plot_rig_channel_max
 from captum_rig.viz.curves import (
     plot_accuracy_gap,
@@ -41,4 +41,5 @@ __all__ = [
     "plot_layer_norms",
     "DEFAULT_GALLERY_RANKS",
     "save_figure",
+    "FIGURE_FORMATS",
 ]

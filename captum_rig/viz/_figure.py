@@ -24,7 +24,7 @@ from torch import Tensor
 from captum_rig._checks import check_pixels, check_real
 from captum_rig._context import PathLike, atomic_path
 
-__all__ = ["save_figure"]
+__all__ = ["FIGURE_FORMATS", "save_figure"]
 
 FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpg", ".jpeg": "jpg"}
 """Suffix → the format :func:`save_figure` writes (``format=`` may name any of them)."""
@@ -247,6 +247,7 @@ def save_figure(
     *,
     dpi: Optional[float] = None,
     format: Optional[str] = None,
+    tight: bool = False,
 ) -> Path:
     r"""Writes ``fig`` to ``path`` whole or not at all, then closes it.
 
@@ -263,13 +264,18 @@ def save_figure(
             (by default the figure's own, 100).
         format (str, optional): ``"png"``, ``"pdf"``, ``"svg"``, ``"jpg"`` or
             ``"jpeg"``; None: from the suffix of ``path`` (``.png``, ``.pdf``, ``.svg``,
-            ``.jpg``, ``.jpeg``, in any case).
+            ``.jpg``, ``.jpeg``, in any case; :data:`FIGURE_FORMATS`).
+        tight (bool): crop the file to what is drawn (matplotlib's
+            ``bbox_inches="tight"``, with its small pad): a title or label wider than
+            the figure is kept whole and empty margins go. False: the figure's own
+            size (default: False).
 
     Returns:
         Path: ``path``.
 
     Raises:
-        TypeError: ``fig`` is not a Figure, ``path`` not a path, ``dpi`` not a number.
+        TypeError: ``fig`` is not a Figure, ``path`` not a path, ``dpi`` not a number,
+            ``tight`` not a bool.
         ValueError: ``path`` has an unknown suffix (and no ``format``), ``format`` is
             unknown, or ``dpi`` is not positive.
 
@@ -278,6 +284,10 @@ def save_figure(
         >>> _ = fig.add_subplot().plot([0, 1], [1, 0])
         >>> save_figure(fig, "line.svg").name
         'line.svg'
+        >>> fig = Figure(figsize=(2, 2))
+        >>> _ = fig.suptitle("a title wider than the two-inch figure it belongs to")
+        >>> save_figure(fig, "title.png", dpi=50, tight=True).name  # the title kept whole
+        'title.png'
         >>> save_figure(Figure(), "line.gif")
         Traceback (most recent call last):
         ...
@@ -293,8 +303,11 @@ def save_figure(
         fmt = _figure_format(path, format)
         if dpi is not None:
             dpi = check_real(dpi, "dpi", strict=True)
+        if not isinstance(tight, bool):
+            raise TypeError(f"tight must be a bool, got {type(tight).__name__}")
+        bbox = {"bbox_inches": "tight"} if tight else {}
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
+            fig.savefig(tmp, format=fmt, dpi=dpi, **bbox)
         return path
     finally:
         import matplotlib.pyplot as plt

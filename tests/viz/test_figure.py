@@ -199,6 +199,7 @@ def test_save_figure_format_and_dpi(tmp_path):
         (dict(dpi=0), ValueError, "dpi must be > 0"),
         (dict(dpi="high"), TypeError, "dpi must be a real number"),
         (dict(path=3), TypeError, "path must be a str or PathLike, got int"),
+        (dict(tight="yes"), TypeError, "tight must be a bool, got str"),
     ],
 )
 def test_save_figure_refuses_bad_arguments_and_still_closes(tmp_path, kwargs, error, match):
@@ -214,6 +215,29 @@ def test_save_figure_refuses_bad_arguments_and_still_closes(tmp_path, kwargs, er
         save_figure(fig, path, **kwargs)
     assert fig.number not in plt.get_fignums(), "the figure is closed on error too"
     assert list(tmp_path.iterdir()) == [], "nothing is written"
+
+
+def test_save_figure_tight_crops_to_what_is_drawn(tmp_path):
+    """tight=True: a title wider than the figure is kept whole (the file grows past the
+    figure's width), the same file as savefig.bbox='tight'; False keeps the figure's size."""
+    from PIL import Image
+
+    from captum_rig.viz import FIGURE_FORMATS, save_figure
+
+    def titled():
+        fig = _figure()
+        fig.suptitle("a title far wider than the two-inch figure that it belongs to")
+        return fig
+
+    save_figure(titled(), tmp_path / "plain.png", dpi=50)
+    save_figure(titled(), tmp_path / "tight.png", dpi=50, tight=True)
+    with matplotlib.rc_context({"savefig.bbox": "tight"}):
+        save_figure(titled(), tmp_path / "rc.png", dpi=50)
+    with Image.open(tmp_path / "plain.png") as plain, Image.open(tmp_path / "tight.png") as tight:
+        assert plain.size == (100, 75), f"the figure's own size without tight, got {plain.size}"
+        assert tight.size[0] > 100, f"the wide title is cropped away: {tight.size}"
+    assert (tmp_path / "tight.png").read_bytes() == (tmp_path / "rc.png").read_bytes()
+    assert set(FIGURE_FORMATS) == {".png", ".pdf", ".svg", ".jpg", ".jpeg"}
 
 
 def test_save_figure_is_atomic_and_closes_the_figure(tmp_path, monkeypatch):
