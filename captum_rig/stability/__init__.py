@@ -53,6 +53,7 @@ from captum_rig.stability.distortion import (
 )
 from captum_rig.stability.layers import RULES, OperatorNorm, Rule, layer_operator_norms
 from captum_rig.stability.lipschitz import LipschitzReport, lipschitz_analysis, lipschitz_bound
+from captum_rig.stability.local import local_lipschitz
 from captum_rig.stability.report import StabilityReport, stability_analysis
 from captum_rig.stability.spectra import UNKNOWN_LAYERS as UNKNOWN_LAYERS  # a message template
 from captum_rig.stability.spectra import feature_map_spectra, weight_spectra
@@ -65,6 +66,7 @@ __all__ = [
     "LipschitzReport",
     "lipschitz_analysis",
     "lipschitz_bound",
+    "local_lipschitz",
     "MinimalDistortion",
     "minimal_distortion",
     "gaussian_minimal_distortion",
