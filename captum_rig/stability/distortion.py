@@ -1,9 +1,11 @@
 """Average minimal distortion: the smallest perturbation that changes a prediction.
 
-Per image, bisection over a budget (the PGD radius, or the standard deviation of
+Per image, a search over a budget (the PGD radius, or the standard deviation of
 Gaussian noise along a fixed direction) for the smallest one at which the model's
-prediction differs from its clean one. Both attacks share one search
-(:class:`DistortionSearch`), fed batch by batch.
+prediction differs from its clean one: budgets from small up (``max / 2**10``, then
+doubling), then bisection between the last rung that does not flip and the first that
+does. Both attacks share one search (:class:`DistortionSearch`), fed batch by batch;
+each result carries its resolution (the final bracket's width per image).
 
 References:
     Szegedy, Zaremba, Sutskever, Bruna, Erhan, Goodfellow, Fergus. Intriguing properties
@@ -47,14 +49,19 @@ class MinimalDistortion:
     """Per image, the smallest perturbation found that changes the prediction.
 
     Attributes:
-        method (str): ``"pgd_l2"``, ``"pgd_linf"`` or ``"gaussian"``.
+        method (str): ``"pgd_l2"``, ``"pgd_linf"``, ``"gaussian"``, a minimal-norm
+            attack's name (``"deepfool"``, ``"fab_l2"``, ``"cw"``, ...) or ``"best"``.
         norm (str): the norm of ``values``: ``"L2"`` or ``"Linf"``.
         values (Tensor): ``(N,)`` norm of the flipping perturbation found (at radius or
             σ ``budgets``), ``inf`` where none was found up to the maximum.
         budgets (Tensor): ``(N,)`` PGD radius or noise σ at the upper end of the final
-            bisection bracket (the prediction flips there and not ``tolerance`` below),
-            ``inf`` where none was found.
-        tolerance (float): width of the final bisection bracket.
+            search bracket (the prediction flips there and not ``resolutions`` below; a
+            minimal-norm attack's budget is its value), ``inf`` where none was found.
+        tolerance (float): the widest final bracket over the changed images, in the
+            budget's units (NaN if none changed; 0 for an attack with no search).
+        resolutions (Tensor, optional): ``(N,)`` width of each image's final bracket
+            (NaN where none was found); default ``tolerance`` everywhere.
+        size (int): values per image ``C·H·W`` (for the per-pixel RMS); 0 if unknown.
     """
 
     method: str
@@ -62,6 +69,12 @@ class MinimalDistortion:
     values: Tensor = field(repr=False)
     budgets: Tensor = field(repr=False)
     tolerance: float
+    resolutions: Optional[Tensor] = field(default=None, repr=False)
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.resolutions is None:
+            self.resolutions = torch.full_like(self.budgets, float(self.tolerance))
 
     @property
     def found(self) -> Tensor:
@@ -78,18 +91,40 @@ class MinimalDistortion:
         """Mean distortion over the images whose prediction changed (NaN if none)."""
         return float(self.values[self.found].double().mean()) if self.n_found else math.nan
 
+    @property
+    def relative_tolerance(self) -> float:
+        """The largest ``resolution / budget`` over the changed images (NaN if none)."""
+        if not self.n_found:
+            return math.nan
+        found = self.found & (self.budgets > 0)
+        ratio = self.resolutions[found].double() / self.budgets[found].double()
+        return float(ratio.max()) if ratio.numel() else 0.0
+
+    @property
+    def mean_rms(self) -> float:
+        """Szegedy et al.'s unit: the mean L2 value per pixel, ``√(‖δ‖²/(C·H·W))``.
+
+        NaN for an L∞ result or an unknown ``size``.
+        """
+        if self.norm != "L2" or not self.size:
+            return math.nan
+        return self.mean / math.sqrt(self.size)
+
     def to_dict(self) -> Dict[str, Any]:
-        """Summary: mean, counts and tolerance."""
+        """Summary: means (also × 255 and, for L2, per-pixel RMS), counts and resolution."""
         return {
             "method": self.method,
             "norm": self.norm,
             "mean": self.mean,
+            "mean_255": self.mean * 255,
+            "mean_rms": self.mean_rms,
             "mean_budget": float(self.budgets[self.found].double().mean())
             if self.n_found
             else math.nan,
             "n_found": self.n_found,
             "n_images": int(self.values.numel()),
             "tolerance": self.tolerance,
+            "relative_tolerance": self.relative_tolerance,
         }
 
 
@@ -106,42 +141,73 @@ def _norms(delta: Tensor, norm: str) -> Tensor:
     return flat.abs().amax(1) if norm == "Linf" else flat.norm(dim=1)
 
 
+LADDER = 10
+"""Rungs below the largest budget: the search tries ``high / 2**k`` for ``k = LADDER … 0``."""
+
+
+def _flips(model: nn.Module, candidate: Tensor, y0: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model_logits(model, candidate).argmax(1) != y0
+
+
+def _ladder(
+    model: nn.Module, images: Tensor, y0: Tensor, perturb: Perturb, high: float
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The smallest rung ``high / 2**k`` (``k = LADDER … 0``) at which each image flips.
+
+    Returns ``(best, lo, hi)``: the flipping images found, the rung below (0 for the
+    first rung) and the flipping rung (``inf`` where no rung flips, then ``lo = high``).
+    A search from small budgets up: an attack that fails at a large budget (PGD's steps
+    of ``eps/4`` overshoot) cannot hide a flip at a small one.
+    """
+    n = images.shape[0]
+    pending = torch.arange(n, device=images.device)
+    hi = torch.full((n,), math.inf, dtype=torch.float64, device=images.device)
+    lo = torch.zeros_like(hi)
+    best = images.clone()
+    for k in range(LADDER, -1, -1):
+        if pending.numel() == 0:
+            break
+        rung = torch.full((pending.numel(),), high / 2**k, dtype=torch.float64, device=hi.device)
+        candidate = perturb(images[pending], y0[pending], rung, pending)
+        flip = _flips(model, candidate, y0[pending])
+        hi[pending[flip]] = rung[flip]
+        best[pending[flip]] = candidate[flip]
+        lo[pending[~flip]] = rung[~flip]
+        pending = pending[~flip]
+    return best, lo, hi
+
+
 def _bisect(
     model: nn.Module,
     images: Tensor,
-    perturb: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+    perturb: Perturb,
     high: float,
     n_bisect: int,
-) -> Tuple[Tensor, Tensor]:
-    """Per image, bisection over a budget in ``[0, high]`` for a prediction change.
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per image, the smallest budget in ``(0, high]`` found that changes the prediction.
 
     ``perturb(x, y0, budget, index)`` returns perturbed images for a subset ``index`` of
-    the batch at per-image budgets. Invariant: flips at ``hi``, not at ``lo`` (``lo = 0``
-    is the clean image). Returns ``(best perturbed images, hi)``, ``hi = inf`` where the
-    prediction does not change even at ``high``.
+    the batch at per-image budgets. First the ladder (:func:`_ladder`) brackets each
+    image's flip between two rungs a factor 2 apart, then ``n_bisect`` bisection steps
+    narrow the bracket (invariant: flips at ``hi``, not at ``lo``). Returns ``(best
+    perturbed images, lo, hi)``, ``hi = inf`` where the prediction does not change at
+    any rung; the final bracket ``hi - lo`` is at most ``hi / 2**n_bisect``.
     """
-    n = images.shape[0]
     with torch.no_grad():
         y0 = model_logits(model, images).argmax(1)
-    index = torch.arange(n, device=images.device)
-    hi = torch.full((n,), high, dtype=torch.float64, device=images.device)
-    lo = torch.zeros_like(hi)
-    best = perturb(images, y0, hi, index)
-    with torch.no_grad():
-        found = model_logits(model, best).argmax(1) != y0
-    hi[~found] = math.inf
-    index = index[found]
+    best, lo, hi = _ladder(model, images, y0, perturb, high)
+    index = torch.nonzero(torch.isfinite(hi)).flatten()
     for _ in range(n_bisect):
         if index.numel() == 0:
             break
         mid = (lo[index] + hi[index]) / 2
         candidate = perturb(images[index], y0[index], mid, index)
-        with torch.no_grad():
-            flip = model_logits(model, candidate).argmax(1) != y0[index]
+        flip = _flips(model, candidate, y0[index])
         hi[index[flip]] = mid[flip]
         lo[index[~flip]] = mid[~flip]
         best[index[flip]] = candidate[flip]
-    return best, hi
+    return best, lo, hi
 
 
 class DistortionSearch:
@@ -185,16 +251,20 @@ class DistortionSearch:
         self.device = model_device(model)
         self.values: List[Tensor] = []
         self.budgets: List[Tensor] = []
+        self.resolutions: List[Tensor] = []
+        self.size = 0
 
     def add(self, images: Tensor) -> None:
         """Searches one batch ``(B, C, H, W)`` (eval mode, flags restored)."""
         with eval_mode(self.model):
             x = images.to(self.device)
-            best, hi = _bisect(self.model, x, self.perturber(x), self.high, self.n_bisect)
+            best, lo, hi = _bisect(self.model, x, self.perturber(x), self.high, self.n_bisect)
             value = _norms(best - x, self.norm).double()
             value[~torch.isfinite(hi)] = math.inf
+        self.size = int(images[0].numel())
         self.values.append(value.cpu())
         self.budgets.append(hi.cpu())
+        self.resolutions.append(torch.where(torch.isfinite(hi), hi - lo, math.nan).cpu())
 
     def run(self, images: Tensor, batch_size: int) -> MinimalDistortion:
         """Searches ``images`` in batches of ``batch_size``; the result."""
@@ -204,12 +274,16 @@ class DistortionSearch:
 
     def result(self) -> MinimalDistortion:
         """The images searched so far, in the order they came."""
+        resolutions = torch.cat(self.resolutions)
+        found = torch.isfinite(resolutions)
         return MinimalDistortion(
             method=self.method,
             norm=self.norm,
             values=torch.cat(self.values),
             budgets=torch.cat(self.budgets),
-            tolerance=self.high / 2**self.n_bisect,
+            tolerance=float(resolutions[found].max()) if found.any() else math.nan,
+            resolutions=resolutions,
+            size=self.size,
         )
 
 
@@ -275,20 +349,26 @@ def minimal_distortion(
 ) -> MinimalDistortion:
     r"""Smallest PGD perturbation found that changes each image's prediction.
 
-    For each image, bisection over the radius ``eps ∈ [0, max_eps]`` of an untargeted
+    For each image, a search over the radius ``eps ∈ (0, max_eps]`` of an untargeted
     PGD attack (:func:`~captum_rig.robustness.pgd_attack`, ``steps`` steps of size
     ``eps/4``, no random start, so the result is deterministic) against the model's own
-    clean prediction. The result is the norm of the flipping perturbation found at the
-    final bracket's upper end: an upper bound on the true minimal distortion (PGD may
-    miss closer adversarial examples; bisection assumes a larger radius does not
-    un-flip).
+    clean prediction: the radii ``max_eps / 2**k`` for ``k = 10, 9, …, 0`` from small up
+    until one flips the prediction (PGD often fails at large radii, where its steps
+    overshoot: a search from the top would miss such images), then ``n_bisect``
+    bisection steps between that radius and the one below. The result is the norm of
+    the flipping perturbation found at the final bracket's upper end: an upper bound on
+    the true minimal distortion (PGD may miss closer adversarial examples; bisection
+    assumes that inside the last factor-2 bracket a larger radius does not un-flip).
+    ``resolutions`` holds each image's final bracket width (at most its radius
+    ``/ 2**n_bisect``), ``tolerance`` the largest.
 
     Args:
         model (nn.Module): maps ``(N, C, H, W)`` images in [0, 1] to logits.
         images (Tensor): ``(N, C, H, W)`` in [0, 1].
         norm (str): ``"L2"`` or ``"Linf"``.
         steps (int): PGD steps per radius.
-        n_bisect (int): bisection steps; the bracket ends ``max_eps / 2**n_bisect`` wide.
+        n_bisect (int): bisection steps after the ladder; each image's bracket ends at
+            most ``radius / 2**n_bisect`` wide (relative resolution ``2**-n_bisect``).
         max_eps (float, optional): largest radius tried; default 1 for L∞ and
             ``√(C·H·W)`` (the diagonal of the [0, 1] box) for L2.
         batch_size (int): images per attack batch.
@@ -325,15 +405,16 @@ def gaussian_minimal_distortion(
     data order from a ``torch.Generator`` seeded with ``seed``: ``torch.randn(batch.shape,
     generator=g, dtype=images.dtype)`` per batch of ``batch_size``), and bisection over
     ``σ ∈ [0, max_sigma]`` finds the smallest σ at which the prediction on
-    ``clamp(x + σ z, 0, 1)`` differs from the clean one. ``values`` is the L2 norm of that
+    ``clamp(x + σ z, 0, 1)`` differs from the clean one (σ from ``max_sigma / 2**10``
+    up, doubling, then bisection). ``values`` is the L2 norm of that
     perturbation (after clamping) and ``budgets`` the σ. Bisection assumes the
     prediction, once changed along the ray, stays changed.
 
     Args:
         model (nn.Module): maps ``(N, C, H, W)`` images in [0, 1] to logits.
         images (Tensor): ``(N, C, H, W)`` in [0, 1].
-        n_bisect (int): bisection steps; the σ bracket ends ``max_sigma / 2**n_bisect``
-            wide.
+        n_bisect (int): bisection steps after the ladder; the σ bracket ends at most
+            ``σ / 2**n_bisect`` wide.
         max_sigma (float): largest noise standard deviation tried (pixel units).
         batch_size (int): images per batch.
         seed (int): seed of the noise.

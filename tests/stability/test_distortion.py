@@ -1,5 +1,7 @@
 """Tests for captum_rig.stability.distortion: closed forms, brackets, the one search."""
 
+import math
+
 import pytest
 import torch
 from _reference import LinearTwoClass, chain_model
@@ -36,19 +38,20 @@ def test_pgd_minimal_distortion_matches_closed_form(norm):
     dual = w.norm() if norm == "L2" else w.abs().sum()
     exact = z.abs() / dual
     result = minimal_distortion(model, x, norm=norm, max_eps=0.1, n_bisect=14)
-    tol = result.tolerance
-    assert tol == pytest.approx(0.1 / 2**14), "tolerance is max_eps / 2**n_bisect"
+    tol = result.resolutions
+    assert bool((tol <= result.budgets / 2**14 + 1e-15).all()), "resolution above radius/2**14"
+    assert result.tolerance == pytest.approx(tol.max().item()), "tolerance is the widest"
     assert bool(result.found.all()), "every image is within max_eps of the boundary"
     assert bool((result.values >= exact - 1e-9).all()), (
         f"found a flip closer than the hyperplane: {result.values} < {exact}"
     )
     assert bool((result.values <= exact + tol + 1e-9).all()), f"{result.values} vs {exact}"
     assert bool((result.budgets - tol <= exact + 1e-12).all()), "bracket misses the truth"
-    assert result.mean == pytest.approx(exact.mean().item(), abs=tol), "mean distortion"
+    assert result.mean == pytest.approx(exact.mean().item(), abs=result.tolerance), "mean"
 
 
 def test_pgd_minimal_distortion_bracket_on_a_convnet():
-    """At the returned radius PGD flips the prediction; ``tolerance`` below it does not."""
+    """At the returned radius PGD flips the prediction; a resolution below it, not."""
     model = chain_model(torch.float32).eval()
     x = torch.rand(5, 3, 8, 8)
     result = minimal_distortion(model, x, norm="Linf", steps=5, n_bisect=8, batch_size=2)
@@ -68,7 +71,7 @@ def test_pgd_minimal_distortion_bracket_on_a_convnet():
     assert bool((result.values[found] <= result.budgets[found] + 1e-6).all()), (
         "‖δ‖∞ exceeds the radius"
     )
-    below = (result.budgets[found] - result.tolerance).clamp_min(0).float()
+    below = (result.budgets[found] - result.resolutions[found]).clamp_min(0).float()
     adv = pgd_attack(model, x[found], y0[found], eps=below, steps=5, random_start=False)
     with torch.no_grad():
         assert bool((model(adv).argmax(1) == y0[found]).all()), "flips below the bracket"
@@ -90,7 +93,7 @@ def test_gaussian_minimal_distortion_matches_closed_form():
     crosses = (sigma_star > 0) & (sigma_star < max_sigma)
     assert crosses.any() and (~crosses).any(), "the test wants both outcomes"
     assert torch.equal(result.found, crosses), f"found {result.found} vs {crosses}"
-    tol = result.tolerance
+    tol = result.resolutions[crosses]
     budget = result.budgets[crosses]
     assert bool((budget >= sigma_star[crosses]).all()), "flip below σ*"
     assert bool((budget <= sigma_star[crosses] + tol + 1e-12).all()), "σ* outside the bracket"
@@ -101,7 +104,7 @@ def test_gaussian_minimal_distortion_matches_closed_form():
 
 
 def test_gaussian_bracket_and_seed_on_a_convnet():
-    """Flip at the returned σ, none ``tolerance`` below; the seed fixes the result."""
+    """Flip at the returned σ, none a resolution below; the seed fixes the result."""
     model = chain_model(torch.float32).eval()
     x = torch.rand(6, 3, 8, 8)
     result = gaussian_minimal_distortion(model, x, n_bisect=8, max_sigma=2.0, seed=5)
@@ -114,7 +117,7 @@ def test_gaussian_bracket_and_seed_on_a_convnet():
     sigma = result.budgets[found].float().view(-1, 1, 1, 1)
     with torch.no_grad():
         at = model((x[found] + sigma * noise[found]).clamp(0, 1)).argmax(1)
-        below = (sigma - result.tolerance).clamp_min(0)
+        below = (sigma - result.resolutions[found].float().view(-1, 1, 1, 1)).clamp_min(0)
         before = model((x[found] + below * noise[found]).clamp(0, 1)).argmax(1)
     assert bool((at != y0[found]).all()), "no flip at the returned σ"
     assert bool((before == y0[found]).all()), "a flip below the bracket"
@@ -132,7 +135,7 @@ class Threshold(nn.Module):
 
 
 def test_search_brackets_each_images_threshold():
-    """Shifting x up by b flips it at b* = 0.5 − x: b* ≤ budget ≤ b* + tolerance, and the
+    """Shifting x up by b flips it at b* = 0.5 − x: b* ≤ budget ≤ b* + resolution, and the
     value is the flipping shift's norm; inf where b* is beyond the largest budget."""
     x = torch.tensor([0.1, 0.3, 0.45, 0.49, 0.0], dtype=torch.float64).view(-1, 1, 1, 1)
 
@@ -145,11 +148,11 @@ def test_search_brackets_each_images_threshold():
     result = search.result()
     exact = 0.5 - x.flatten()
     inside = exact <= 0.45
-    assert result.tolerance == pytest.approx(0.45 / 2**10), result.tolerance
     assert torch.equal(result.found, inside), result.found
     budget = result.budgets[inside]
+    assert bool((result.resolutions[inside] <= budget / 2**10).all()), result.resolutions
     assert bool((budget >= exact[inside]).all()), f"{budget} below {exact[inside]}"
-    assert bool((budget <= exact[inside] + result.tolerance).all()), f"{budget} vs {exact}"
+    assert bool((budget <= exact[inside] + result.resolutions[inside]).all()), f"{budget}"
     assert torch.allclose(result.values[inside], budget, rtol=1e-12), "the value is the shift"
     assert bool(torch.isinf(result.values[~inside]).all()), result.values
 
@@ -187,3 +190,72 @@ def test_search_fed_in_any_pieces_equals_the_whole_call():
     assert torch.allclose(pieces.values, whole.values, equal_nan=True), (pieces, whole)
     assert torch.equal(pieces.budgets, whole.budgets), (pieces.budgets, whole.budgets)
     assert pieces.to_dict() == pytest.approx(whole.to_dict(), nan_ok=True)
+
+
+# --------------------------------------------------------------------------- from small up
+
+
+class Band(nn.Module):
+    """Two classes: class 1 exactly where the mean pixel m is in (0.5, 0.7).
+
+    A large step carries the mean across the band: PGD at a large radius oscillates
+    around it and ends outside, while a small radius stops inside.
+    """
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1, keepdim=True)
+        g = 1 - ((m - 0.6) / 0.1) ** 2
+        return torch.cat([torch.zeros_like(g), g], dim=1)
+
+
+def test_search_finds_flips_below_a_largest_budget_that_does_not_flip():
+    """A band of the threshold model: x = 0.1 flips for shifts in (0.4, 0.8), not at the
+    largest budget 1; the search from small budgets up finds 0.4 (a search that starts
+    at the largest budget reports inf)."""
+
+    class Window(nn.Module):
+        def forward(self, x):
+            z = x.flatten(1)[:, :1]
+            inside = ((z > 0.5) & (z < 0.9)).to(z.dtype)
+            return torch.cat([torch.zeros_like(z), inside], dim=1)
+
+    x = torch.tensor([0.1, 0.3], dtype=torch.float64).view(-1, 1, 1, 1)
+
+    def perturb(xs, y0, budget, index):
+        return xs + budget.view(-1, 1, 1, 1)
+
+    result = DistortionSearch(Window(), "shift", "L2", 1.0, 12, lambda batch: perturb).run(x, 2)
+    assert bool(result.found.all()), result.values
+    exact = 0.5 - x.flatten()
+    assert torch.allclose(result.budgets, exact, atol=float(result.tolerance)), result.budgets
+    assert result.tolerance <= 0.5 / 2**12, result.tolerance
+
+
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+def test_pgd_flips_at_small_radii_that_fail_at_the_box_diagonal(norm):
+    """Uniform images at 0.3 and 0.35 (L2) or 0.25 (L∞) flip with PGD at radius 2 (L2,
+    2/√48 for L∞) but not at the
+    diagonal of the box; the minimal distortion is the distance to the band, δ = (0.5 − m)
+    per pixel, within the reported resolution (it was inf before the search went up)."""
+    model = Band()
+    means = (0.3, 0.35) if norm == "L2" else (0.3, 0.25)
+    x = torch.stack([torch.full((3, 4, 4), m, dtype=torch.float64) for m in means])
+    y0 = model(x).argmax(1)
+    assert bool((y0 == 0).all())
+    diagonal = math.sqrt(48)
+    high, small = (diagonal, 2.0) if norm == "L2" else (1.0, 2.0 / diagonal)
+    for eps, flips in ((high, False), (small, True)):
+        adv = pgd_attack(model, x, y0, eps=eps, steps=20, norm=norm, random_start=False)
+        assert bool(((model(adv).argmax(1) != y0) == flips).all()), (norm, eps)
+    result = minimal_distortion(model, x, norm=norm)
+    per_pixel = 0.5 - torch.tensor(means, dtype=torch.float64)
+    exact = per_pixel * (diagonal if norm == "L2" else 1.0)
+    assert bool(result.found.all()), result.values
+    assert torch.allclose(result.values, exact, atol=2 * result.tolerance + 1e-6), result.values
+    assert result.relative_tolerance <= 2**-12, result.relative_tolerance
+    summary = result.to_dict()
+    assert summary["mean_255"] == pytest.approx(255 * result.mean)
+    if norm == "L2":
+        assert summary["mean_rms"] == pytest.approx(per_pixel.mean().item(), abs=1e-3)
+    else:
+        assert math.isnan(summary["mean_rms"])
