@@ -7,9 +7,11 @@ and how often it equals the label (``accuracy``). Naturally trained models keep 
 prediction down to a low rank; robust ones depend on the top ranks even more.
 
 Every rank image of a batch comes from one SVD (:class:`~captum_rig.RankPath`) and is
-streamed through the model in chunks of ``batch_size`` images. This module counts; the
-figures (:func:`~captum_rig.viz.plot_spectra`, :func:`~captum_rig.viz.plot_accuracy_gap`)
-are drawn in :mod:`captum_rig.viz`.
+streamed through the model in chunks of ``batch_size`` images. The counting itself is
+shared with the frequency spectrum (:func:`captum_rig.fourier.frequency_spectrum`), whose
+result is a :class:`Spectrum` too. This module counts; the figures
+(:func:`~captum_rig.viz.plot_spectra`, :func:`~captum_rig.viz.plot_accuracy_gap`) are
+drawn in :mod:`captum_rig.viz`.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -20,42 +22,212 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from captum_rig._checkpoint import (
-    Checkpoint,
-    Shard,
-    count_batches,
-    run_identity,
-    totals,
-    world,
-)
-from captum_rig._checks import check_batches, check_int, check_model, model_device, model_logits
-from captum_rig._context import PathLike, eval_mode
+from captum_rig._checks import check_int
+from captum_rig._context import PathLike
+from captum_rig._filter_axis import count_spectrum
 from captum_rig._tables import Record, write_text
 from captum_rig.lowrank import RankPath
 
 __all__ = [
     "rank_spectrum",
     "RankSpectrum",
+    "Spectrum",
     "accuracy_gap",
 ]
 
 _CHECKPOINT_FORMAT = "captum_rig.rank_spectrum/2"
-_CSV_COLUMNS = ["rank", "agreement", "accuracy", "n_images", "reverse"]
+_COLUMNS = ["agreement", "accuracy", "n_images", "reverse"]
+
+S = TypeVar("S", bound="Spectrum")
 
 
 # --------------------------------------------------------------------------------------
-# The result
+# The results
 # --------------------------------------------------------------------------------------
+
+
+class Spectrum(Record):
+    r"""What every spectrum has: agreement and accuracy per value of its filter axis.
+
+    A dataclass subclass names its axis: the field holding the values (``_FIELD``,
+    e.g. ``"ranks"``), one value's CSV column (``_AXIS``, e.g. ``"rank"``) and what the
+    file is (``_KIND``); the fields ``agreement``, ``accuracy``, ``n_images`` and
+    ``reverse`` follow. :class:`RankSpectrum` and
+    :class:`~captum_rig.fourier.FrequencySpectrum` are the two.
+    """
+
+    _FIELD: ClassVar[str] = "ranks"
+    _AXIS: ClassVar[str] = "rank"
+    _KIND: ClassVar[str] = "rank spectrum"
+
+    agreement: List[float]
+    accuracy: Optional[List[float]]
+    n_images: int
+    reverse: bool
+
+    @classmethod
+    def _check_values(cls, values: Any) -> list:
+        """The axis values, checked (a subclass's own kind of number)."""
+        return [check_int(k, name=cls._FIELD) for k in _as_list(values, cls._FIELD)]
+
+    @classmethod
+    def _parse_value(cls, text: str) -> Any:
+        return int(text)
+
+    @property
+    def _values(self) -> list:
+        return getattr(self, self._FIELD)
+
+    def __post_init__(self) -> None:
+        setattr(self, self._FIELD, self._check_values(self._values))
+        self.agreement = _fractions(self.agreement, "agreement")
+        if self.accuracy is not None:
+            self.accuracy = _fractions(self.accuracy, "accuracy")
+        self.n_images = check_int(self.n_images, name="n_images", low=1)
+        if not isinstance(self.reverse, bool):
+            raise TypeError(f"reverse must be a bool, got {self.reverse!r}")
+        for name in ("agreement", "accuracy"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(self._values):
+                raise ValueError(
+                    f"{name} must have one value per {self._AXIS} ({len(self._values)}), "
+                    f"got {len(values)}"
+                )
+
+    # -- serialisation (to_dict: Record's, field by field) -------------------------------
+
+    @classmethod
+    def from_dict(cls: "type[S]", d: Mapping[str, Any]) -> S:
+        """Builds a spectrum from :meth:`to_dict`'s output (validated)."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"d must be a mapping, got {type(d).__name__}")
+        missing = [k for k in (cls._FIELD, "agreement", "n_images") if k not in d]
+        if missing:
+            raise ValueError(f"d is missing the keys {missing}")
+        return cls(  # type: ignore[call-arg]
+            d[cls._FIELD],
+            agreement=d["agreement"],
+            accuracy=d.get("accuracy"),
+            n_images=d["n_images"],
+            reverse=d.get("reverse", False),
+        )
+
+    def to_csv(self, path: PathLike) -> None:
+        """Writes one row per value: e.g. ``rank, agreement, accuracy, n_images, reverse``.
+
+        The file is written under a temporary name and renamed when complete, so a
+        crash never leaves a half-written file at ``path``. Floats are written exactly
+        (``repr``): :meth:`from_csv` gives back an equal spectrum. ``accuracy`` is empty
+        when there were no labels.
+        """
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([self._AXIS, *_COLUMNS])
+        for i, k in enumerate(self._values):
+            accuracy = "" if self.accuracy is None else repr(self.accuracy[i])
+            writer.writerow([k, repr(self.agreement[i]), accuracy, self.n_images, self.reverse])
+        write_text(path, buffer.getvalue())
+
+    @classmethod
+    def from_csv(cls: "type[S]", path: PathLike) -> S:
+        """Reads a file written by :meth:`to_csv`."""
+        path = os.fspath(path)
+        try:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                header = reader.fieldnames or []
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"path {path!r} could not be read as a CSV file: {e}") from e
+        columns = [cls._AXIS, *_COLUMNS]
+        if any(c not in header for c in columns) or not rows:
+            raise ValueError(
+                f"path {path!r} is not a {cls._KIND} CSV: expected the columns "
+                f"{columns} and at least one row, got {header} and {len(rows)} rows"
+            )
+        try:
+            accuracies = [r["accuracy"] for r in rows]
+            if any(a == "" for a in accuracies) and any(a != "" for a in accuracies):
+                raise ValueError(f"accuracy is given for some {cls._FIELD} only")
+            n_images = {int(r["n_images"]) for r in rows}
+            reverse = {r["reverse"] for r in rows}
+            if len(n_images) != 1 or len(reverse) != 1 or not reverse <= {"True", "False"}:
+                raise ValueError("n_images and reverse must be one value on every row")
+            return cls(  # type: ignore[call-arg]
+                [cls._parse_value(r[cls._AXIS]) for r in rows],
+                agreement=[float(r["agreement"]) for r in rows],
+                accuracy=None if accuracies[0] == "" else [float(a) for a in accuracies],
+                n_images=n_images.pop(),
+                reverse=reverse.pop() == "True",
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"path {path!r} is not a valid {cls._KIND} CSV: {e}") from e
+
+    # -- pictures ----------------------------------------------------------------------
+
+    def plot(
+        self,
+        ax: Optional[Any] = None,
+        metric: str = "agreement",
+        label: Optional[str] = None,
+        **plot_kwargs: Any,
+    ) -> Tuple[Any, Any]:
+        """Plots ``metric`` against the axis (see :func:`captum_rig.viz.plot_spectra`).
+
+        Args:
+            ax (matplotlib Axes, optional): where to draw; a new standalone figure (no
+                pyplot state) when None.
+            metric (str): ``"agreement"`` (Algorithm 1) or ``"accuracy"``.
+            label (str, optional): legend entry for this curve (a legend is drawn when
+                given).
+            **plot_kwargs: passed to ``ax.plot`` (``color``, ``linestyle``, ...).
+
+        Returns:
+            (Figure, Axes): the figure and the axes drawn on.
+        """
+        from captum_rig.viz import plot_spectra  # figures live downstream, in viz
+
+        if isinstance(self, RankSpectrum):
+            spectra = [self] if label is None else {label: self}
+            return plot_spectra(spectra, ax=ax, metric=metric, **plot_kwargs)
+        # plot_spectra draws rank spectra: another axis borrows its styling on rank
+        # stand-ins and names its own x axis.
+        stand_in = RankSpectrum(
+            list(range(len(self._values))), self.agreement, self.accuracy, self.n_images
+        )
+        fig, ax = plot_spectra(
+            {label: stand_in} if label else [stand_in], ax, metric, **plot_kwargs
+        )
+        ax.lines[-1].set_xdata(self._values)
+        ax.relim()
+        ax.autoscale_view()
+        ax.set_xlabel(self._xlabel())
+        return fig, ax
+
+    def _xlabel(self) -> str:
+        return f"{self._AXIS} ({'removed' if self.reverse else 'kept'})"
 
 
 @dataclass
-class RankSpectrum(Record):
+class RankSpectrum(Spectrum):
     r"""The result of :func:`rank_spectrum`: agreement and accuracy per rank.
 
     Args:
@@ -81,116 +253,6 @@ class RankSpectrum(Record):
     accuracy: Optional[List[float]]
     n_images: int
     reverse: bool = False
-
-    def __post_init__(self) -> None:
-        self.ranks = [check_int(k, name="ranks") for k in _as_list(self.ranks, "ranks")]
-        self.agreement = _fractions(self.agreement, "agreement")
-        if self.accuracy is not None:
-            self.accuracy = _fractions(self.accuracy, "accuracy")
-        self.n_images = check_int(self.n_images, name="n_images", low=1)
-        if not isinstance(self.reverse, bool):
-            raise TypeError(f"reverse must be a bool, got {self.reverse!r}")
-        for name in ("agreement", "accuracy"):
-            values = getattr(self, name)
-            if values is not None and len(values) != len(self.ranks):
-                raise ValueError(
-                    f"{name} must have one value per rank ({len(self.ranks)}), got {len(values)}"
-                )
-
-    # -- serialisation (to_dict: Record's, field by field) -------------------------------
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RankSpectrum":
-        """Builds a spectrum from :meth:`to_dict`'s output (validated)."""
-        if not isinstance(d, Mapping):
-            raise TypeError(f"d must be a mapping, got {type(d).__name__}")
-        missing = [k for k in ("ranks", "agreement", "n_images") if k not in d]
-        if missing:
-            raise ValueError(f"d is missing the keys {missing}")
-        return cls(
-            ranks=d["ranks"],
-            agreement=d["agreement"],
-            accuracy=d.get("accuracy"),
-            n_images=d["n_images"],
-            reverse=d.get("reverse", False),
-        )
-
-    def to_csv(self, path: PathLike) -> None:
-        """Writes one row per rank: ``rank, agreement, accuracy, n_images, reverse``.
-
-        The file is written under a temporary name and renamed when complete, so a
-        crash never leaves a half-written file at ``path``. Floats are written exactly
-        (``repr``): :meth:`from_csv` gives back an equal spectrum. ``accuracy`` is empty
-        when there were no labels.
-        """
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
-        for i, k in enumerate(self.ranks):
-            accuracy = "" if self.accuracy is None else repr(self.accuracy[i])
-            writer.writerow([k, repr(self.agreement[i]), accuracy, self.n_images, self.reverse])
-        write_text(path, buffer.getvalue())
-
-    @classmethod
-    def from_csv(cls, path: PathLike) -> "RankSpectrum":
-        """Reads a file written by :meth:`to_csv`."""
-        path = os.fspath(path)
-        try:
-            with open(path, newline="") as f:
-                reader = csv.DictReader(f)
-                header = reader.fieldnames or []
-                rows = list(reader)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise ValueError(f"path {path!r} could not be read as a CSV file: {e}") from e
-        if any(c not in header for c in _CSV_COLUMNS) or not rows:
-            raise ValueError(
-                f"path {path!r} is not a rank spectrum CSV: expected the columns "
-                f"{_CSV_COLUMNS} and at least one row, got {header} and {len(rows)} rows"
-            )
-        try:
-            accuracies = [r["accuracy"] for r in rows]
-            if any(a == "" for a in accuracies) and any(a != "" for a in accuracies):
-                raise ValueError("accuracy is given for some ranks only")
-            n_images = {int(r["n_images"]) for r in rows}
-            reverse = {r["reverse"] for r in rows}
-            if len(n_images) != 1 or len(reverse) != 1 or not reverse <= {"True", "False"}:
-                raise ValueError("n_images and reverse must be one value on every row")
-            return cls(
-                ranks=[int(r["rank"]) for r in rows],
-                agreement=[float(r["agreement"]) for r in rows],
-                accuracy=None if accuracies[0] == "" else [float(a) for a in accuracies],
-                n_images=n_images.pop(),
-                reverse=reverse.pop() == "True",
-            )
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"path {path!r} is not a valid rank spectrum CSV: {e}") from e
-
-    # -- pictures ----------------------------------------------------------------------
-
-    def plot(
-        self,
-        ax: Optional[Any] = None,
-        metric: str = "agreement",
-        label: Optional[str] = None,
-        **plot_kwargs: Any,
-    ) -> Tuple[Any, Any]:
-        """Plots ``metric`` against the rank (see :func:`captum_rig.viz.plot_spectra`).
-
-        Args:
-            ax (matplotlib Axes, optional): where to draw; a new standalone figure (no
-                pyplot state) when None.
-            metric (str): ``"agreement"`` (Algorithm 1) or ``"accuracy"``.
-            label (str, optional): legend entry for this curve (a legend is drawn when
-                given).
-            **plot_kwargs: passed to ``ax.plot`` (``color``, ``linestyle``, ...).
-
-        Returns:
-            (Figure, Axes): the figure and the axes drawn on.
-        """
-        from captum_rig.viz import plot_spectra  # figures live downstream, in viz
-
-        spectra = [self] if label is None else {label: self}
-        return plot_spectra(spectra, ax=ax, metric=metric, **plot_kwargs)
 
 
 def accuracy_gap(first: RankSpectrum, second: RankSpectrum) -> Tuple[List[int], List[float]]:
@@ -346,130 +408,47 @@ def rank_spectrum(
         Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
         arXiv:2012.03516, Algorithm 1.
     """
-    check_model(model, module=False)
-    batch_size = check_int(batch_size, name="batch_size", low=1)
-    checkpoint_every = check_int(checkpoint_every, name="checkpoint_every", low=1)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {reverse!r}")
-    device = model_device(model) if device is None else torch.device(device)
-    world_size, process = world()
-    checked = check_batches(data, labels, batch_size)
-    shard = Shard(checked, world_size, process)
-    record = None
-    if checkpoint is not None:  # before any batch: a bad path or another run fails now
-        identity = run_identity(model, data, checked, batch_size, world_size, process)
-        record = Checkpoint.open(
-            checkpoint,
-            identity,
-            format=_CHECKPOINT_FORMAT,
-            what="rank_spectrum",
-            world_size=world_size,
-            process=process,
-        )
-    counter = _RankCounter(model, ranks, reverse, batch_size, device)
-    bar = tqdm(
-        total=shard.length,
-        desc="rank spectrum",
-        unit="batch",
-        disable=not progress or process != 0,
+    counts = count_spectrum(
+        model,
+        data,
+        _RankAxis(reverse),
+        ranks,
+        labels,
+        batch_size,
+        device,
+        progress,
+        checkpoint,
+        checkpoint_every,
+        what="rank_spectrum",
+        format=_CHECKPOINT_FORMAT,
     )
-    try:
-        with eval_mode(model), torch.no_grad():
-            counted = count_batches(checked, counter, shard, record, checkpoint_every, bar.update)
-    finally:
-        bar.close()
-    n_images, counts = totals(counted, world_size)
-    if n_images == 0:  # defensive: batches are checked to be non-empty
-        raise ValueError("data must not be empty: no image was counted")
-    if record is not None:
-        record.remove()
     return RankSpectrum(
-        ranks=list(counter.ranks),
-        agreement=[a / n_images for a in counts["agree"].tolist()],
-        accuracy=[c / n_images for c in counts["correct"].tolist()] if counter.has_labels else None,
-        n_images=n_images,
+        ranks=counts.values,
+        agreement=counts.agreement,
+        accuracy=counts.accuracy,
+        n_images=counts.n_images,
         reverse=reverse,
     )
 
 
-class _RankCounter:
-    """Algorithm 1 for one batch at a time (:class:`~captum_rig._checkpoint.BatchCounter`).
+class _RankAxis:
+    """The rank axis of :func:`count_spectrum`: rank images from one SVD per batch."""
 
-    The first batch fixes the image shape, the ranks and whether there are labels.
-    """
+    name, key = "rank", "ranks"
 
-    def __init__(
-        self,
-        model: Callable[[Tensor], Tensor],
-        ranks: Any,
-        reverse: bool,
-        batch_size: int,
-        device: torch.device,
-    ) -> None:
-        self.model, self.reverse = model, reverse
-        self.batch_size, self.device = batch_size, device
-        self.asked = ranks
-        self.ranks: List[int] = []
-        self.shape: Tuple[int, ...] = ()
-        self.has_labels = False
-        self.identity: List[int] = []
-        self.computed: List[int] = []
+    def __init__(self, reverse: bool) -> None:
+        self.reverse = reverse
 
-    def first(
-        self, images: Tensor, labels: Optional[Tensor]
-    ) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
-        self.shape = tuple(images.shape[1:])
-        width = min(images.shape[-2:])
-        self.ranks = _check_ranks(self.asked, width)
-        self.has_labels = labels is not None
-        # The rank whose image is x itself: its prediction is the reference, no forward.
-        same = 0 if self.reverse else width
-        self.identity = [i for i, k in enumerate(self.ranks) if k == same]
-        self.computed = [i for i, k in enumerate(self.ranks) if k != same]
-        settings = {
-            "ranks": list(self.ranks),
-            "reverse": self.reverse,
-            "image_shape": list(self.shape),
-            "labels": self.has_labels,
-        }
-        zeros = torch.zeros(len(self.ranks), dtype=torch.int64)
-        return settings, {"agree": zeros, "correct": zeros}
+    def values(self, asked: Any, shape: Tuple[int, ...]) -> List[int]:
+        return _check_ranks(asked, min(shape[-2:]))
 
-    def check(self, index: int, images: Tensor, labels: Optional[Tensor]) -> None:
-        # Each batch was checked on its own (check_batches); here, against the first.
-        shape = tuple(images.shape[1:])
-        if shape != self.shape:
-            raise ValueError(
-                f"data batch {index} has images of shape (C, H, W) = {shape}, but the first "
-                f"batch had {self.shape}; every batch must have the same image shape"
-            )
-        if (labels is not None) != self.has_labels:
-            raise ValueError(
-                f"data batch {index} {'has' if labels is not None else 'has no'} labels, "
-                f"unlike the first batch: give labels for every batch or for none"
-            )
+    def identity(self, value: int, shape: Tuple[int, ...]) -> bool:
+        return value == (0 if self.reverse else min(shape[-2:]))
 
-    def count(self, images: Tensor, labels: Optional[Tensor]) -> Dict[str, Tensor]:
-        """Agreement and correct counts per rank, ``(m,)`` int64 on CPU."""
-        # A copy, so that a model that works in place on its input never touches the data.
-        x = images.to(device=self.device, copy=True)
-        n = x.shape[0]
-        reference = _predict(self.model, x, self.batch_size)
-        predictions = torch.empty(len(self.ranks), n, dtype=torch.long, device=reference.device)
-        predictions[self.identity] = reference
-        if self.computed:
-            path = RankPath(x)
-            ranks = [self.ranks[i] for i in self.computed]
-            ranks_per_chunk = max(1, self.batch_size // n)
-            for start, x_t in path.chunks(ranks, ranks_per_chunk, reverse=self.reverse):
-                m = x_t.shape[0]
-                p = _predict(self.model, x_t.reshape(m * n, *x.shape[1:]), self.batch_size)
-                predictions[self.computed[start : start + m]] = p.view(m, n)
-        agree = (predictions == reference).sum(1).cpu()
-        if labels is None:
-            return {"agree": agree, "correct": torch.zeros_like(agree)}
-        correct = (predictions == labels.to(predictions.device)).sum(1).cpu()
-        return {"agree": agree, "correct": correct}
+    def chunks(self, x: Tensor, values: List[int], per_chunk: int) -> Iterator[Tuple[int, Tensor]]:
+        return RankPath(x).chunks(values, per_chunk, reverse=self.reverse)
 
 
 def _check_ranks(ranks: Any, width: int) -> List[int]:
@@ -487,8 +466,3 @@ def _check_ranks(ranks: Any, width: int) -> List[int]:
     if not ranks:
         raise ValueError(f"ranks must not be empty: give integers in 0..{width}")
     return ranks
-
-
-def _predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
-    chunks = (x[start : start + batch_size] for start in range(0, x.shape[0], batch_size))
-    return torch.cat([model_logits(model, chunk).argmax(1) for chunk in chunks])

@@ -26,6 +26,7 @@ LAYERS: Dict[str, int] = {
     "_captum": 0,
     "_tables": 1,
     "_checkpoint": 1,
+    "_filter_axis": 2,
     "lowrank": 2,
     "fourier.filters": 2,
     "models": 2,
