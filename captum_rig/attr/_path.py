@@ -11,7 +11,7 @@ chunk's share.
 
 import math
 import warnings
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import GradientAttribution
@@ -24,6 +24,7 @@ from captum_rig._captum import (
     expand_target,
     format_additional_forward_args,
     format_output,
+    run_forward,
 )
 from captum_rig._checks import check_images, check_int, check_real
 
@@ -39,12 +40,22 @@ INPUTS_LAYOUT = "(N, C, H, W)"
 # make_points(start, stop) -> one tensor per input, shape (stop - start, N, C, H, W)
 PointMaker = Callable[[int, int], Tuple[Tensor, ...]]
 
-# gradients(points, target, args) -> one gradient per input (or per layer value) at the
-# stacked points (S · N, ...), the target and arguments already expanded to match.
-GradientFunc = Callable[[Tuple[Tensor, ...], TargetType, Optional[object]], Tuple[Tensor, ...]]
+# gradients(points, target, args) -> (one gradient per input (or per layer value) at the
+# stacked points (S · N, ...), the target outputs (S · N,) or None), the target and
+# arguments already expanded to match.
+GradientFunc = Callable[
+    [Tuple[Tensor, ...], TargetType, Optional[object]],
+    Tuple[Tuple[Tensor, ...], Optional[Tensor]],
+]
 
-# Yielded by path_gradients: (start, stop, one gradient per input, (stop - start, N, ...))
-GradientChunk = Tuple[int, int, Tuple[Tensor, ...]]
+
+class GradientChunk(NamedTuple):
+    """What :func:`path_gradients` yields for the points ``start..stop``."""
+
+    start: int
+    stop: int
+    grads: Tuple[Tensor, ...]  # one per input (or layer value), (stop - start, N, ...)
+    outputs: Optional[Tensor]  # F_target at the points, (stop - start, N), when asked for
 
 
 def format_inputs(inputs: object) -> Tuple[bool, Tuple[Tensor, ...]]:
@@ -201,21 +212,57 @@ def path_chunks(
         yield start, stop, points, expand_args(additional_forward_args, count)
 
 
-def input_gradients(attribution: GradientAttribution) -> GradientFunc:
-    """∂F_target/∂x at the points, through the method's own ``gradient_func``."""
+def input_gradients(attribution: GradientAttribution, outputs: bool = False) -> GradientFunc:
+    """∂F_target/∂x at the points, through the method's own ``gradient_func``.
+
+    With ``outputs`` the gradients come from the forward pass that also gives
+    ``F_target`` at the points (as Captum's ``compute_gradients`` computes them), so the
+    outputs cost nothing extra.
+    """
 
     def gradients(
         points: Tuple[Tensor, ...], target: TargetType, args: Optional[object]
-    ) -> Tuple[Tensor, ...]:
+    ) -> Tuple[Tuple[Tensor, ...], Optional[Tensor]]:
+        points = tuple(p.requires_grad_() for p in points)
         with torch.enable_grad():
-            return attribution.gradient_func(
-                forward_fn=attribution.forward_func,
-                inputs=tuple(p.requires_grad_() for p in points),
-                target_ind=target,
-                additional_forward_args=args,
-            )
+            if not outputs:
+                grads = attribution.gradient_func(
+                    forward_fn=attribution.forward_func,
+                    inputs=points,
+                    target_ind=target,
+                    additional_forward_args=args,
+                )
+                return grads, None
+            values = _target_outputs(attribution.forward_func, points, target, args)
+            grads = torch.autograd.grad(torch.unbind(values), points)
+        return grads, values.detach()
 
     return gradients
+
+
+def forward_outputs(forward_func: Callable) -> GradientFunc:
+    """``F_target`` at the points, without gradients (no gradient per input)."""
+
+    def outputs(
+        points: Tuple[Tensor, ...], target: TargetType, args: Optional[object]
+    ) -> Tuple[Tuple[Tensor, ...], Optional[Tensor]]:
+        with torch.no_grad():
+            return (), _target_outputs(forward_func, points, target, args)
+
+    return outputs
+
+
+def _target_outputs(
+    forward_func: Callable, points: Tuple[Tensor, ...], target: TargetType, args: Optional[object]
+) -> Tensor:
+    """``F_target`` at the stacked points, one scalar per point: shape ``(S · N,)``."""
+    values = run_forward(forward_func, points, target=target, additional_forward_args=args)
+    if not isinstance(values, Tensor) or values.dim() == 0 or values[0].numel() != 1:
+        raise ValueError(
+            "target must select one output per example (the forward function returns "
+            f"more than one value per example: shape {tuple(torch.as_tensor(values).shape)})"
+        )
+    return values.reshape(values.shape[0])
 
 
 def layer_gradients(
@@ -226,22 +273,40 @@ def layer_gradients(
 ) -> GradientFunc:
     """∂F_target/∂a at the points for the layer's output (or input) ``a``, via Captum.
 
-    Captum's helper registers the hooks it needs and removes them in a ``finally``.
+    Captum's helper registers the hooks it needs and removes them in a ``finally``; its
+    hooks keep one call of the layer per pass, so a layer called more than once in a
+    forward pass is refused (a ValueError saying how often it was called).
     """
+    calls = [0]
+
+    def count(*_args: object) -> None:
+        calls[0] += 1
 
     def gradients(
         points: Tuple[Tensor, ...], target: TargetType, args: Optional[object]
-    ) -> Tuple[Tensor, ...]:
-        grads, _ = compute_layer_gradients_and_eval(
-            forward_func,
-            layer,
-            points,
-            target_ind=target,
-            additional_forward_args=args,
-            device_ids=device_ids,
-            attribute_to_layer_input=attribute_to_layer_input,
-        )
-        return grads
+    ) -> Tuple[Tuple[Tensor, ...], Optional[Tensor]]:
+        calls[0] = 0
+        handle = layer.register_forward_pre_hook(count)
+        try:
+            grads, _ = compute_layer_gradients_and_eval(
+                forward_func,
+                layer,
+                points,
+                target_ind=target,
+                additional_forward_args=args,
+                device_ids=device_ids,
+                attribute_to_layer_input=attribute_to_layer_input,
+            )
+        finally:
+            handle.remove()
+        # DataParallel runs replicas of the layer, whose calls are not counted here.
+        if calls[0] > 1:
+            raise ValueError(
+                f"layer is called {calls[0]} times in one forward pass of forward_func; a "
+                "layer attribution needs a layer called once (a reused module has no single "
+                "value per example to attribute to): give each use its own module"
+            )
+        return grads, None
 
     return gradients
 
@@ -269,8 +334,9 @@ def path_gradients(
         point_bytes: bytes of one point of one example, for the default's byte bound.
 
     Yields:
-        ``grads``: one tensor per input (or layer value), shape
-        ``(stop - start, N, ...)``, detached.
+        GradientChunk: ``grads``, one tensor per input (or layer value), shape
+        ``(stop - start, N, ...)``, detached; ``outputs``, ``F_target`` at the points,
+        ``(stop - start, N)``, when ``gradients`` gives them (else None).
     """
     for start, stop, points, args in path_chunks(
         n_points,
@@ -281,8 +347,10 @@ def path_gradients(
         point_bytes,
     ):
         count = stop - start
-        grads = gradients(points, expand_target(target, count), args)
-        yield start, stop, tuple(by_step(g.detach(), count) for g in grads)
+        grads, outputs = gradients(points, expand_target(target, count), args)
+        if outputs is not None:
+            outputs = by_step(outputs, count)
+        yield GradientChunk(start, stop, tuple(by_step(g.detach(), count) for g in grads), outputs)
 
 
 def by_step(value: Tensor, count: int) -> Tensor:
@@ -306,7 +374,7 @@ def path_sum(
         term: each chunk's share, one ``(N, ...)`` tensor per input.
     """
     totals: Optional[List[Tensor]] = None
-    for start, stop, grads in chunks:
+    for start, stop, grads, _ in chunks:
         terms = term(start, stop, grads)
         totals = list(terms) if totals is None else [t + s for t, s in zip(totals, terms)]
     return tuple(totals)

@@ -450,7 +450,7 @@ class BlurIntegratedGradients(GradientAttribution):
                 velocities.append(velocity)
             return tuple(points)
 
-        for start, stop, grads in path_gradients(
+        for start, stop, grads, _ in path_gradients(
             input_gradients(self), n_steps, make_points, inputs[0].shape[0], **run
         ):
             for total, grad, velocity in zip(totals, grads, velocities):

@@ -60,7 +60,9 @@ class LayerRankIntegratedGradients(LayerAttribution, GradientAttribution):
         forward_func (Callable): the model, or any function returning outputs; it
             should contain its own input normalization (ranks are taken in pixel space).
         layer (torch.nn.Module): the layer whose output (or input) is attributed; its
-            output's first dim must be the batch dim.
+            output's first dim must be the batch dim. It must be called once per forward
+            pass: a module used twice (the same conv on two feature maps) has no single
+            value to attribute to and is refused with a ValueError.
         device_ids (list[int], optional): as in Captum's layer methods, for a
             ``forward_func`` that is not a ``DataParallel`` model but runs one.
         multiply_by_inputs (bool): for ``method="paper"`` only: if True, the weighted

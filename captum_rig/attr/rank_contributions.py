@@ -210,7 +210,7 @@ def _integrate(
     def make_points(start: int, stop: int) -> Tuple[Tensor, ...]:
         return tuple(p.images(nodes[start:stop]) for p in paths)
 
-    for start, stop, grads in path_gradients(
+    for start, stop, grads, _ in path_gradients(
         input_gradients(GradientAttribution(forward_func)),
         len(nodes),
         make_points,

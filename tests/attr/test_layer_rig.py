@@ -277,3 +277,32 @@ def test_layer_with_two_outputs_gives_a_tuple():
     total = sum(a.sum((1, 2, 3)) for a in attr)
     torch.testing.assert_close(total, gap, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(delta, total - gap, atol=1e-6, rtol=1e-4)
+
+
+class CalledTwice(nn.Module):
+    """One conv applied twice (the same weights on two feature maps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 6 * 6, 2)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(torch.tanh(self.conv(x)))).flatten(1))
+
+
+@pytest.mark.parametrize("method", ["paper", "gausslegendre", "riemann_trapezoid"])
+def test_layer_called_twice_is_refused(method):
+    """A layer called twice has no single value per example: a clear error, not wrong sums.
+
+    Before, the path methods took the layer's value at its first call and the gradient at
+    its last, so the attributions summed to 0.1 where F(x) - F(0) was -0.01.
+    """
+    torch.manual_seed(0)
+    model = CalledTwice().eval()
+    x = torch.rand(2, 3, 6, 6)
+    with pytest.raises(ValueError, match=r"layer is called 2 times"):
+        LayerRIG(model, model.conv).attribute(x, target=0, method=method, n_steps=8)
+    assert _hooks(model) == 0
+    # A layer called once in the same model still works.
+    LayerRIG(model, model.fc).attribute(x, target=0, method=method, n_steps=8)
