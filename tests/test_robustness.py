@@ -1,6 +1,7 @@
 """Tests for captum_rig.robustness: PGD through torchattacks and the Table 2 report."""
 
 import csv
+import math
 import os
 
 import pytest
@@ -265,9 +266,8 @@ def test_rates_hand_counted_constant_model(data):
     )
     assert row.recovery_rate == pytest.approx((y == 2).double().mean().item()), "recovery"
     untargeted = evaluate_robustness(ConstantModel(2), x, y, targeted=False, progress=False)
-    assert untargeted.rows[0].attack_success_rate == pytest.approx(
-        (y != 2).double().mean().item()
-    ), "untargeted success must count predictions different from the label"
+    # untargeted: the images labelled 2 are the correct ones, and none of them flips
+    assert untargeted.rows[0].attack_success_rate == 0.0, "a constant model never flips"
     assert untargeted.targets is None, "untargeted report has targets"
 
 
@@ -292,9 +292,12 @@ def test_rates_hand_counted_from_adversarial_images(data, targeted):
         adv_pred = model(adv).argmax(1)
     n = len(y)
     row = report.rows[0]
+    correct = clean_pred == y
     expected_success = (
-        (adv_pred == report.targets).sum() if targeted else (adv_pred != y).sum()
-    ).item() / n
+        (adv_pred == report.targets).sum().item() / n
+        if targeted
+        else (adv_pred[correct] != y[correct]).sum().item() / correct.sum().item()
+    )
     assert row.clean_accuracy == pytest.approx((clean_pred == y).sum().item() / n), "clean"
     assert row.attack_success_rate == pytest.approx(expected_success), "success rate"
     assert row.recovery_rate == pytest.approx((adv_pred == y).sum().item() / n), "recovery"
@@ -319,8 +322,9 @@ def test_linear_targeted_attack_provably_succeeds_or_fails():
     assert lose.rows[0].recovery_rate == 1.0, "every image must keep its label"
 
 
-def test_untargeted_success_is_one_minus_recovery(data):
-    """Untargeted: success + recovery = 1 for every model."""
+def test_untargeted_success_counts_flips_of_correct_predictions(data):
+    """Untargeted: success = flips among the correctly classified images, so the images
+    recovered include every correct image that did not flip."""
     x, y = data
     report = evaluate_robustness(
         {"a": small_convnet(), "b": small_convnet()},
@@ -332,7 +336,24 @@ def test_untargeted_success_is_one_minus_recovery(data):
         progress=False,
     )
     for row in report.rows:
-        assert row.attack_success_rate + row.recovery_rate == pytest.approx(1.0), row.model
+        correct = row.clean_predictions == report.labels
+        flipped = row.adversarial_predictions[correct] != report.labels[correct]
+        assert row.attack_success_rate == pytest.approx(flipped.double().mean().item())
+        kept = row.clean_accuracy * (1 - row.attack_success_rate)
+        assert row.recovery_rate >= kept - 1e-12, row.model
+    assert "over the correctly classified images" in report.to_markdown()
+
+
+def test_untargeted_success_leaves_out_misclassified_images():
+    """A model wrong on every image: nothing to flip, so the rate is NaN, not 100 %."""
+    x = torch.rand(6, 3, 8, 8)
+    y = torch.full((6,), 1)
+    report = evaluate_robustness(ConstantModel(2), x, y, targeted=False, progress=False)
+    assert report.rows[0].clean_accuracy == 0.0
+    assert math.isnan(report.rows[0].attack_success_rate), report.rows[0]
+    half = torch.tensor([2, 2, 2, 1, 1, 1])
+    report = evaluate_robustness(ConstantModel(2), x, half, targeted=False, progress=False)
+    assert report.rows[0].attack_success_rate == 0.0, "three correct, none flipped"
 
 
 def test_iterable_data_equals_tensor_data(data):

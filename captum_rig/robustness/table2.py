@@ -47,11 +47,14 @@ class RobustnessRow(Record):
     top-1 prediction :math:`f` and adversarial images :math:`x'_i`:
 
     - ``clean_accuracy`` = #{i : f(x_i) = y_i} / N
-    - ``attack_success_rate`` = #{i : f(x'_i) = t_i} / N for a targeted attack,
-      #{i : f(x'_i) ≠ y_i} / N for an untargeted one
+    - ``attack_success_rate`` = #{i : f(x'_i) = t_i} / N for a targeted attack; for an
+      untargeted one the flips of correct predictions,
+      #{i : f(x_i) = y_i, f(x'_i) ≠ y_i} / #{i : f(x_i) = y_i} (NaN if none is correct:
+      an image the model already gets wrong is no success of the attack)
     - ``recovery_rate`` = #{i : f(x'_i) = y_i} / N (robust accuracy)
 
-    All three count every image, including those misclassified before the attack.
+    Clean accuracy, recovery and targeted success count every image, misclassified ones
+    included.
     ``clean_predictions`` and ``adversarial_predictions`` hold the ``(N,)`` predictions
     in data order (CPU); ``to_dict()`` holds the summary numbers only.
     """
@@ -128,7 +131,8 @@ class RobustnessReport(Table):
             |---|---:|---:|---:|
             | natural | 92.0 | 97.5 | 1.0 |
         """
-        header = ["model", "clean accuracy (%)", "attack success (%)", "recovery (%)"]
+        success = "attack success (%)" if self.targeted else "flips of correct (%)"
+        header = ["model", "clean accuracy (%)", success, "recovery (%)"]
         percents = [
             [row.model]
             + [
@@ -147,6 +151,11 @@ class RobustnessReport(Table):
             f"alpha = {self.alpha:.4g}, {self.steps} steps, "
             f"random start: {self.random_start}, seed {self.seed}, {n} images."
         )
+        if not self.targeted:
+            lines.append(
+                "Attack success: correctly classified images whose prediction changed, "
+                "over the correctly classified images."
+            )
         return "\n".join(lines)
 
 
@@ -176,11 +185,12 @@ def evaluate_robustness(
     targets are drawn once (see :func:`attack_targets`) and the random start is seeded
     with ``seed`` and the batch index.
 
-    Columns, over all N images (misclassified ones included), see :class:`RobustnessRow`:
+    Columns (see :class:`RobustnessRow`):
 
     - clean accuracy: fraction of clean images predicted as their label;
-    - attack success rate: targeted, fraction of adversarial images predicted as their
-      target; untargeted, fraction predicted as anything but their label;
+    - attack success rate: targeted, fraction of all adversarial images predicted as
+      their target; untargeted, fraction of the correctly classified images whose
+      prediction the attack changed (the images already misclassified are left out);
     - recovery rate: fraction of adversarial images still predicted as their label.
 
     Args:
@@ -307,6 +317,16 @@ def _attack(
         return model_logits(model, adv, name=f"model {name!r}").argmax(1).cpu()
 
 
+def _success_rate(pred: Tensor, adv_pred: Tensor, y: Tensor, t: Optional[Tensor]) -> float:
+    """Targeted: hits of the target over all images; untargeted: flips of correct ones."""
+    if t is not None:
+        return (adv_pred == t).double().mean().item()
+    correct = pred == y
+    if not bool(correct.any()):
+        return float("nan")
+    return (adv_pred[correct] != y[correct]).double().mean().item()
+
+
 def _report(
     predictions: Mapping[str, List[Tuple[Tensor, Tensor]]],
     labels: List[Tensor],
@@ -323,13 +343,12 @@ def _report(
     for name, pairs in predictions.items():
         pred = torch.cat([clean for clean, _ in pairs])
         adv_pred = torch.cat([adv for _, adv in pairs])
-        success = adv_pred != y if t is None else adv_pred == t
         rows.append(
             RobustnessRow(
                 model=name,
                 n_images=len(y),
                 clean_accuracy=(pred == y).double().mean().item(),
-                attack_success_rate=success.double().mean().item(),
+                attack_success_rate=_success_rate(pred, adv_pred, y, t),
                 recovery_rate=(adv_pred == y).double().mean().item(),
                 clean_predictions=pred,
                 adversarial_predictions=adv_pred,
