@@ -9,8 +9,10 @@ import torch
 
 from captum_rig import __version__
 from captum_rig.cli import (
+    attribute,
     contributions,
     demo,
+    evaluate,
     explain,
     lowrank,
     robustness,
@@ -26,9 +28,8 @@ from captum_rig.cli._common import (
     Interrupted,
     Parser,
     UsageError,
-    one_line,
+    cli_message,
 )
-from captum_rig.loading import WeightsUnavailableError
 
 COMMANDS: Dict[str, ModuleType] = {
     "demo": demo,
@@ -38,6 +39,8 @@ COMMANDS: Dict[str, ModuleType] = {
     "robustness": robustness,
     "contributions": contributions,
     "stability": stability,
+    "attribute": attribute,
+    "evaluate": evaluate,
 }
 """The sub-commands, in the order ``--help`` lists them: name → module with
 ``add_parser(subparsers)`` (adds the sub-command, returns its parser) and
@@ -64,9 +67,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs ``captum-rig`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     Usage and input errors (``UsageError``, and ``ValueError``, ``TypeError``,
-    ``OSError`` and ``WeightsUnavailableError`` from the library) print one line
-    ``captum-rig: error: ...`` to stderr and return 2; other exceptions are bugs and
-    propagate with their traceback. Commands that build models seed torch's generator
+    ``OSError`` and ``WeightsUnavailableError`` from the library, and a model's error
+    for images of a size it cannot take) print one line ``captum-rig: error: ...`` to
+    stderr, in the command line's words (``--convert`` where the library says
+    ``convert=True``), and return 2; other exceptions are bugs and propagate with their
+    traceback. Commands that build models seed torch's generator
     with ``--seed`` first, so random weights are the same from run to run.
 
     Examples:
@@ -74,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         2
     """
     parser = build_parser()
+    args = None
     try:
         try:
             args = parser.parse_args(argv)
@@ -83,8 +89,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.manual_seed(args.seed)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # to print a resume command
         return args.run(args)
-    except (UsageError, ValueError, TypeError, OSError, WeightsUnavailableError) as e:
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+    except (UsageError, ValueError, TypeError, OSError, RuntimeError) as e:
+        message = cli_message(e, args)
+        if message is None:  # a bug: its traceback
+            raise
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         text = str(e) if isinstance(e, Interrupted) else "interrupted"
