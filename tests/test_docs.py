@@ -425,6 +425,7 @@ API_MODULES = (
     "captum_rig.attr.rank_contributions",
     "captum_rig.transforms",
     "captum_rig.spectrum",
+    "captum_rig.fourier",
     "captum_rig.robustness",
     "captum_rig.stability",
     "captum_rig.viz",

@@ -14,6 +14,7 @@ References:
 import math
 from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -79,8 +80,10 @@ def _distinct_frequencies(height: int, width: int) -> Tuple[Tensor, Tensor, Tens
 
 def _signs(seed: int, frequency: int, n: int, channels: int) -> Tensor:
     """``±1`` per image and channel for one frequency, ``(n, C)``, independent of batching."""
-    generator = torch.Generator().manual_seed((seed << 32) + frequency)
-    return torch.randint(0, 2, (n, channels), generator=generator).mul_(2).sub_(1)
+    # numpy's SeedSequence mixes (seed, frequency) into independent streams; torch's CPU
+    # generator would keep only 32 bits of one combined seed
+    bits = np.random.default_rng([seed, frequency]).integers(0, 2, (n, channels))
+    return torch.from_numpy(bits * 2 - 1)
 
 
 def _pair_chunks(n_freq: int, n_images: int, batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
@@ -151,7 +154,7 @@ def fourier_heat_map(
     check_pixels(images, name="images")
     eps = check_real(eps, name="eps", strict=True)
     batch_size = check_int(batch_size, name="batch_size", low=1)
-    seed = check_int(seed, name="seed", high=2**31 - 1)
+    seed = check_int(seed, name="seed")
     if not isinstance(clip, bool):
         raise TypeError(f"clip must be a bool, got {clip!r}")
     if labels is not None:
