@@ -421,6 +421,7 @@ API_MODULES = (
     "captum_rig.attr.rig",
     "captum_rig.attr.rank_path",
     "captum_rig.attr.blur_ig",
+    "captum_rig.attr.blur_path",
     "captum_rig.attr.layer_rig",
     "captum_rig.attr.rank_contributions",
     "captum_rig.transforms",

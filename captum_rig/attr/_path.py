@@ -27,6 +27,7 @@ from captum_rig._captum import (
     run_forward,
 )
 from captum_rig._checks import check_images, check_int, check_real
+from captum_rig.attr._guards import warn_if_incomplete
 
 # When the caller gives no internal_batch_size, a forward/backward pass takes at most
 # DEFAULT_EXAMPLES_PER_PASS examples and at most DEFAULT_PASS_BYTES bytes of path points
@@ -401,6 +402,7 @@ def attribution_result(
     target: TargetType = None,
     additional_forward_args: Optional[object] = None,
     return_convergence_delta: bool = False,
+    complete: Optional[str] = None,
 ) -> Union[Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor, ...]], Tensor]]:
     """What ``attribute`` returns: tuple in, tuple out, and the delta when asked for.
 
@@ -413,6 +415,9 @@ def attribution_result(
         target, additional_forward_args: as in Captum's IntegratedGradients.
         return_convergence_delta: also return ``Σ attributions - (F(end) - F(start))``
             per example, shape ``(N,)``.
+        complete (str, optional): the method's name when it is meant to be complete: a
+            delta large next to ``F(end) - F(start)`` then warns (see
+            :func:`captum_rig.attr._guards.warn_if_incomplete`).
     """
     output = format_output(is_inputs_tuple, attributions)
     if not return_convergence_delta:
@@ -424,4 +429,6 @@ def attribution_result(
         additional_forward_args=additional_forward_args,
         target=target,
     )
+    if complete is not None:
+        warn_if_incomplete(complete, attributions, delta)
     return output, delta

@@ -283,6 +283,22 @@ class RankNodes:
         """Cell edges ``start..stop`` of every input (path methods)."""
         return self._at(self.edges[start:stop])
 
+    def edge_points_at(self, index: Tensor) -> Tuple[Tensor, ...]:
+        """The cell edges ``index`` (a 1-D long tensor) of every input (path methods)."""
+        return self._at(self.edges[index])
+
+    def on_edges(self, edge_node: Tensor) -> "RankNodes":
+        """These nodes, those within float error of an edge moved onto it exactly.
+
+        Args:
+            edge_node (Tensor): ``(S + 1,)``, the node at each edge or -1 (see
+                :func:`captum_rig.attr._idgi.match_nodes`).
+        """
+        nodes = self.nodes.clone()
+        on = edge_node >= 0
+        nodes[edge_node[on]] = self.edges[on]
+        return RankNodes(self.paths, nodes, self.weights, self.edges)
+
     def increments(self, start: int, stop: int) -> Tuple[Tensor, ...]:
         """Exact path increments over the cells of nodes ``start..stop`` (path methods).
 

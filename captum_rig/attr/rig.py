@@ -13,6 +13,8 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_rig._captum import TargetType, TensorOrTupleOfTensorsGeneric
+from captum_rig.attr._guards import attribute_checks
+from captum_rig.attr._idgi import idgi_path_sum, match_nodes
 from captum_rig.attr._path import (
     attribution_result,
     cell_sums,
@@ -97,6 +99,7 @@ class RankIntegratedGradients(GradientAttribution):
         *,
         return_convergence_delta: Literal[True],
         baselines: BaselineType = None,
+        idgi: bool = False,
     ) -> Tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
 
     @typing.overload
@@ -112,9 +115,11 @@ class RankIntegratedGradients(GradientAttribution):
         return_convergence_delta: Literal[False] = False,
         *,
         baselines: BaselineType = None,
+        idgi: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric: ...
 
     @log_usage()
+    @attribute_checks("RankIntegratedGradients")
     def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
@@ -127,6 +132,7 @@ class RankIntegratedGradients(GradientAttribution):
         return_convergence_delta: bool = False,
         *,
         baselines: BaselineType = None,
+        idgi: bool = False,
     ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
         r"""Attributes the target output to every pixel of every channel.
 
@@ -159,13 +165,28 @@ class RankIntegratedGradients(GradientAttribution):
                 starts: None (zeros), a number, a tensor broadcastable to every input
                 (e.g. ``(1, C, H, W)`` or ``(C, 1, 1)``), or a tuple with one number or
                 tensor per input. The path runs along the rank path of ``x - b``:
-                ``x_k = b + low_rank(x - b, k)``.
+                ``x_k = b + low_rank(x - b, k)``. Captum's IntegratedGradients takes
+                baselines second; here a baseline passed second (a floating tensor shaped
+                like the inputs) raises a TypeError naming this keyword.
+            idgi (bool): keyword only, path methods only. IDGI (Yang et al. 2023,
+                Eq. 5): each cell's output change ``F(x(cell end)) - F(x(cell start))``
+                is split over the features in proportion to the squared gradient at its
+                node, ``g² / ‖g‖²``. Complete by construction (the attributions sum to
+                ``F(x) - F(b)`` for any ``n_steps``); for a linear model ``w·x`` they
+                are ``w² / ‖w‖² · (F(x) - F(b))``. With ``"riemann_left"`` (the paper's
+                form) the outputs come with the gradients and only ``F(x)`` costs an extra
+                forward pass; other rules add a forward pass (no backward) per cell edge.
 
         Returns:
             attributions (Tensor or tuple[Tensor, ...]): shape of ``inputs``
                 (``(N, 1, H, W)`` with ``channel_reduction="max"``), tuple in, tuple
                 out; with ``return_convergence_delta``, the pair
-                ``(attributions, delta)``, delta of shape ``(N,)``.
+                ``(attributions, delta)``, delta of shape ``(N,)``. For a path method a
+                delta above 5 % of ``|F(x) - F(b)|`` warns: raise ``n_steps``.
+
+        A model in train mode runs the path in train mode (BatchNorm uses each pass's
+        batch statistics, as it does for Captum's IG); the running statistics of its
+        training-mode modules are put back afterwards, so the model is left unchanged.
 
         Examples:
             >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
@@ -185,11 +206,14 @@ class RankIntegratedGradients(GradientAttribution):
             raise ValueError(
                 f"channel_reduction={channel_reduction!r} needs method='paper', got {method!r}"
             )
+        if idgi and method == PAPER:
+            raise ValueError("idgi=True needs a path method (e.g. method='riemann_left')")
         nodes = rank_nodes(formatted, baselines, method, n_steps)
         attributions = self._attribute(
             formatted,
             nodes,
             channel_reduction,
+            bool(idgi),
             target=target,
             additional_forward_args=additional_forward_args,
             internal_batch_size=internal_batch_size,
@@ -204,6 +228,7 @@ class RankIntegratedGradients(GradientAttribution):
             target=target,
             additional_forward_args=additional_forward_args,
             return_convergence_delta=return_convergence_delta,
+            complete=None if nodes.paper else "RankIntegratedGradients",
         )
 
     def _attribute(
@@ -211,9 +236,23 @@ class RankIntegratedGradients(GradientAttribution):
         inputs: Tuple[Tensor, ...],
         nodes: RankNodes,
         channel_reduction: Optional[str],
+        idgi: bool,
         **run,
     ) -> Tuple[Tensor, ...]:
-        """Σ over the nodes of each node's gradient times its weight or its cell's change."""
+        """Σ over the nodes of each node's gradient times its weight or its cell's change
+        (with ``idgi``: its squared gradient's share of its cell's output change)."""
+        if idgi:
+            edge_node = match_nodes(nodes.nodes, nodes.edges)
+            nodes = nodes.on_edges(edge_node)
+            return idgi_path_sum(
+                input_gradients(self, outputs=True),
+                self.forward_func,
+                nodes.points,
+                nodes.edge_points_at,
+                edge_node,
+                inputs[0].shape[0],
+                **run,
+            )
         chunks = path_gradients(
             input_gradients(self), len(nodes), nodes.points, inputs[0].shape[0], **run
         )

@@ -27,12 +27,8 @@ from captum_rig._checks import (
     NOT_POSITIVE,
     WRONG_DIMS,
 )
-from captum_rig.attr.blur_ig import (
-    BlurIG,
-    BlurIntegratedGradients,
-    blur_sigmas,
-    gaussian_blur,
-)
+from captum_rig.attr.blur_ig import BlurIG, BlurIntegratedGradients
+from captum_rig.attr.blur_path import blur_sigmas, gaussian_blur
 
 
 def sin_model(x: torch.Tensor) -> torch.Tensor:

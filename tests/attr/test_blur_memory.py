@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from captum_rig.attr.blur_ig import _BlurPath, _fast_length, gaussian_blur
+from captum_rig.attr.blur_path import BlurPath, _fast_length, gaussian_blur
 
 # σ ≈ 0 (radius 0: the identity), radii just below/at/above the image sizes used
 # below (5, 6, 16, 17), and kernels far wider than any image.
@@ -50,8 +50,8 @@ def test_one_sigma_does_not_depend_on_its_batch():
     together = gaussian_blur(x, sigmas)
     for sigma, got in zip(sigmas, together):
         assert torch.equal(got, gaussian_blur(x, sigma)), f"sigma={sigma}"
-    images, velocity = _BlurPath(x).images_and_velocity(sigmas, 0.01)
-    alone = [_BlurPath(x).images_and_velocity([s], 0.01) for s in sigmas]
+    images, velocity = BlurPath(x).images_and_velocity(sigmas, 0.01)
+    alone = [BlurPath(x).images_and_velocity([s], 0.01) for s in sigmas]
     assert torch.equal(images, torch.cat([a[0] for a in alone])), "images per sigma"
     assert torch.equal(velocity, torch.cat([a[1] for a in alone])), "velocity per sigma"
 
@@ -62,7 +62,7 @@ def test_velocity_is_scipys_finite_difference(grad_step):
     x = torch.rand(2, 2, 15, 10, dtype=torch.float64)
     # 0.12 + 0.01 and 1.12 + 0.01 cross a radius step; 0.0 + 0.01 stays the identity.
     sigmas = [0.0, 0.12, 1.12, 2.0, 6.0, 40.0]
-    images, velocity = _BlurPath(x).images_and_velocity(sigmas, grad_step)
+    images, velocity = BlurPath(x).images_and_velocity(sigmas, grad_step)
     for s, sigma in enumerate(sigmas):
         ref = scipy_channels(x, sigma)
         ref_velocity = (scipy_channels(x, sigma + grad_step) - ref) / grad_step
@@ -94,7 +94,7 @@ def test_blur_is_differentiable_in_the_image():
 def test_path_points_are_detached():
     """The attribution path does not keep the input's graph: its points are fresh leaves."""
     x = torch.rand(1, 1, 6, 6, requires_grad=True)
-    images, velocity = _BlurPath(x).images_and_velocity([0.5, 2.0], 0.01)
+    images, velocity = BlurPath(x).images_and_velocity([0.5, 2.0], 0.01)
     assert not images.requires_grad and not velocity.requires_grad
 
 
