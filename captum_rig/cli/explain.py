@@ -82,11 +82,13 @@ def _attributions(model: Any, rows: List, methods: List, args: argparse.Namespac
     return maps
 
 
-def _explain_figure(rows: List, methods: List, maps: Dict, categories: Any) -> Any:
+def _explain_figure(rows: List, methods: List, maps: Dict, categories: Any, spec: Any) -> Any:
     """One row per image: the image, then one map per method (:func:`plot_attributions`).
 
     Images of different sizes are shown top-left on a white canvas of the largest size,
-    their maps padded with zeros (no attribution) to match.
+    their maps padded with zeros (no attribution) to match. Each row is labelled with its
+    file name over its target (two lines, each shortened on its own); the title names the
+    model and says when its weights are random.
     """
     from torch.nn.functional import pad
 
@@ -102,8 +104,12 @@ def _explain_figure(rows: List, methods: List, maps: Dict, categories: Any) -> A
     attributions = {
         m.title: torch.stack([fit(maps[i, m.name]) for i in range(len(rows))]) for m in methods
     }
-    labels = [f"{Path(r['path']).name}: target {class_name(r['target'], categories)}" for r in rows]
-    fig, _ = plot_attributions(images, attributions, row_labels=labels)
+    labels = [f"{Path(r['path']).name}\ntarget {class_name(r['target'], categories)}" for r in rows]
+    title = spec.text + (f", weights {Path(spec.weights).name}" if spec.weights else "")
+    title += ", pretrained" if spec.pretrained else ""
+    if spec.random_weights:
+        title += " with random weights: maps of an untrained model"
+    fig, _ = plot_attributions(images, attributions, row_labels=labels, title=title)
     return fig
 
 
@@ -140,14 +146,15 @@ def run(args: argparse.Namespace) -> int:
     parse_target(args.target)  # a bad --target fails before any work
     out = output_file(args.out, "--out", tuple(FIGURE_FORMATS))
     device = parse_device(args.device)
-    _, model, prep, images = model_and_images(args, device)
+    spec, model, prep, images = model_and_images(args, device)
     rows = predictions(model, images, args, device)
     widths = sorted({min(x.shape[-2:]) for x in images})
     counts = _evaluations(model, methods, args.n_steps, widths)
     print(f"gradient evaluations per image: {counts}", file=sys.stderr, flush=True)
     maps = interruptible(_attributions, model, rows, methods, args, device)
     # 120 dpi, cropped to what is drawn: a title wider than the figure is kept whole
-    save_figure(_explain_figure(rows, methods, maps, prep.categories), out, dpi=120, tight=True)
+    fig = _explain_figure(rows, methods, maps, prep.categories, spec)
+    save_figure(fig, out, dpi=120, tight=True)
     for row in rows:
         print(
             f"{row['path']}: target {class_name(row['target'], prep.categories)} "

@@ -90,11 +90,18 @@ def fit_text(text: str, inches: float, rc_key: str, max_lines: int = 2) -> str:
     """``text`` wrapped into lines no longer than ``inches``; past ``max_lines``, "…tail".
 
     Words are kept whole where they fit; a word longer than a line (a file name) is cut.
-    The last line ends with the text's end (a file name's extension) after an ellipsis.
+    The last line ends with the text's end (a file name's extension) after an ellipsis;
+    with ``max_lines=1`` the line keeps the text's start and end around the ellipsis.
+    Line breaks already in ``text`` are kept: each of its lines is fitted to one line (a
+    file name over "target 3" stays two phrases, never one wrapped into the other).
     """
+    if "\n" in text:
+        return "\n".join(fit_text(line, inches, rc_key, 1) for line in text.split("\n"))
     size, room = _font_size(rc_key), 72.0 * inches
     if _text_width(text, size) <= room:
         return text
+    if max_lines <= 1:
+        return _middle_ellipsis(text.strip(), room, size)
     lines: List[str] = []
     rest = text.strip()
     while rest and len(lines) < max_lines - 1:
@@ -112,6 +119,19 @@ def fit_text(text: str, inches: float, rc_key: str, max_lines: int = 2) -> str:
             rest = "…" + rest[-keep:]
         lines.append(rest)
     return "\n".join(lines)
+
+
+def _middle_ellipsis(text: str, room: float, size: float) -> str:
+    """``start…end`` of ``text``, as long as fits ``room`` points; the end gets the extra
+    character (a file name's extension and its last word stay)."""
+    keep = len(text) - 1
+    while keep > 1:
+        head = keep // 2
+        short = text[:head] + "…" + text[len(text) - (keep - head) :]
+        if _text_width(short, size) <= room:
+            return short
+        keep -= 1
+    return "…" + text[-1:]
 
 
 def _longest_prefix(text: str, room: float, size: float) -> int:

@@ -162,7 +162,9 @@ def plot_attributions(
             for ``sign``.
         show_colorbar (bool): one colour bar right of the maps. Every map has Captum's
             colour limits (0..1, or -1..1 for ``sign="all"``), so one bar reads them all;
-            its label says which scale is used. Default: True.
+            its label says which scale is used. With ``shared_scale`` the bar reads a
+            pixel's share of its map's attribution mass, in percent, over the range the
+            maps span (e.g. 0 to 0.3 %). Default: True.
         panel_size (float): inches of a panel's longer side. Default: 2.
         title (str, optional): figure title.
         use_pyplot (bool): create the figure with ``pyplot`` (so ``plt.show()`` shows
@@ -192,7 +194,9 @@ def plot_attributions(
 
     # (N, H, W) maps with channels summed, as Captum sums them.
     maps = {k: a.sum(dim=1).numpy() for k, a in attrs.items()}
-    shared = _shared_normalised(maps, sign, outlier_perc) if shared_scale else None
+    shared, threshold = (None, 1.0)
+    if shared_scale:
+        shared, threshold = _shared_normalised(maps, sign, outlier_perc)
     columns = [fit_text(name, 0.95 * panel[0], "axes.titlesize") for name in maps]
     fig, axes = panel_grid(
         n,
@@ -223,9 +227,7 @@ def plot_attributions(
                     drawn.set_data(shared[name][i])
             _outline(axes[i, j], mask)
     if show_colorbar and heat is not None:
-        label = "share of attribution, one scale" if shared_scale else "attribution, per-map scale"
-        bar = fig.colorbar(heat, ax=axes[:, 1:].ravel().tolist(), shrink=0.9)
-        bar.set_label(fit_text(label, 0.85 * panel[1] * n, "axes.labelsize"))
+        _colour_bar(fig, axes, heat, threshold if shared_scale else None, 0.85 * panel[1] * n)
     set_title(fig, title)
     return fig, axes
 
@@ -267,17 +269,45 @@ def _draw_map(
     return ax.images[-1]
 
 
+def _colour_bar(
+    fig: Figure, axes: np.ndarray, heat: Any, threshold: Optional[float], inches: float
+) -> None:
+    """One colour bar beside the maps, labelled with the scale; ``threshold``: the shared
+    scale's, so the bar reads a pixel's share of its map's mass (e.g. 0 to 0.3 %)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import PercentFormatter
+
+    if threshold is None:
+        head, tail, mappable = "attribution", "per-map scale", heat
+    else:
+        # The panels hold shares divided by the threshold (Captum's 0..1 or -1..1); the
+        # bar shows the shares themselves, the same colours over the data's range.
+        low, high = heat.get_clim()
+        mappable = ScalarMappable(Normalize(low * threshold, high * threshold), heat.get_cmap())
+        head, tail = "share of the map's attribution per pixel", "one scale for all maps"
+    bar = fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), shrink=0.9)
+    if threshold is not None:
+        bar.formatter = PercentFormatter(xmax=1.0)
+        bar.update_ticks()
+    label = f"{head}, {tail}"
+    if "\n" in fit_text(label, inches, "axes.labelsize"):  # two lines: break at the comma
+        label = f"{head}\n({tail})"
+    bar.set_label(fit_text(label, inches, "axes.labelsize"))
+
+
 def _shared_normalised(
     maps: Mapping[str, np.ndarray], sign: str, outlier_perc: float
-) -> Dict[str, np.ndarray]:
-    """Each map as shares of its absolute mass, over one pooled Captum threshold."""
+) -> Tuple[Dict[str, np.ndarray], float]:
+    """Each map as shares of its absolute mass, over one pooled Captum threshold; and
+    that threshold (a share)."""
     shares = {}
     for name, m in maps.items():
         total = np.abs(m).reshape(m.shape[0], -1).sum(1).reshape(-1, 1, 1)
         shares[name] = _signed(m / np.where(total > 0, total, 1.0), sign)
     pooled = np.concatenate([np.abs(s).ravel() for s in shares.values()])
     if not np.any(pooled):
-        return {name: s for name, s in shares.items()}
+        return {name: s for name, s in shares.items()}, 1.0
     threshold = captum_viz._cumulative_sum_threshold(pooled, 100.0 - outlier_perc)
     if not threshold > 0:  # pathological: most mass in a single pixel
         threshold = float(pooled.max())
@@ -285,7 +315,7 @@ def _shared_normalised(
     for name, s in shares.items():
         v = np.clip(s / threshold, -1.0, 1.0)
         out[name] = -v if sign == "negative" else v  # Captum shows negatives as 0..1
-    return out
+    return out, float(threshold)
 
 
 def plot_rig_channel_max(

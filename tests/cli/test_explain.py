@@ -106,8 +106,7 @@ def test_explain_errors(capsys, work, extra, match):
         (
             "grey.png",
             "net.py:make",
-            "grey.png is greyscale (mode L) but RGB (channels=3) was asked for; pass "
-            "convert=True (captum-rig: --convert)",
+            "grey.png is greyscale (mode L) but the model takes RGB images; pass --convert",
         ),
         ("missing.png", "net.py:make", "no such image file"),
         ("net.py", "net.py:make", "not an image file"),
@@ -214,3 +213,34 @@ def test_explain_resizes_to_the_model_input_when_known(capsys, work, counting):
                        "--n-steps", "all", "--out", "f.png")  # fmt: skip
     assert code == 0, err
     assert "rig 47 (every rank)" in err, "48×64 as it is: ranks 1..47"
+
+
+def test_explain_figure_names_the_model_and_random_weights(capsys, work, monkeypatch):
+    """The title names the model and says when its weights are random; each row label is
+    the file name over the target, two phrases on two lines."""
+    import captum_rig.viz
+
+    saved = []
+    monkeypatch.setattr(captum_rig.viz, "save_figure", lambda fig, path, **kw: saved.append(fig))
+    long_name = "a_rather_long_holiday_photo_of_the_cat_in_the_garden.png"
+    (work / long_name).write_bytes((work / "a.png").read_bytes())
+    code, _, err = run(
+        capsys, "explain", long_name, "--model", "torchvision:squeezenet1_1", "--num-classes", 6,
+        "--methods", "saliency", "--out", "fig.png",
+    )  # fmt: skip
+    assert code == 0, err
+    title = saved[0]._suptitle.get_text()
+    assert title.startswith("torchvision:squeezenet1_1") and "random weights" in title, title
+    label = saved[0].axes[0].get_ylabel()
+    first, second = label.split("\n")
+    assert first.startswith("a_rather") and first.endswith("garden.png"), label
+    assert second.startswith("target "), label
+
+    saved.clear()
+    code, _, err = run(
+        capsys, "explain", "a.png", "--model", "net.py:make", "--weights", "net.pt",
+        "--methods", "saliency", "--out", "fig.png",
+    )  # fmt: skip
+    assert code == 0, err
+    title = saved[0]._suptitle.get_text()
+    assert title == "net.py:make, weights net.pt", f"trained weights: no warning, got {title!r}"

@@ -278,3 +278,27 @@ def test_save_figure_refuses_what_is_not_a_figure(tmp_path):
     with pytest.raises(TypeError, match="fig must be a matplotlib Figure, got Axes"):
         save_figure(fig.axes[0], tmp_path / "a.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_text_keeps_given_lines_and_both_ends():
+    """Lines already in the text are fitted one by one; one line keeps start and end."""
+    from captum_rig.viz._figure import fit_text
+
+    text = fit_text(LONG_NAME + "\ntarget 3 (cat)", 1.5, "axes.labelsize")
+    first, second = text.split("\n")
+    assert first.startswith("holiday") and first.endswith(".jpeg") and "…" in first, first
+    assert second == "target 3 (cat)", "a line that fits is left alone"
+    assert fit_text("short", 1.5, "axes.labelsize", 1) == "short"
+
+
+def test_shared_colour_bar_reads_the_shares(image):
+    """With shared_scale the bar spans the maps' shares of their mass (a few per cent at
+    most here), in per cent, not Captum's 0..1."""
+    attrs = {"IG": torch.randn(1, 3, 32, 32), "RIG": torch.randn(1, 3, 32, 32)}
+    fig, axes = plot_attributions(image, attrs, shared_scale=True)
+    bar = [ax for ax in fig.axes if ax not in set(axes.ravel())][0]
+    low, high = bar.get_ylim()
+    assert low == 0 and 1 / 1024 < high < 0.05, (low, high)
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    assert ticks and all(t.endswith("%") for t in ticks), ticks
