@@ -200,11 +200,11 @@ def _count_errors(
         low, high = int(f_index[0]), int(f_index[-1])
         for f in [f for f in cache if f < low]:
             del cache[f]
-        for f in range(low, high + 1):
-            if f not in cache:
-                u = fourier_basis(height, width, fy[f : f + 1], fx[f : f + 1])[0]
-                signs = _signs(seed, f, n, channels)
-                cache[f] = (u.to(x.device, x.dtype), signs.to(x.device, x.dtype))
+        new = [f for f in range(low, high + 1) if f not in cache]
+        if new:
+            bases = fourier_basis(height, width, fy[new], fx[new]).to(x.device, x.dtype)
+            for f, u in zip(new, bases):
+                cache[f] = (u, _signs(seed, f, n, channels).to(x.device, x.dtype))
         basis = torch.stack([cache[f][0] for f in range(low, high + 1)])
         signs = torch.stack([cache[f][1] for f in range(low, high + 1)])
         local, images = (f_index - low).to(x.device), i_index.to(x.device)
