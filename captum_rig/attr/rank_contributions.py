@@ -8,6 +8,7 @@ References:
 import numbers
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from captum.attr import GradientAttribution
 from torch import Tensor
@@ -32,15 +33,19 @@ def _check_bands(bands: object, width: int) -> List[int]:
     """Returns ``bands`` as a list of ints ``0 = r_0 < ... < r_m = width``, or raises.
 
     Args:
-        bands (sequence of int or 1-D integer Tensor): band edges.
+        bands (sequence of int, or 1-D integer Tensor or numpy array): band edges.
         width (int): ``w = min(H, W)``, the last edge.
 
     Raises:
         TypeError/ValueError naming ``bands``.
     """
     if isinstance(bands, Tensor):
-        if bands.dim() != 1 or bands.is_floating_point():
+        if bands.dim() != 1 or bands.is_floating_point() or bands.dtype == torch.bool:
             raise TypeError(f"bands must be a 1-D sequence of ints, got a tensor {bands!r}")
+        bands = bands.tolist()
+    elif isinstance(bands, np.ndarray):
+        if bands.ndim != 1 or bands.dtype.kind not in "iu":
+            raise TypeError(f"bands must be a 1-D sequence of ints, got an array {bands!r}")
         bands = bands.tolist()
     if isinstance(bands, (str, bytes)) or not isinstance(bands, Sequence):
         raise TypeError(f"bands must be a sequence of ints, got {type(bands).__name__}")
@@ -130,8 +135,8 @@ def rank_contributions(
         additional_forward_args (Any, optional): as in Captum's IntegratedGradients.
         baselines (float, Tensor or tuple, optional): the path's start ``b``, broadcastable
             to each input; None: zeros.
-        bands (sequence of int, optional): band edges ``0 = r_0 < ... < r_m = w``; None:
-            one entry per rank.
+        bands (sequence of int, optional): band edges ``0 = r_0 < ... < r_m = w`` (a
+            list, or a 1-D integer tensor or numpy array); None: one entry per rank.
         n_steps (int, optional): gradient evaluations per example, at least one per
             band; None: ``4 · w`` without ``bands`` (about 1 % from ``F(x) - F(x(0))``
             for small CNNs, a few % for some ReLU networks: raise it and compare the
