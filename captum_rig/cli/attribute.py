@@ -8,8 +8,10 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from captum_rig._checkpoint import world
 from captum_rig.attr.registry import METHOD_NAMES, parse_methods
 from captum_rig.cli._common import (
     EXIT_OK,
@@ -64,10 +66,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _resume_hint(args: argparse.Namespace) -> str:
+def _resume_hint(args: argparse.Namespace, out: Path, n_batches: int) -> str:
+    """The line printed on Ctrl-C: what is saved, and the command line that resumes."""
+    from captum_rig.runs import saved_batches
+
     argv = list(getattr(args, "argv", None) or [])
     command = shlex.join([PROG, *argv, *([] if "--resume" in argv else ["--resume"])])
-    return f"interrupted: the maps computed so far are saved; resume with: {command}"
+    saved = saved_batches(out)
+    if not saved:
+        return "interrupted before the first batch was saved; nothing to resume"
+    return f"interrupted: {saved} of {n_batches} batches saved; resume with: {command}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,10 +108,8 @@ def run(args: argparse.Namespace) -> int:
                 source=args.data,
             )
         except KeyboardInterrupt:
-            raise Interrupted(_resume_hint(args)) from None
+            raise Interrupted(_resume_hint(args, out, len(loader))) from None
         seconds = time.perf_counter() - started
-        from captum_rig._checkpoint import world
-
         if world()[1] == 0:
             with AttributionFile(out) as maps:
                 n = len(maps)

@@ -8,7 +8,7 @@
 - :func:`process_group`: joins ``torchrun``'s process group for a run.
 """
 
-from captum_rig.runs.attribute import attribute_dataset, parts_folder
+from captum_rig.runs.attribute import attribute_dataset, parts_folder, saved_batches
 from captum_rig.runs.evaluate import (
     SCORES,
     ScoreRow,
@@ -28,6 +28,7 @@ from captum_rig.runs.processes import launched_by_torchrun, process_group
 __all__ = [
     "attribute_dataset",
     "parts_folder",
+    "saved_batches",
     "AttributionFile",
     "MapBatch",
     "read_attributions",

@@ -34,7 +34,7 @@ from captum_rig._context import PathLike, check_writable, eval_mode
 from captum_rig.attr.registry import AttributionMethod, parse_methods
 from captum_rig.runs.maps_file import write_maps
 
-__all__ = ["attribute_dataset", "parts_folder"]
+__all__ = ["attribute_dataset", "parts_folder", "saved_batches"]
 
 _STATE_FORMAT = "captum_rig.attribute_dataset/1"
 _PART_FORMAT = "captum_rig.attribute_dataset.batch/1"
@@ -44,6 +44,11 @@ def parts_folder(path: PathLike) -> Path:
     """The folder of a run's partial results: ``.NAME.parts`` beside the output ``NAME``."""
     path = Path(path)
     return path.parent / f".{path.name}.parts"
+
+
+def saved_batches(path: PathLike) -> int:
+    """How many batches a stopped run towards ``path`` has saved (0: none, or no run)."""
+    return len(list(parts_folder(path).glob("batch-*.pt")))
 
 
 def attribute_dataset(

@@ -1,0 +1,80 @@
+"""``captum-rig evaluate``: the Markdown table of the library's scores, CSV/JSON with
+``--out``, the figure, and one-line refusals."""
+
+import json
+
+import pytest
+import torch
+
+from captum_rig.data import image_dataset
+from captum_rig.loading import load_model
+from captum_rig.runs import evaluate_attributions
+
+from ._helpers import assert_user_error, figure_pixels, read_csv, run
+
+
+@pytest.fixture
+def maps(capsys, work, labelled_folder):
+    code, _, err = run(
+        capsys, "attribute", "--model", "net.py:make", "--weights", "net.pt",
+        "--data", labelled_folder, "--methods", "saliency,ig", "--n-steps", 2,
+        "--batch-size", 4, "--out", "maps.h5", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    return work / "maps.h5"
+
+
+def _evaluate(capsys, labelled_folder, *extra):
+    return run(
+        capsys, "evaluate", "maps.h5", "--model", "net.py:make", "--weights", "net.pt",
+        "--data", labelled_folder, "--batch-size", 4, "--n-steps", 4, "--no-progress", *extra,
+    )  # fmt: skip
+
+
+def test_evaluate_prints_the_library_table_and_writes_files(capsys, work, labelled_folder, maps):
+    code, out, err = _evaluate(
+        capsys, labelled_folder, "--out", "scores.csv", "--figure", "scores.png"
+    )
+    assert code == 0, err
+    model = load_model("net.py:make")
+    model.load_state_dict(torch.load(work / "net.pt", weights_only=True))
+    data, _ = image_dataset(labelled_folder)
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    expected = evaluate_attributions(maps, model, loader, n_steps=4, progress=False)
+    lines = out.splitlines()
+    assert lines[: len(expected.to_markdown().splitlines())] == expected.to_markdown().splitlines()
+    assert lines[-2:] == ["wrote scores.csv", "wrote scores.png"]
+    rows = read_csv(work / "scores.csv")
+    assert [(r["method"], r["score"]) for r in rows] == [
+        ("saliency", "deletion_auc"), ("saliency", "insertion_auc"),
+        ("ig", "deletion_auc"), ("ig", "insertion_auc"),
+    ]  # fmt: skip
+    assert float(rows[0]["mean"]) == pytest.approx(expected.rows[0].mean)
+    assert figure_pixels(work / "scores.png").std() > 10
+
+
+def test_evaluate_json_and_one_method(capsys, work, labelled_folder, maps):
+    code, out, err = _evaluate(capsys, labelled_folder, "--methods", "ig", "--out", "s.json")
+    assert code == 0, err
+    rows = json.loads((work / "s.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["ig", "ig"] and rows[0]["n_images"] == 6
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--limit", "4"], "data has 4 images, but the file holds maps of 6"),
+        (["--out", "s.txt"], "must end in one of .csv, .json"),
+        (["--figure", "s.gif"], "--figure"),
+        (["--methods", "rig"], "no maps of 'rig'"),
+        (["--confidence", "2"], "--confidence must be in (0, 1)"),
+    ],
+)
+def test_evaluate_refusals_are_one_line(capsys, work, labelled_folder, maps, extra, match):
+    code, _, err = _evaluate(capsys, labelled_folder, *extra)
+    assert_user_error(code, err, match)
+
+
+def test_evaluate_missing_maps(capsys, work, labelled_folder):
+    code, _, err = _evaluate(capsys, labelled_folder)
+    assert_user_error(code, err, "MAPS 'maps.h5' is not a file")
