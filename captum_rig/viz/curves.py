@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from captum_rig._checks import check_choice
+from captum_rig._checks import check_choice, check_real
 from captum_rig.spectrum import RankSpectrum, accuracy_gap
 from captum_rig.viz._figure import figure_and_axes
 
@@ -68,12 +68,16 @@ def plot_spectra(
     spectra: Union[RankSpectrum, Mapping[str, RankSpectrum], Sequence[RankSpectrum]],
     ax: Optional[Axes] = None,
     metric: str = "agreement",
+    *,
+    chance: Optional[float] = None,
+    title: Optional[str] = None,
     **plot_kwargs: Any,
 ) -> Tuple[Figure, Axes]:
     """Several spectra on one axis, e.g. natural vs robust vs low-rank-trained models.
 
     The x axis is the rank ``k`` (kept, or removed for reverse spectra), the y axis the
-    metric, labelled "agreement with full-rank prediction" or "top-1 accuracy".
+    metric, labelled "agreement with full-rank prediction" or "top-1 accuracy". The
+    legend sits right of the axes, where it covers no curve.
 
     Args:
         spectra (RankSpectrum, dict or sequence): ``{label: RankSpectrum}`` (labels go
@@ -81,6 +85,10 @@ def plot_spectra(
             same ``reverse`` flag.
         ax (matplotlib Axes, optional): where to draw; a new standalone figure when None.
         metric (str): ``"agreement"`` or ``"accuracy"``.
+        chance (float, optional): the chance level, e.g. ``1 / n_classes``, drawn as a
+            dashed grey line (in the legend as "chance"); None: no line.
+        title (str, optional): axes title, e.g. the models and the data they were
+            counted on.
         **plot_kwargs: passed to every ``ax.plot`` (``color``, ``linestyle``, ...).
 
     Returns:
@@ -89,28 +97,41 @@ def plot_spectra(
     Examples:
         >>> natural = RankSpectrum([0, 8, 16], [0.1, 0.9, 1.0], None, 10)
         >>> robust = RankSpectrum([0, 8, 16], [0.1, 0.5, 1.0], None, 10)
-        >>> fig, ax = plot_spectra({"natural": natural, "robust": robust})
+        >>> fig, ax = plot_spectra({"natural": natural, "robust": robust}, chance=1 / 10)
         >>> len(ax.lines), ax.get_ylabel()
-        (2, 'agreement with full-rank prediction')
+        (3, 'agreement with full-rank prediction')
     """
     items = _labelled(spectra, "spectra")
     metric = check_choice(metric, "metric", _METRICS)
     if len({s.reverse for _, s in items}) > 1:
         raise ValueError("spectra must all have the same reverse flag to share an axis")
     curves = [(label, s.ranks, _values(s, metric)) for label, s in items]
+    if chance is not None:
+        chance = check_real(chance, "chance")
+        if chance > 1:
+            raise ValueError(f"chance must be in [0, 1], got {chance}")
     fig, ax = figure_and_axes(ax, (5, 3.5))
     for label, ranks, values in curves:
         kwargs = dict(plot_kwargs)
         kwargs.setdefault("marker", "o" if len(ranks) <= 40 else None)
         kwargs.setdefault("markersize", 3)
         ax.plot(ranks, values, label=label, **kwargs)
+    if chance is not None:
+        ax.axhline(chance, color="0.45", linestyle="--", linewidth=1.0, label="chance")
     ax.set_xlabel(_xlabel(items[0][1].reverse))
     ax.set_ylabel(_YLABELS[metric])
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
-    if any(label is not None for label, _ in items):
-        ax.legend()
+    if title:
+        ax.set_title(title)
+    if chance is not None or any(label is not None for label, _ in items):
+        _legend_outside(ax)
     return fig, ax
+
+
+def _legend_outside(ax: Axes) -> None:
+    """The legend right of the axes (constrained layout makes room): it covers no curve."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
 
 
 def plot_accuracy_gap(
@@ -215,6 +236,7 @@ def plot_rank_contributions(
     cumulative: bool = True,
     ax: Optional[Axes] = None,
     title: Optional[str] = None,
+    xscale: str = "auto",
 ) -> Tuple[Figure, Axes]:
     r"""Where in the spectrum a model's evidence comes from: rank contributions as shares.
 
@@ -231,6 +253,11 @@ def plot_rank_contributions(
         cumulative (bool): cumulative shares (True) or per rank/band shares (False).
         ax (Axes, optional): draw here; None: a new figure.
         title (str, optional): axes title.
+        xscale (str): ``"linear"``, ``"log"`` (base 2, linear below 1 so that rank 0
+            shows; ticks at the band edges) or ``"auto"``: log when ``bands`` grow
+            geometrically (each edge at least 1.4 times the one before, as
+            ``0, 1, 2, 4, ..., 128, 224``), so the narrow top bands are not squeezed into a
+            few pixels; linear otherwise.
 
     Returns:
         (Figure, Axes): the figure and the axes drawn on.
@@ -240,7 +267,12 @@ def plot_rank_contributions(
         >>> fig, ax = plot_rank_contributions({"model": c})
         >>> ax.lines[-1].get_ydata().tolist()
         [0.0, 0.75, 1.0, 1.0, 1.0]
+        >>> c = torch.rand(1, 3, 5)  # bands 0, 1, 2, 4, 8, 16: doubling widths
+        >>> fig, ax = plot_rank_contributions(c, bands=[0, 1, 2, 4, 8, 16])
+        >>> ax.get_xscale()
+        'symlog'
     """
+    xscale = check_choice(xscale, "xscale", ("auto", "linear", "log"))
     if isinstance(contributions, Mapping):
         items = [(str(k), v) for k, v in contributions.items()]
         if not items:
@@ -256,6 +288,8 @@ def plot_rank_contributions(
             ax.plot(x, y, marker="o" if len(x) <= 40 else None, markersize=3, label=label)
         else:
             ax.step(x, y, where="post", label=label)
+    if xscale == "log" or (xscale == "auto" and _geometric(bands)):
+        _log_rank_axis(ax, bands, x)
     ax.set_xlabel("k (top k singular components)" if cumulative else "rank")
     ax.set_ylabel("share of F(x) - F(0), cumulative" if cumulative else "share of F(x) - F(0)")
     ax.grid(True, alpha=0.3)
@@ -264,3 +298,26 @@ def plot_rank_contributions(
     if any(label is not None for label, _ in items):
         ax.legend(fontsize="small")
     return fig, ax
+
+
+def _geometric(bands: Optional[Sequence[int]]) -> bool:
+    """Whether band edges grow geometrically: 3+ bands, each positive edge >= 1.4x the
+    one before (``0, 1, 2, 4, ..., 128, 224``)."""
+    if bands is None or len(bands) < 4:
+        return False
+    edges = np.asarray(list(bands), dtype=float)
+    edges = edges[edges > 0]
+    return len(edges) >= 3 and bool(np.all(edges[1:] >= 1.4 * edges[:-1]))
+
+
+def _log_rank_axis(ax: Axes, bands: Optional[Sequence[int]], x: np.ndarray) -> None:
+    """A base-2 log rank axis, linear below 1 (rank 0 shows), ticks at the band edges."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("symlog", base=2, linthresh=1, linscale=0.5)
+    edges = [int(e) for e in (bands if bands is not None else x)]
+    if len(edges) > 12:  # one entry per rank: powers of two and the width
+        edges = sorted({0, *[2**i for i in range(int(np.log2(edges[-1])) + 1)], edges[-1]})
+    ax.set_xticks(edges, [str(e) for e in edges])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(edges[0], edges[-1])

@@ -90,3 +90,46 @@ def test_spectra_errors():
         plot_spectra({})
     with pytest.raises(ValueError, match="share no rank"):
         plot_accuracy_gap(natural, RankSpectrum([1], [1.0], [1.0], 1))
+
+
+def test_plot_spectra_chance_title_and_a_legend_beside_the_curves():
+    """chance= draws a dashed line in the legend; the legend sits right of the axes (it
+    covers no curve) inside the figure; title= names the data."""
+    from ._helpers import inside_figure
+
+    natural, low_rank = _spectra()
+    fig, ax = plot_spectra(
+        {"natural": natural, "low rank": low_rank}, chance=1 / 6, title="on data/shapes"
+    )
+    chance = ax.lines[-1]
+    assert chance.get_linestyle() == "--" and list(chance.get_ydata()) == [1 / 6, 1 / 6]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["natural", "low rank", "chance"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+    assert inside_figure(fig, legend), "the legend is cut off"
+    assert ax.get_title() == "on data/shapes"
+    with pytest.raises(ValueError, match="chance must be in"):
+        plot_spectra(natural, chance=2)
+
+
+def test_rank_contributions_log_axis_for_geometric_bands():
+    """Doubling bands (0, 1, 2, 4, ..., 128, 224) get a base-2 log axis with a tick at each
+    edge, so the top bands are not squeezed; even bands keep a linear one."""
+    import torch
+
+    from captum_rig.viz import plot_rank_contributions
+
+    bands = [0, 1, 2, 4, 8, 16, 32, 64, 128, 224]
+    c = torch.rand(2, 3, len(bands) - 1)
+    for cumulative in (True, False):
+        _, ax = plot_rank_contributions(c, bands=bands, cumulative=cumulative)
+        assert ax.get_xscale() == "symlog"
+        assert list(ax.get_xticks()) == bands and ax.get_xlim() == (0, 224)
+    _, ax = plot_rank_contributions(torch.rand(1, 3, 4), bands=[0, 8, 16, 24, 32])
+    assert ax.get_xscale() == "linear", "even bands: linear"
+    _, ax = plot_rank_contributions(torch.rand(1, 3, 32), xscale="log")
+    assert ax.get_xscale() == "symlog" and list(ax.get_xticks()) == [0, 1, 2, 4, 8, 16, 32]
+    with pytest.raises(ValueError, match="xscale"):
+        plot_rank_contributions(c, bands=bands, xscale="loglog")
