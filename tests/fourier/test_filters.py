@@ -145,6 +145,14 @@ def test_bad_input_names_the_argument(call, error, message):
         call(torch.rand(2, 3, 8, 8))
 
 
+def test_non_contiguous_input():
+    """A transposed view is filtered like its contiguous copy."""
+    x = torch.rand(2, 3, 9, 8, dtype=torch.float64).transpose(-2, -1)
+    assert not x.is_contiguous()
+    torch.testing.assert_close(low_pass(x, 2), low_pass(x.contiguous(), 2))
+    torch.testing.assert_close(FrequencyPath(x).low_pass([2])[0], low_pass(x.contiguous(), 2))
+
+
 def test_modules():
     """LowPass/HighPass apply the filters to (C, H, W) and (N, C, H, W) images."""
     x = torch.rand(2, 3, 8, 8)
