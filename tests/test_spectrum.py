@@ -588,3 +588,43 @@ def test_bad_input_raises_naming_the_argument(case):
     with pytest.raises(error) as info:
         rank_spectrum(**kwargs)
     assert message in str(info.value), "the message of the shared template"
+
+
+# -- the shared counting loop ----------------------------------------------------------
+
+
+class ScaleAxis:
+    """A toy filter axis: images scaled by each value (1 is the image itself)."""
+
+    name, key, reverse = "scale", "scales", False
+
+    def values(self, asked, shape):
+        return list(asked)
+
+    def identity(self, value, shape):
+        return value == 1
+
+    def chunks(self, x, values, per_chunk):
+        for start in range(0, len(values), per_chunk):
+            scales = torch.tensor(values[start : start + per_chunk], dtype=x.dtype)
+            yield start, scales[:, None, None, None, None] * x
+
+
+def test_count_spectrum_runs_any_filter_axis():
+    """The loop behind rank_spectrum counts along any axis, skipping identity values."""
+    from captum_rig._filter_axis import count_spectrum
+
+    model = Counting(tiny_model())
+    x, y = make_data(n=5)
+    counts = count_spectrum(
+        model, x, ScaleAxis(), [0, 1, 2], y, 2, None, False, None, 10,
+        what="scale_spectrum", format="test/1",
+    )  # fmt: skip
+    with torch.no_grad():
+        full = model.model(x).argmax(1)
+        blank = model.model(torch.zeros_like(x)).argmax(1)
+        double = model.model(2 * x).argmax(1)
+    expected = [(p == full).double().mean().item() for p in (blank, full, double)]
+    assert counts.values == [0, 1, 2] and counts.agreement == expected
+    assert counts.accuracy[1] == (full == y).double().mean().item()
+    assert model.images == 5 + 10, "a reference forward and two scaled images per image"
