@@ -157,6 +157,9 @@ def path_nodes(method: str, n_steps: int) -> Tuple[Tensor, Tensor]:
     nodes included), normalised to end at 1: Captum's trapezoid weights sum to
     ``1 - 1/n``, which would leave part of the path out.
     """
+    if n_steps < 2 and method.startswith("riemann"):
+        # Captum's Riemann rules assert n > 1; say so naming the argument.
+        raise ValueError(f"n_steps must be at least 2 for method={method!r}, got {n_steps}")
     step_sizes_func, alphas_func = approximation_parameters(method)
     alphas = torch.tensor(alphas_func(n_steps), dtype=torch.float64)
     edges = torch.cumsum(torch.tensor([0.0, *step_sizes_func(n_steps)], dtype=torch.float64), 0)
