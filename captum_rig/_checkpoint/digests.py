@@ -5,7 +5,7 @@ same model and the same batches, and a cache proves it was built from the same d
 """
 
 import hashlib
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,8 @@ __all__ = [
     "tensor_bytes",
     "batch_digest",
     "model_digest",
+    "StreamDigest",
+    "stream_digest",
 ]
 
 DIGEST_BYTES = 32
@@ -127,3 +129,80 @@ def model_digest(model: Any) -> Optional[str]:
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         h.tensor(tensor, described=True, name=name)
     return h.hexdigest()
+
+
+def _batch_parts(batch: Any) -> "tuple[Tensor, Optional[Tensor]]":
+    """``(images, labels or None)`` of a batch given as a pair, ``(images,)`` or images."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None
+
+
+class StreamDigest:
+    """An iterable of batches that hashes each batch as it passes (a data set's digest
+    for free while a job reads it).
+
+    Iterating it iterates ``data`` and yields its batches unchanged; every other attribute
+    (``batch_size``, ``dataset``, ``sampler``, ...) and ``len`` are ``data``'s, so a job
+    sees the same data. After one complete pass, :meth:`hexdigest` is the
+    :func:`stream_digest` of ``data``.
+
+    Args:
+        data (iterable): batches ``(images, labels)``, ``(images,)`` or ``images``.
+
+    Examples:
+        >>> batches = [(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]))]
+        >>> seen = StreamDigest(batches)
+        >>> [len(images) for images, _ in seen], seen.hexdigest() == stream_digest(batches)
+        ([2], True)
+    """
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self._hash: Optional[TensorHash] = None
+        self._complete = False
+
+    def __iter__(self) -> Iterator[Any]:
+        self._hash, self._complete = TensorHash("images;"), False
+        for batch in self.data:
+            images, labels = _batch_parts(batch)
+            for i in range(images.shape[0]):  # image by image: the batch size does not count
+                self._hash.tensor(images[i], described=True)
+                self._hash.text("-" if labels is None else str(int(labels[i])))
+            yield batch
+        self._complete = True
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("data", "_hash", "_complete"):  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+    def hexdigest(self) -> str:
+        """The digest of every batch of the last complete pass.
+
+        Raises:
+            RuntimeError: no pass over ``data`` has completed.
+        """
+        if self._hash is None or not self._complete:
+            raise RuntimeError("no complete pass over the data yet")
+        return self._hash.hexdigest()
+
+
+def stream_digest(data: Any) -> str:
+    """SHA-256 of a stream of batches: every image (dtype, shape, bytes) and its label,
+    in order, whatever the batch size. Reads ``data`` once.
+
+    Examples:
+        >>> x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 2, 3])
+        >>> stream_digest([(x, y)]) == stream_digest([(x[:2], y[:2]), (x[2:], y[2:])])
+        True
+        >>> stream_digest([(x, y)]) == stream_digest([(x, y.flip(0))])
+        False
+    """
+    seen = StreamDigest(data)
+    for _ in seen:
+        pass
+    return seen.hexdigest()

@@ -25,6 +25,7 @@ __all__ = [
     "run_identity",
     "Progress",
     "Checkpoint",
+    "saved_batches",
 ]
 
 
@@ -322,3 +323,20 @@ class Checkpoint:
             f"checkpoint {self.path!r} does not match this call: {reason}. Pass the same "
             f"model, data and arguments to resume, or delete the file to start over"
         )
+
+
+def saved_batches(path: PathLike) -> int:
+    """How many batches the counting checkpoint at ``path`` holds; 0 without a readable one.
+
+    For a message after an interruption ("3 of 10 batches counted and saved"): a missing,
+    damaged or foreign file counts as none saved (resuming it is checked properly).
+
+    Examples:
+        >>> saved_batches("no-such-checkpoint.ckpt")
+        0
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return int(saved["state"]["batches_counted"])
+    except Exception:  # no file, or another layout: nothing saved that we can use
+        return 0

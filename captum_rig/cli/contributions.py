@@ -14,6 +14,7 @@ from captum_rig.cli._common import (
     EXIT_OK,
     UsageError,
     class_name,
+    interruptible,
     model_and_images,
     output_folder,
     parse_device,
@@ -143,6 +144,25 @@ def _check_bands(args: argparse.Namespace, images: List[torch.Tensor]) -> None:
             )
 
 
+def _evaluations(args: argparse.Namespace, images: List[torch.Tensor]) -> str:
+    """``896 per image (4 per rank, 224 ranks)``: the gradient evaluations to be spent."""
+    from captum_rig.attr.rank_contributions import NODES_PER_BAND, NODES_PER_RANK
+
+    counts = []
+    for width in sorted({min(x.shape[-2:]) for x in images}):
+        if args.n_steps is not None:
+            counts.append(f"{args.n_steps}")
+        elif args.bands is None:
+            counts.append(f"{NODES_PER_RANK * width} ({NODES_PER_RANK} per rank, {width} ranks)")
+        else:
+            n_bands = len(args.bands) - 1
+            counts.append(
+                f"{NODES_PER_BAND * n_bands} ({NODES_PER_BAND} per band, {n_bands} bands)"
+            )
+    plural = "s" if len(images) > 1 else ""
+    return f"{' / '.join(dict.fromkeys(counts))} per image, {len(images)} image{plural}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Splits each image's ``F(x) - F(0)`` by rank band; writes the CSV and the figure."""
     from captum_rig.viz import plot_rank_contributions
@@ -153,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
     spec, model, prep, images = model_and_images(args, device)
     _check_bands(args, images)
     rows = predictions(model, images, args, device)
-    results = _rank_contributions(model, rows, args, device)
+    print(f"gradient evaluations: {_evaluations(args, images)}", file=sys.stderr, flush=True)
+    # in a worker thread: Ctrl-C is answered at once, even inside a big image's SVD
+    results = interruptible(_rank_contributions, model, rows, args, device)
     curves = {
         label: values.unsqueeze(0)
         for label, (values, _) in zip(_unique_labels(args.images), results)

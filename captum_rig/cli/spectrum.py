@@ -8,15 +8,26 @@ import argparse
 import re
 import shlex
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-import torch
-
+from captum_rig._checkpoint import (
+    StateError,
+    StreamDigest,
+    differences,
+    model_digest,
+    read_state,
+    saved_batches,
+    stream_digest,
+    write_state,
+)
 from captum_rig.cli._common import (
     EXIT_OK,
     PROG,
     Interrupted,
+    UsageError,
+    interruptible,
     load_models,
     open_data,
     output_folder,
@@ -52,7 +63,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted run from its checkpoints in --out",
+        help="continue an interrupted run from its checkpoints in --out; a model whose "
+        "CSV is complete is read back when it was counted with the same model, data and "
+        "settings (refused otherwise)",
     )
     p.add_argument(
         "--out", default="spectrum", metavar="DIR", help="output folder (default: %(default)s)"
@@ -74,22 +87,13 @@ def _spectrum_files(out: Path, names: List[str]) -> List[Path]:
     return files
 
 
-def _batches_saved(checkpoint: Path) -> int:
-    """How many batches ``checkpoint`` holds the counts of (0: none, or unreadable)."""
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        return int(saved["state"]["next_batch"])
-    except Exception:  # no file, or another layout: report nothing saved
-        return 0
-
-
 def _resume_hint(
     args: argparse.Namespace, name: str, checkpoint: Path, total: int, done: Dict
 ) -> str:
     """The line printed on Ctrl-C: what is saved, and the command line that resumes."""
     argv = list(getattr(args, "argv", None) or [])
     command = shlex.join([PROG, *argv, *([] if "--resume" in argv else ["--resume"])])
-    counted = _batches_saved(checkpoint)
+    counted = saved_batches(checkpoint)
     if counted:
         return (
             f"interrupted: {counted} of {total} batches of {name} counted and saved; "
@@ -103,41 +107,111 @@ def _resume_hint(
     return f"interrupted before the first batch of {name} was counted; nothing to resume"
 
 
+# What a record of finished counts holds: the settings that fix a spectrum's numbers.
+_RECORD_FORMAT = "captum_rig.cli.spectrum/1"
+
+
+def _settings(args: argparse.Namespace, model: Any, loader: Any) -> Dict[str, Any]:
+    """What makes two counts of a model's spectrum the same, short of the images' digest."""
+    return {
+        "model": model_digest(model),
+        "n_images": len(loader.dataset),
+        "ranks": args.ranks,
+        "reverse": args.reverse,
+    }
+
+
+def _describe(key: str, saved: Any, now: Any) -> Optional[str]:
+    """A difference between the recorded settings and this call's, in the CLI's words."""
+    if saved == now:
+        return None
+    if key == "model":
+        return "the model's weights differ" if None not in (saved, now) else None
+    if key == "n_images":
+        return f"--data has {now} images, the CSV {saved}"
+    if key == "data":
+        return "the images of --data differ"
+    option = {"ranks": "--ranks", "reverse": "--reverse"}.get(key, key)
+    return f"it was counted with {option} {_shown(saved)}, this call has {_shown(now)}"
+
+
+def _shown(value: Any) -> str:
+    """A recorded setting as the command line gives it."""
+    if value is None:
+        return "all"
+    if isinstance(value, bool):
+        return "given" if value else "not given"
+    return str(value)
+
+
+def _read_back(csv_path: Path, record: Path, settings: Dict, loader: Any) -> Optional[Any]:
+    """The finished spectrum in ``csv_path`` when its record matches this call, else None
+    (no record: count again); settings that differ are a UsageError naming them."""
+    from captum_rig.spectrum import RankSpectrum
+
+    try:
+        saved = read_state(record, _RECORD_FORMAT)
+    except StateError:
+        saved = None
+    if saved is None:
+        print(f"no record of how {csv_path} was counted: counting it again", file=sys.stderr)
+        return None
+    found = differences(saved["settings"], settings, _describe)
+    if not found:  # the cheap checks agree: now the images themselves
+        now = {"data": interruptible(stream_digest, loader)}
+        found = differences(saved["settings"], now, _describe)
+    if found:
+        raise UsageError(
+            f"--resume: {csv_path} does not match this call ({'; '.join(found)}): run "
+            "without --resume to count again, or give another --out"
+        )
+    return RankSpectrum.from_csv(csv_path)
+
+
 def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, device: Any) -> Dict:
     """{label: RankSpectrum}; each written to its CSV as soon as it is complete.
 
-    With ``--resume``, a model whose CSV is there is read back rather than counted again.
+    With ``--resume``, a model whose CSV is there is read back rather than counted again,
+    once its record (``.<csv stem>.run``: the model's digest, the settings, the images'
+    digest) proves it was counted with this call's model, data and settings.
     """
-    from captum_rig.spectrum import RankSpectrum, rank_spectrum
+    from captum_rig.spectrum import rank_spectrum
 
     spectra = {}
     for (name, model), csv_path in zip(models.items(), _spectrum_files(out, list(models))):
         checkpoint = out / f".{csv_path.stem}.ckpt"
+        record = out / f".{csv_path.stem}.run"
+        settings = _settings(args, model, loader)
         if args.resume and csv_path.is_file() and not checkpoint.exists():
-            spectra[name] = RankSpectrum.from_csv(csv_path)
-            continue
+            spectra[name] = _read_back(csv_path, record, settings, loader)
+            if spectra[name] is not None:
+                continue
+        record.unlink(missing_ok=True)  # a stale record must never vouch for new counts
         if not args.resume and checkpoint.exists():
             checkpoint.unlink()
         elif args.resume and not checkpoint.exists():
             print(
                 f"no checkpoint {checkpoint}: starting {name} from the beginning", file=sys.stderr
             )
+        seen = StreamDigest(loader)  # the images' digest, taken as they are counted
+        count = partial(
+            rank_spectrum,
+            ranks=args.ranks,
+            reverse=args.reverse,
+            batch_size=args.batch_size,
+            device=device,
+            progress=show_progress(args),
+            checkpoint=checkpoint,
+            # a few KB per save: even a SIGKILL loses at most the batch in progress
+            checkpoint_every=1,
+        )
         try:
-            spectra[name] = rank_spectrum(
-                model,
-                loader,
-                ranks=args.ranks,
-                reverse=args.reverse,
-                batch_size=args.batch_size,
-                device=device,
-                progress=show_progress(args),
-                checkpoint=checkpoint,
-                # a few KB per save: even a SIGKILL loses at most the batch in progress
-                checkpoint_every=1,
-            )
+            # in a worker thread: Ctrl-C is answered at once, even inside a big image's SVD
+            spectra[name] = interruptible(count, model, seen)
         except KeyboardInterrupt:
             raise Interrupted(_resume_hint(args, name, checkpoint, len(loader), spectra)) from None
         spectra[name].to_csv(csv_path)
+        write_state(record, _RECORD_FORMAT, {"settings": {**settings, "data": seen.hexdigest()}})
         print(f"wrote {csv_path}")
     return spectra
 

@@ -17,6 +17,7 @@ from ._helpers import (
     run,
     write_png,
 )
+from ._interrupt import huge_image, interrupt_in_the_svd
 
 
 def test_contributions_match_the_library(capsys, work):
@@ -128,3 +129,38 @@ def test_contributions_missing_image(capsys, work):
     )
     assert_user_error(code, err, "nope.png")
     assert not (work / "rc").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, cost",
+    [
+        ([], "48 (4 per rank, 12 ranks) per image, 2 images"),
+        (["--bands", "0,1,2,4,12"], "20 (5 per band, 4 bands) per image, 2 images"),
+        (["--n-steps", 30], "30 per image, 2 images"),
+    ],
+)
+def test_contributions_announce_their_cost_before_the_work(capsys, work, monkeypatch, extra, cost):
+    """The gradient evaluations are printed (stderr) before the first one is spent."""
+    import captum_rig
+
+    def stop(*args, **kwargs):
+        raise ValueError("stopped before the work")
+
+    monkeypatch.setattr(captum_rig, "rank_contributions", stop)
+    code, _, err = run(
+        capsys, "contributions", "a.png", "b.png", "--model", "net.py:make", "--out", "rc", *extra
+    )
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1] == "captum-rig: error: stopped before the work", err
+    assert f"gradient evaluations: {cost}" in lines, err
+
+
+def test_contributions_answer_ctrl_c_during_a_big_svd(work):
+    """SIGINT while a 4096² image's SVD runs: exit 130 at once, nothing written."""
+    huge_image(work / "huge.png")
+    argv = ["contributions", "huge.png", "--bands", "0,1,4096", "--max-pixels", 0, "--out", "rc"]
+    code, err = interrupt_in_the_svd(work, argv)
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == "captum-rig: interrupted", err
+    assert "gradient evaluations: 10 (5 per band, 2 bands) per image, 1 image" in err, err
+    assert not (work / "rc").exists(), "nothing written"

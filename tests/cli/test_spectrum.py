@@ -21,6 +21,7 @@ from ._helpers import (
     run,
     write_png,
 )
+from ._interrupt import huge_image, interrupt_in_the_svd
 
 
 def test_spectrum_on_a_labelled_folder(capsys, work, labelled_folder):
@@ -36,7 +37,8 @@ def test_spectrum_on_a_labelled_folder(capsys, work, labelled_folder):
     assert float(rows[-1]["agreement"]) == 1.0, "full rank agrees with itself"
     assert all(r["accuracy"] != "" and r["n_images"] == "6" for r in rows), rows
     assert figure_pixels(work / "sp" / "spectrum.png").std() > 10, "blank plot"
-    assert files_in(work / "sp") == ["spectrum.csv", "spectrum.png"], "no checkpoint left"
+    # no checkpoint left; the record of how the CSV was counted (for --resume)
+    assert files_in(work / "sp") == [".spectrum.run", "spectrum.csv", "spectrum.png"]
 
 
 def test_spectrum_flat_folder_limit_reverse_resume(capsys, work, labelled_folder):
@@ -173,7 +175,13 @@ def test_spectrum_several_models(capsys, work, labelled_folder, monkeypatch):
         "--ranks", "0:8:4", "--metric", "accuracy", "--out", "sp",
     )  # fmt: skip
     assert code == 0, err
-    assert files_in(work / "sp") == ["spectrum.png", "spectrum_make.csv", "spectrum_trained.csv"]
+    assert files_in(work / "sp") == [
+        ".spectrum_make.run",
+        ".spectrum_trained.run",
+        "spectrum.png",
+        "spectrum_make.csv",
+        "spectrum_trained.csv",
+    ]
     assert drawn["labels"] == ["trained", "make"], drawn
     assert drawn["ylabel"] == "top-1 accuracy", drawn
     images = torch.stack(
@@ -200,3 +208,78 @@ def test_spectrum_resume_reads_back_finished_models(capsys, work, labelled_folde
     assert code == 0, err
     assert {p.name: p.read_text() for p in (work / "sp").glob("*.csv")} == before
     assert sorted(before) == ["spectrum_make.csv", "spectrum_natural.csv"], sorted(before)
+
+
+def _spectrum_argv(data, **changes):
+    """The spectrum command line of the resume tests, with options replaced or added."""
+    options = {"--model": "net.py:make", "--weights": "net.pt", "--data": data,
+               "--ranks": "0:8:4", "--out": "sp", **changes}  # fmt: skip
+    argv = ["spectrum"]
+    for option, value in options.items():
+        argv += [option] if value is True else [option, value]
+    return argv
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"--weights": "other.pt"}, "the model's weights differ"),
+        ({"--limit": 4}, "--data has 4 images, the CSV 6"),
+        ({"--ranks": "0:8:2"}, "counted with --ranks [0, 4, 8], this call has [0, 2, 4, 6, 8]"),
+        ({"--reverse": True}, "counted with --reverse not given, this call has given"),
+        ({"repaint": True}, "the images of --data differ"),
+    ],
+)
+def test_spectrum_resume_refuses_a_finished_csv_of_other_settings(
+    capsys, work, labelled_folder, monkeypatch, changes, match
+):
+    """--resume with another model, data, ranks or --reverse: exit 2 naming the difference;
+    the finished CSV is neither read back as this call's nor overwritten."""
+    import captum_rig.spectrum as spectrum
+
+    assert run(capsys, *_spectrum_argv(labelled_folder))[0] == 0
+    before = (work / "sp" / "spectrum.csv").read_text()
+    torch.manual_seed(123)
+    torch.save(load_model(f"{work / 'net.py'}:make").state_dict(), work / "other.pt")
+    if changes.pop("repaint", False):  # as many images, one of them other pixels
+        write_png(labelled_folder / "cat" / "0.png", 8, 8, seed=99)
+    monkeypatch.setattr(spectrum, "rank_spectrum", lambda *a, **k: pytest.fail("recounted"))
+    code, _, err = run(capsys, *_spectrum_argv(labelled_folder, **changes), "--resume")
+    assert_user_error(code, err, "--resume: sp/spectrum.csv does not match this call")
+    assert match in err, err
+    assert (work / "sp" / "spectrum.csv").read_text() == before
+
+
+def test_spectrum_resume_reads_back_another_batch_size(capsys, work, labelled_folder, monkeypatch):
+    """The batch size does not change the counts: a finished CSV is read back."""
+    import captum_rig.spectrum as spectrum
+
+    assert run(capsys, *_spectrum_argv(labelled_folder, **{"--batch-size": 4}))[0] == 0
+    monkeypatch.setattr(spectrum, "rank_spectrum", lambda *a, **k: pytest.fail("recounted"))
+    code, out, err = run(capsys, *_spectrum_argv(labelled_folder), "--resume")
+    assert code == 0 and "6 images, 3 ranks" in out, err
+
+
+def test_spectrum_resume_counts_a_csv_without_record_again(capsys, work, labelled_folder):
+    """A CSV whose record is missing (or damaged) proves nothing: it is counted again."""
+    assert run(capsys, *_spectrum_argv(labelled_folder))[0] == 0
+    expected = read_csv(work / "sp" / "spectrum.csv")
+    (work / "sp" / "spectrum.csv").write_text("rank,agreement,accuracy,n_images,reverse\n")
+    for damage in (lambda p: p.unlink(), lambda p: p.write_bytes(b"not a record")):
+        damage(work / "sp" / ".spectrum.run")
+        code, _, err = run(capsys, *_spectrum_argv(labelled_folder), "--resume")
+        assert code == 0 and "no record of how sp/spectrum.csv was counted" in err, err
+        assert read_csv(work / "sp" / "spectrum.csv") == expected
+
+
+def test_spectrum_answers_ctrl_c_during_a_big_svd(work):
+    """SIGINT while a 4096² image's SVD runs: exit 130 at once with the one-line note."""
+    (work / "huge").mkdir()
+    huge_image(work / "huge" / "h.png")
+    argv = ["spectrum", "--data", "huge", "--ranks", "0,1", "--max-pixels", 0, "--out", "sp"]
+    code, err = interrupt_in_the_svd(work, argv)
+    assert code == 130, err
+    assert err.strip().splitlines() == [
+        "captum-rig: interrupted before the first batch of Stamped was counted; nothing to resume"
+    ], err
+    assert not (work / "sp").exists(), "nothing to resume: no output folder"
