@@ -124,6 +124,25 @@ def test_property_shape_dtype_radius(batch, h, w, radius, dtype):
     torch.testing.assert_close((low + high).double(), x.double(), atol=tol, rtol=0)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    cuts=st.lists(st.floats(0, 7, allow_nan=False), min_size=0, max_size=4, unique=True),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_property_band_path_passes_the_low_pass_images(h, w, cuts, dtype):
+    """For any shape and bands: x(0) = 0, x(j) = low_pass(x, r_j), x(m) = x."""
+    bands = sorted(c for c in cuts if c < max_radius(h, w)) + [max_radius(h, w) + 0.5]
+    x = torch.rand(2, 2, h, w, dtype=torch.float64).to(dtype)
+    points = FrequencyPath(x).points(list(range(len(bands) + 1)), bands)
+    assert points.shape == (len(bands) + 1, *x.shape) and points.dtype == dtype
+    tol = dict(atol=1e-9, rtol=0) if dtype == torch.float64 else dict(atol=1e-5, rtol=0)
+    torch.testing.assert_close(points[0], torch.zeros_like(x), **tol)
+    for j, r in enumerate(bands):
+        torch.testing.assert_close(points[j + 1], low_pass(x, r), **tol)
+
+
 @pytest.mark.parametrize(
     "call, error, message",
     [
