@@ -1,7 +1,9 @@
 """The registry of attribution methods: one name → one way to attribute.
 
-One dict feeds the CLI's ``--methods`` choices, the demo's figure columns and the tests'
-parametrisation, so every method offered is also tested, without a second list.
+:data:`METHODS` feeds the CLI's ``--methods`` defaults, the demo's figure columns and the
+tests' parametrisation, so every method offered is also tested, without a second list.
+:data:`VARIANTS` holds variants of those methods (IDGI) that are computed only when named
+(``--methods rig-idgi``); :func:`get_method` and :func:`parse_methods` know both.
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -19,7 +21,15 @@ from captum_rig._captum import TargetType
 from captum_rig.attr.blur_ig import BlurIntegratedGradients
 from captum_rig.attr.rig import RankIntegratedGradients
 
-__all__ = ["AttributionMethod", "METHODS", "METHOD_NAMES", "get_method", "parse_methods"]
+__all__ = [
+    "AttributionMethod",
+    "METHODS",
+    "METHOD_NAMES",
+    "VARIANTS",
+    "VARIANT_NAMES",
+    "get_method",
+    "parse_methods",
+]
 
 UNKNOWN_METHOD = "unknown attribution method {name!r}; choose from {names}{hint}"
 
@@ -90,19 +100,46 @@ METHODS: Dict[str, AttributionMethod] = {
 }
 METHOD_NAMES = tuple(METHODS)
 
+# IDGI (Yang et al. 2023) on the rank path with the paper's own points (left Riemann:
+# the outputs come with the gradients), and on the blur path.
+VARIANTS: Dict[str, AttributionMethod] = {
+    m.name: m
+    for m in (
+        AttributionMethod(
+            "rig-idgi",
+            "RIG + IDGI",
+            RankIntegratedGradients,
+            {"method": "riemann_left", "idgi": True, "internal_batch_size": 16},
+        ),
+        AttributionMethod(
+            "blurig-idgi",
+            "Blur IG + IDGI",
+            BlurIntegratedGradients,
+            {"idgi": True, "internal_batch_size": 16},
+        ),
+    )
+}
+VARIANT_NAMES = tuple(VARIANTS)
+
 
 def get_method(name: str) -> AttributionMethod:
-    """The registered method called ``name``; a ValueError listing close names if none.
+    """The registered method (or variant) called ``name``; a ValueError listing close
+    names if none.
 
     Examples:
         >>> get_method("rig").title
         'RIG'
+        >>> get_method("rig-idgi").defaults["idgi"]
+        True
     """
-    if name not in METHODS:
-        close = difflib.get_close_matches(str(name), METHOD_NAMES, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(UNKNOWN_METHOD.format(name=name, names=", ".join(METHOD_NAMES), hint=hint))
-    return METHODS[name]
+    if name in METHODS:
+        return METHODS[name]
+    if name in VARIANTS:
+        return VARIANTS[name]
+    names = METHOD_NAMES + VARIANT_NAMES
+    close = difflib.get_close_matches(str(name), names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(UNKNOWN_METHOD.format(name=name, names=", ".join(names), hint=hint))
 
 
 def parse_methods(names: Sequence[str]) -> List[AttributionMethod]:

@@ -10,6 +10,8 @@ from captum_rig.attr.registry import (
     METHOD_NAMES,
     METHODS,
     UNKNOWN_METHOD,
+    VARIANT_NAMES,
+    VARIANTS,
     AttributionMethod,
     get_method,
     parse_methods,
@@ -21,6 +23,10 @@ DIRECT = {
     "ig": lambda model, x, t: IntegratedGradients(model).attribute(x, target=t, n_steps=4),
     "blurig": lambda model, x, t: BlurIG(model).attribute(x, target=t, n_steps=4),
     "saliency": lambda model, x, t: Saliency(model).attribute(x.clone().requires_grad_(), target=t),
+    "rig-idgi": lambda model, x, t: RIG(model).attribute(
+        x, target=t, n_steps=4, method="riemann_left", idgi=True
+    ),
+    "blurig-idgi": lambda model, x, t: BlurIG(model).attribute(x, target=t, n_steps=4, idgi=True),
 }
 
 
@@ -32,12 +38,16 @@ def model():
 
 def test_every_method_has_a_direct_reference():
     """The registry and this file's reference table name the same methods."""
-    assert set(METHODS) == set(DIRECT), "add a direct reference for every new method"
+    assert set(METHODS) | set(VARIANTS) == set(DIRECT), (
+        "add a direct reference for every new method"
+    )
+    assert not set(METHODS) & set(VARIANTS)
+    assert VARIANT_NAMES == tuple(VARIANTS)
     assert METHOD_NAMES == tuple(METHODS)
     assert all(METHODS[name].name == name for name in METHODS)
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
+@pytest.mark.parametrize("name", METHOD_NAMES + VARIANT_NAMES)
 def test_every_method_runs_and_equals_its_class(model, name):
     """Each registered method gives what its Captum-style class gives, shape of the input."""
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
@@ -87,15 +97,20 @@ def test_n_steps_is_ignored_by_methods_without_steps(model):
 
 @pytest.mark.parametrize(
     "name, hint",
-    [("rgi", "; did you mean rig?"), ("blur_ig", "; did you mean blurig, rig?"), ("zzz", "")],
+    [
+        ("rgi", "; did you mean rig?"),
+        ("blur_ig", "; did you mean blurig, blurig-idgi, rig?"),
+        ("zzz", ""),
+    ],
 )
 def test_unknown_name_lists_choices_and_a_hint(name, hint):
     """An unknown name is a ValueError listing every method, with close names as a hint."""
-    expected = UNKNOWN_METHOD.format(name=name, names=", ".join(METHOD_NAMES), hint=hint)
+    names = METHOD_NAMES + VARIANT_NAMES
+    expected = UNKNOWN_METHOD.format(name=name, names=", ".join(names), hint=hint)
     with pytest.raises(ValueError) as error:
         get_method(name)
     assert str(error.value) == expected
-    assert all(n in str(error.value) for n in METHOD_NAMES)
+    assert all(n in str(error.value) for n in names)
 
 
 def test_parse_methods_splits_commas_and_drops_repeats():
@@ -116,3 +131,32 @@ def test_parse_methods_rejects_unknown_names_with_hint():
     """One bad name in a list fails the whole list, naming it."""
     with pytest.raises(ValueError, match=r"unknown attribution method 'sailency'.*saliency\?"):
         parse_methods(["rig,sailency"])
+
+
+def test_variants_are_named_only():
+    """IDGI variants are found by name but are not in the default list (demo, explain)."""
+    assert "rig-idgi" not in METHOD_NAMES and "blurig-idgi" not in METHOD_NAMES
+    assert [m.name for m in parse_methods(["rig,rig-idgi", "blurig-idgi"])] == [
+        "rig",
+        "rig-idgi",
+        "blurig-idgi",
+    ]
+
+
+def test_explain_command_runs_rig_idgi(tmp_path, monkeypatch, capsys):
+    """``captum-rig explain --methods rig-idgi`` writes its figure."""
+    from _reference import USER_MODEL_SOURCE
+    from PIL import Image
+
+    from captum_rig.cli._main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text(USER_MODEL_SOURCE)
+    rng = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(12, 16, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels, mode="RGB").save(tmp_path / "a.png")
+    argv = ["explain", "a.png", "--model", "net.py:make", "--methods", "rig-idgi,blurig-idgi"]
+    code = main([*argv, "--n-steps", "4", "--out", "fig.png", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "wrote fig.png" in out and (tmp_path / "fig.png").stat().st_size > 0
