@@ -144,7 +144,8 @@ class RankIntegratedGradients(GradientAttribution):
             additional_forward_args (Any, optional): as in Captum's IntegratedGradients.
             n_steps (int, optional): ``method="paper"``: number of ranks evaluated, each
                 standing for a group of ranks of equal weight mass (see
-                :func:`~captum_rig.attr.rank_path.paper_rank_weights`; None: all ``w - 1`` ranks that carry weight).
+                :func:`~captum_rig.attr.rank_path.paper_rank_weights`; None: all
+                ``w - 1`` ranks that carry weight).
                 Path methods: quadrature points (None: ``w``).
             method (str): ``"paper"`` (Eq. 3) or a Captum approximation method
                 (``"gausslegendre"``, ``"riemann_left"``, ``"riemann_right"``,
