@@ -438,6 +438,8 @@ API_MODULES = (
     "captum_rig.synthetic",
     "captum_rig.demo",
     "captum_rig.attr.registry",
+    "captum_rig.runs",
+    "captum_rig.viz.scores",
 )
 
 
