@@ -464,7 +464,7 @@ def test_image_dataset_passes_max_pixels(tmp_path):
 def test_image_dataset_source_that_is_a_file(tmp_path):
     """A file as source says it is a file and what source takes."""
     Image.fromarray(_rgb()).save(tmp_path / "a.png")
-    with pytest.raises(ValueError, match="a.png is a file, but source .* takes a folder"):
+    with pytest.raises(ValueError, match="a.png is a file, but source takes a folder"):
         image_dataset(tmp_path / "a.png")
 
 

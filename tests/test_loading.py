@@ -140,6 +140,21 @@ def test_num_classes_for_factory_without_it(net_file):
         load_model(f"{net_file}:fixed", num_classes=3)
 
 
+@pytest.mark.parametrize(
+    "source, spec, where",
+    [
+        ("import sys\n\ndef make():\n    sys.exit(0)\n", "make", "the factory"),
+        ("import sys\nsys.exit(3)\n\ndef make():\n    pass\n", "make", "running"),
+    ],
+)
+def test_factory_or_file_calling_sys_exit_is_an_error(tmp_path, source, spec, where):
+    """sys.exit in the user's file or factory is a ValueError naming the spec, not an exit."""
+    path = tmp_path / "exiting.py"
+    path.write_text(source)
+    with pytest.raises(ValueError, match=rf"{where}.* called sys.exit\(\d\) instead of"):
+        load_model(f"{path}:{spec}")
+
+
 @pytest.mark.parametrize("bad", [0, -1, True, 2.0])
 def test_bad_num_classes(bad):
     """num_classes must be a positive int."""

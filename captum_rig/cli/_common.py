@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tupl
 import torch
 
 from captum_rig._context import check_writable
+from captum_rig.cli._errors import UsageError, one_line
 from captum_rig.data import MAX_PIXELS, image_dataset, image_format, load_image
 from captum_rig.loading import ModelSpec, load_pixel_model
 
@@ -20,10 +21,6 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 ABANDONED: List[Any] = []  # "done" events of worker threads left running after a Ctrl-C
-
-
-class UsageError(ValueError):
-    """A command-line mistake; reported as one line, exit code 2."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -95,15 +92,28 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def parse_device(text: Optional[str]) -> torch.device:
-    """``--device``: a torch device that exists here (default: cuda if available)."""
+    """``--device``: a torch device that exists here and holds data (default: cuda if
+    available); ``meta`` and other devices without storage are refused."""
     if text is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(text)
     except RuntimeError:
         raise UsageError(f"--device must be cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {text}: CUDA is not available on this machine")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {text}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise UsageError(f"--device {text}: MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise UsageError(
+            f"--device must be cpu, cuda or cuda:N (or mps), got {text!r}"
+            + (": a meta device holds no data to compute with" if device.type == "meta" else "")
+        )
     return device
 
 
@@ -137,6 +147,8 @@ def load_spec(spec: ModelSpec, args: argparse.Namespace, device: Any) -> Tuple[A
     )
     if args.image_size is not None:
         prep = replace(prep, resize_size=args.image_size, crop_size=args.image_size)
+    # Named in the error of a model that cannot take images of this size (cli_message).
+    args.input_size = (prep.in_channels or 3, prep.crop_size)
     if spec.random_weights:
         # A randomly initialised classifier explains nothing; say so rather than let its
         # noise maps pass for an explanation.
@@ -200,7 +212,13 @@ def image_options(
 
 
 def open_data(args: argparse.Namespace, prep: Any, need_labels: bool) -> Tuple[Any, bool]:
-    """(DataLoader of images or (images, labels) batches, whether there are labels)."""
+    """(DataLoader of images or (images, labels) batches, whether there are labels).
+
+    Checked before any work: labels the model cannot output (more classes in ``--data``
+    than the model has, when its classes are known) fail when ``need_labels``, else are
+    dropped with a note (no accuracy against them). ``--limit N`` takes the first N
+    images, or with ``--balanced`` N spread evenly over the classes, seeded by ``--seed``.
+    """
     from torch.utils.data import DataLoader, Subset
 
     if Path(args.data).expanduser().is_file():
@@ -218,10 +236,107 @@ def open_data(args: argparse.Namespace, prep: Any, need_labels: bool) -> Tuple[A
             f"--data {args.data} has no labels: use a folder with one subfolder per class, "
             "or cifar10:PATH"
         )
+    fits = not labelled or _labels_fit(args, dataset, prep, need_labels)
+    balanced = getattr(args, "balanced", False)
+    if balanced and (args.limit is None or not labelled):
+        raise UsageError("--balanced needs --limit N and labelled --data (class folders)")
     if args.limit is not None and args.limit < len(dataset):
-        dataset = Subset(dataset, range(args.limit))
+        if balanced:
+            seed = getattr(args, "seed", None) or 0
+            dataset = Subset(dataset, balanced_indices(_dataset_labels(dataset), args.limit, seed))
+        else:
+            dataset = Subset(dataset, range(args.limit))
+    if not fits:
+        dataset, labelled = _ImagesOnly(dataset), False
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
     return loader, labelled
+
+
+def _dataset_labels(dataset: Any) -> List[int]:
+    """Every label of a labelled data set, read without decoding its images."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = getattr(dataset, "targets", None)  # torchvision's CIFAR10
+    if labels is None:
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]
+    return [int(y) for y in labels]
+
+
+def _model_classes(args: argparse.Namespace, prep: Any) -> Optional[int]:
+    """The model's number of classes when known without running it (--num-classes, or the
+    class names its source gives), else None."""
+    if getattr(args, "num_classes", None):
+        return int(args.num_classes)
+    categories = getattr(prep, "categories", None)
+    return len(categories) if categories else None
+
+
+def _labels_fit(args: argparse.Namespace, dataset: Any, prep: Any, need_labels: bool) -> bool:
+    """Whether the model can output every label of ``dataset`` (True when its classes are
+    unknown). Labels it cannot output (e.g. 10 digit folders for a 6-class model) make
+    its accuracy meaningless: an error when ``need_labels``, else a note (False)."""
+    classes = _model_classes(args, prep)
+    if classes is None:
+        return True
+    names = getattr(dataset, "classes", None)
+    n_data = len(names) if names else max(_dataset_labels(dataset), default=-1) + 1
+    if n_data <= classes:
+        return True
+    problem = (
+        f"--data {args.data} has {n_data} classes (labels 0..{n_data - 1}) but the model "
+        f"has {classes} (0..{classes - 1})"
+    )
+    if need_labels:
+        raise UsageError(
+            f"{problem}: its predictions cannot match those labels; use data labelled with "
+            "the model's classes (or --num-classes N for a model trained on N classes)"
+        )
+    print(f"note: {problem}: the labels are ignored (no accuracy)", file=sys.stderr)
+    return False
+
+
+class _ImagesOnly:
+    """A labelled data set's images without their labels (map-style)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index][0]
+
+
+def balanced_indices(labels: Sequence[int], limit: int, seed: int = 0) -> List[int]:
+    """``limit`` indices drawn evenly from the classes of ``labels``, seeded, sorted.
+
+    Each class is shuffled with ``seed``; then the classes give one index each in turn
+    (a class that runs out drops out), so the counts differ by at most one between the
+    classes that have enough images.
+
+    Examples:
+        >>> picked = balanced_indices([0] * 6 + [1] * 6 + [2] * 2, 7, seed=0)
+        >>> [sum(1 for i in picked if i < 6), sum(1 for i in picked if 6 <= i < 12)]
+        [3, 2]
+        >>> picked == balanced_indices([0] * 6 + [1] * 6 + [2] * 2, 7, seed=0)
+        True
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    by_class: Dict[int, List[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(index)
+    queues = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        queues.append([members[i] for i in order])
+    picked: List[int] = []
+    depth = 0
+    while len(picked) < limit and any(depth < len(q) for q in queues):
+        picked += [q[depth] for q in queues if depth < len(q)][: limit - len(picked)]
+        depth += 1
+    return sorted(picked)
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -266,14 +381,6 @@ def interruptible(fn: Callable[..., Any], *args: Any) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
-
-
-def one_line(error: BaseException) -> str:
-    """An error's message on one line (the CLI prints no traceback for input errors)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, KeyError):  # str(KeyError) quotes its argument
-        text = text.strip("'\"")
-    return text
 
 
 def parse_target(text: str) -> Optional[int]:

@@ -28,9 +28,8 @@ from captum_rig.cli._common import (
     Interrupted,
     Parser,
     UsageError,
-    one_line,
 )
-from captum_rig.loading import WeightsUnavailableError
+from captum_rig.cli._errors import cli_message
 
 COMMANDS: Dict[str, ModuleType] = {
     "demo": demo,
@@ -68,9 +67,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs ``captum-rig`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     Usage and input errors (``UsageError``, and ``ValueError``, ``TypeError``,
-    ``OSError`` and ``WeightsUnavailableError`` from the library) print one line
-    ``captum-rig: error: ...`` to stderr and return 2; other exceptions are bugs and
-    propagate with their traceback. Commands that build models seed torch's generator
+    ``OSError`` and ``WeightsUnavailableError`` from the library, and a model's error
+    for images of a size it cannot take) print one line ``captum-rig: error: ...`` to
+    stderr, in the command line's words (``--convert`` where the library says
+    ``convert=True``), and return 2; other exceptions are bugs and propagate with their
+    traceback. Commands that build models seed torch's generator
     with ``--seed`` first, so random weights are the same from run to run.
 
     Examples:
@@ -78,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         2
     """
     parser = build_parser()
+    args = None
     try:
         try:
             args = parser.parse_args(argv)
@@ -87,8 +89,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.manual_seed(args.seed)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # to print a resume command
         return args.run(args)
-    except (UsageError, ValueError, TypeError, OSError, WeightsUnavailableError) as e:
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+    except (UsageError, ValueError, TypeError, OSError, RuntimeError) as e:
+        message = cli_message(e, args)
+        if message is None:  # a bug: its traceback
+            raise
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         text = str(e) if isinstance(e, Interrupted) else "interrupted"

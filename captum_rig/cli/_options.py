@@ -11,6 +11,7 @@ from typing import Any, List, Optional, Tuple
 
 from captum_rig.cli._common import UsageError
 from captum_rig.data import MAX_PIXELS
+from captum_rig.loading import ModelSpec
 
 
 def parse_ranks(text: str) -> List[int]:
@@ -127,6 +128,9 @@ class ModelAction(argparse.Action):
         models = list(getattr(namespace, "models", None) or [])
         pending = dict(getattr(namespace, "_pending", None) or {})
         if self.dest == "models":
+            # Parsed here, so a malformed spec ('resnet18': did you mean
+            # torchvision:resnet18?) fails alike in every command, before any other check.
+            ModelSpec.parse(values)
             models.append({"spec": values, "weights": None, "pretrained": False, **pending})
             pending = {}
         else:
@@ -148,6 +152,7 @@ def _add_model_choice(g: Any, several: bool) -> None:
         "--model",
         dest="models",
         action=ModelAction,
+        required=True,  # shown as required in the usage line; argparse checks it
         metavar="SPEC",
         help="demo:natural, demo:lowrank8 (the shipped CNNs), torchvision:<name> or "
         "<module or file.py>:<factory> (this imports, that is RUNS, the module or file: "
@@ -242,7 +247,19 @@ def data_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)"
     )
-    g.add_argument("--limit", type=positive_int, metavar="N", help="use the first N images")
+    g.add_argument(
+        "--limit",
+        type=positive_int,
+        metavar="N",
+        help="use the first N images (with --balanced: N drawn evenly from the classes)",
+    )
+    g.add_argument(
+        "--balanced",
+        action="store_true",
+        help="with --limit N on labelled data: take N images spread evenly over the "
+        "classes, drawn at random with --seed (the same images for the same seed), "
+        "instead of the first N (which, on class folders, come from the first classes)",
+    )
     g.add_argument(
         "--batch-size",
         type=positive_int,

@@ -15,7 +15,11 @@ _SLOW_PIXELS = 1024 * 1024  # lowrank warns above this: its SVD takes seconds an
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds ``lowrank`` to the sub-commands ``sub``; returns its parser."""
     p = sub.add_parser("lowrank", help="the rank-K version of an image")
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument(
+        "image",
+        metavar="IMAGE",
+        help="image file to truncate (any format Pillow reads; colour or greyscale, kept as it is)",
+    )
     p.add_argument("--rank", type=int, required=True, metavar="K", help="0..min(H, W)")
     p.add_argument(
         "--reverse", action="store_true", help="remove the K largest singular values instead"

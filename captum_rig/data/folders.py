@@ -228,7 +228,7 @@ def image_dataset(
     root = Path(text).expanduser()
     if root.exists() and not root.is_dir():
         raise ValueError(
-            f"{root} is a file, but source (captum-rig: --data) takes a folder of images, "
+            f"{root} is a file, but source takes a folder of images, "
             f"a folder of class subfolders, or {CIFAR10_PREFIX}PATH; put the image in a folder"
         )
     if not root.is_dir():

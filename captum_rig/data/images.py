@@ -49,17 +49,16 @@ A_FOLDER = "{path} is a folder, expected an image file"
 NOT_AN_IMAGE = "{path} is not an image file that Pillow can read"
 UNREADABLE = "could not read image file {path}: {why}"
 CHANNELS = (
-    "image {path} is {have} (mode {mode}) but {want} was asked for; pass convert=True "
-    "(captum-rig: --convert) to convert it"
+    "image {path} is {have} (mode {mode}) but {want} was asked for; pass convert=True to convert it"
 )
 TOO_BIG = (
     "image {path} is {width}×{height} = {pixels:,} pixels, more than max_pixels = {limit:,} "
     "(its SVD would take minutes and gigabytes); pass a larger max_pixels, or None for no "
-    "limit (captum-rig: --max-pixels N, 0 for no limit), or shrink the image"
+    "limit, or shrink the image"
 )
 SIZES = (
-    "image {path} is {shape} but {first} is {first_shape}; pass size=N (captum-rig: "
-    "--image-size N) to bring every image to one size"
+    "image {path} is {shape} but {first} is {first_shape}; pass size=N to bring "
+    "every image to one size"
 )
 
 
@@ -204,7 +203,7 @@ def load_image(
         if out_size is not None and out_size[0] * out_size[1] > max_pixels:
             raise ValueError(
                 f"size {out_size[0]}×{out_size[1]} is more than max_pixels = {max_pixels:,} "
-                "pixels; pass a larger max_pixels (captum-rig: --max-pixels N)"
+                "pixels; pass a larger max_pixels"
             )
     # With a size, the file is only decoded and shrunk: Pillow's own limit guards that.
     x, mode = _read(path, max_pixels if out_size is None else None)

@@ -22,6 +22,15 @@ NO_MODULE = "cannot import {module!r} for model spec {spec!r}: {why}"
 NO_FACTORY = "{module!r} has no attribute {factory!r} (model spec {spec!r}){hint}"
 NOT_A_MODULE = "model spec {spec!r} returned {got}, expected a torch.nn.Module"
 NO_NUM_CLASSES = "the factory of {spec!r} does not take a num_classes argument"
+EXITED = (
+    "model spec {spec!r}: {what} called sys.exit({code}) instead of {instead} (a model file "
+    "should build the model only; keep a script's work under if __name__ == '__main__')"
+)
+
+
+def _exited(e: SystemExit, spec: str, what: str, instead: str) -> ValueError:
+    """A SystemExit raised by the user's code, as an error: never a silent exit of the caller."""
+    return ValueError(EXITED.format(spec=spec, what=what, code=e.code, instead=instead))
 
 
 def _close(name: str, names: Sequence[str]) -> str:
@@ -36,6 +45,8 @@ def _import(module: str, spec: str) -> Any:
             return importlib.import_module(module)
         except ModuleNotFoundError as e:
             raise ValueError(NO_MODULE.format(module=module, spec=spec, why=e)) from None
+        except SystemExit as e:
+            raise _exited(e, spec, f"importing {module!r}", "defining the factory") from None
     path = Path(module).expanduser()
     if not path.is_file():
         raise FileNotFoundError(NO_MODULE.format(module=module, spec=spec, why="no such file"))
@@ -50,6 +61,9 @@ def _import(module: str, spec: str) -> Any:
     sys.modules[name] = mod
     try:
         loader_spec.loader.exec_module(mod)
+    except SystemExit as e:
+        del sys.modules[name]
+        raise _exited(e, spec, f"running {module!r}", "defining the factory") from None
     except BaseException:
         del sys.modules[name]
         raise
@@ -85,7 +99,10 @@ def factory_model(module: str, factory: str, spec: str, num_classes: Optional[in
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if kwargs and not _takes_num_classes(fn):
         raise ValueError(NO_NUM_CLASSES.format(spec=spec))
-    model = fn(**kwargs)
+    try:
+        model = fn(**kwargs)
+    except SystemExit as e:
+        raise _exited(e, spec, "the factory", "returning a model") from None
     if not isinstance(model, nn.Module):
         raise TypeError(NOT_A_MODULE.format(spec=spec, got=type(model).__name__))
     return model

@@ -4,6 +4,7 @@ A spec's source (:data:`~captum_rig.loading.SOURCES`) builds the network, says w
 expects of its inputs and names its classes; see :mod:`captum_rig.loading` for the forms.
 """
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -307,7 +308,28 @@ def load_pixel_model(
     model = spec.load(num_classes, device)
     prep = spec.preprocessing(model)
     if mean is not None:
-        prep = replace(prep, mean=tuple(mean), std=tuple(std))
+        mean, std = _check_mean_std(mean, std, prep.in_channels)
+        prep = replace(prep, mean=mean, std=std)
     if not normalize or prep.mean is None:
         return model, replace(prep, mean=None, std=None)
     return normalized(model, prep.mean, prep.std), prep
+
+
+def _check_mean_std(
+    mean: Sequence[float], std: Sequence[float], channels: Optional[int]
+) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """``mean`` and ``std`` as tuples, one finite value per input channel, std > 0."""
+    try:
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        raise TypeError("mean and std must be sequences of numbers") from None
+    want = len(mean) if channels is None else channels
+    if len(mean) != want or len(std) != want:
+        where = "" if channels is None else f" ({channels} for this model)"
+        raise ValueError(
+            f"mean and std must have one value per input channel{where}, got {len(mean)} "
+            f"and {len(std)} values"
+        )
+    if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+        raise ValueError(f"mean must be finite and std finite and > 0, got {mean} and {std}")
+    return mean, std

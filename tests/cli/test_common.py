@@ -20,6 +20,7 @@ from ._helpers import (
     assert_user_error,
     figure_pixels,
     files_in,
+    read_csv,
     run,
     subprocess_run,
     write_png,
@@ -78,12 +79,14 @@ def _minimal_argv(name):
     """The shortest command line of ``name`` that parses (its required arguments)."""
     return {
         "demo": ["demo"],
-        "explain": ["explain", "a.png"],
+        "explain": ["explain", "a.png", "--model", "x:y"],
         "lowrank": ["lowrank", "a.png", "--rank", "1", "--out", "b.png"],
-        "spectrum": ["spectrum", "--data", "d"],
-        "robustness": ["robustness", "--data", "d"],
-        "contributions": ["contributions", "a.png"],
-        "stability": ["stability", "--data", "d"],
+        "spectrum": ["spectrum", "--data", "d", "--model", "x:y"],
+        "robustness": ["robustness", "--data", "d", "--model", "x:y"],
+        "contributions": ["contributions", "a.png", "--model", "x:y"],
+        "stability": ["stability", "--data", "d", "--model", "x:y"],
+        "attribute": ["attribute", "--data", "d", "--model", "x:y", "--out", "m.h5"],
+        "evaluate": ["evaluate", "m.h5", "--data", "d", "--model", "x:y"],
     }[name]
 
 
@@ -101,7 +104,7 @@ def test_methods_help_lists_the_registry(capsys):
         (["nonsense"], "invalid choice"),
         (["lowrank", "a.png", "--out", "x.png"], "--rank"),
         (["lowrank", "a.png", "--rank", "two", "--out", "x.png"], "invalid int"),
-        (["explain", "a.png"], "--model SPEC is required"),
+        (["explain", "a.png"], "the following arguments are required: --model"),
         (["explain", "a.png", "--model", "x:y", "--model", "z:w"], "one --model"),
         (["explain", "a.png", "--model", "x:y", "--weights", "1", "--weights", "2"], "twice"),
         (["explain", "a.png", "--model", "x:y", "--n-steps", "0"], "positive integer"),
@@ -259,7 +262,7 @@ def test_big_images_are_refused_until_max_pixels_lifts_the_limit(capsys, work):
     """Above 4096×4096 (or --max-pixels N) an image is refused, naming --max-pixels."""
     Image.new("L", (4100, 4100)).save(work / "big.png")  # zeros: a small file
     code, _, err = run(capsys, "lowrank", "big.png", "--rank", 1, "--out", "o.png")
-    assert_user_error(code, err, "4100×4100 = 16,810,000 pixels, more than max_pixels")
+    assert_user_error(code, err, "4100×4100 = 16,810,000 pixels, more than --max-pixels")
     assert "--max-pixels" in err and not (work / "o.png").exists()
     write_png(work / "mid.png", 30, 40)
     code, _, err = run(capsys, "lowrank", "mid.png", "--rank", 1, "--out", "o.png",
@@ -321,3 +324,177 @@ def test_contributions_and_stability_help(capsys):
     for command, flag in (("contributions", "--bands"), ("stability", "--attacks")):
         code, out, _ = run(capsys, command, "--help")
         assert code == 0 and flag in out, (command, out)
+
+
+# -- input errors in the command line's words, before the work ---------------------------
+
+
+def test_device_without_data_is_one_line(capsys, work):
+    """--device meta (a device without storage) is a usage error, not a traceback."""
+    code, _, err = run(capsys, "explain", "a.png", "--model", "net.py:make", "--device", "meta",
+                       "--out", "f.png")  # fmt: skip
+    assert_user_error(code, err, "--device must be cpu, cuda or cuda:N")
+    assert "meta device holds no data" in err
+
+
+def test_factory_calling_sys_exit_is_an_error(capsys, work):
+    """A factory that calls sys.exit(0) is an error naming the spec, not a silent exit 0."""
+    (work / "exiting.py").write_text("import sys\n\ndef make():\n    sys.exit(0)\n")
+    code, _, err = run(capsys, "explain", "a.png", "--model", "exiting.py:make", "--out", "f.png")
+    assert_user_error(code, err, "model spec 'exiting.py:make': the factory called sys.exit(0)")
+    assert not (work / "f.png").exists()
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (
+            ["--mean", "1,2", "--std", "1,1"],
+            "--mean and --std must have one value per input "
+            "channel (3 for this model), got 2 and 2 values",
+        ),  # fmt: skip
+        (["--mean", "1,2"], "pass both --mean and --std, or neither"),
+        (["--mean", "0,0,0", "--std", "1,0,1"], "--std finite and > 0"),
+    ],
+)
+def test_mean_and_std_must_fit_the_model(capsys, work, options, match):
+    """--mean 1,2 on an RGB model names --mean (not the Normalize layer's x or fx's graph)."""
+    code, _, err = run(capsys, "explain", "a.png", "--model", "net.py:make", *options,
+                       "--out", "f.png")  # fmt: skip
+    assert_user_error(code, err, match)
+
+
+def test_a_model_that_cannot_take_the_input_size_is_one_line(capsys, work, labelled_folder):
+    """A model whose layers do not fit the images (a Linear sized for 8×8) names the size."""
+    code, _, err = run(capsys, "spectrum", "--model", "net.py:flat", "--data", "data",
+                       "--image-size", 16, "--out", "sp")  # fmt: skip
+    assert_user_error(code, err, "the model cannot take 3×16×16 images (mat1 and mat2 shapes")
+    assert "--image-size N" in err
+
+
+def test_alexnet_at_32_pixels_is_one_line(capsys, work, labelled_folder):
+    """AlexNet at 32 px: a message naming the input size, not 'Output size is too small' raw."""
+    code, _, err = run(capsys, "spectrum", "--model", "torchvision:alexnet", "--data", "data",
+                       "--image-size", 32, "--limit", 1, "--ranks", 0, "--out", "sp")  # fmt: skip
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("captum-rig: error: the model cannot take 3×32×32 images"), err
+    assert "Output size is too small" in lines[-1] and "larger --image-size N" in lines[-1]
+
+
+def test_fx_notes_are_left_out_of_one_line_errors():
+    """torch.fx's 'While executing %...' and tlparse notes name graph nodes: not printed."""
+    from captum_rig.cli._errors import cli_message
+
+    error = RuntimeError(
+        "Output size is too small\n\nWhile executing %_1 : call_module[target=1.pool]\n"
+        "Original traceback:\nNone\nUse tlparse to see full graph."
+    )
+    message = cli_message(error)
+    assert message.startswith("the model cannot take these images (Output size is too small)")
+    assert "tlparse" not in message and "While executing" not in message
+    assert cli_message(RuntimeError("a bug")) is None, "other RuntimeErrors stay tracebacks"
+
+
+def test_library_wording_becomes_option_names(capsys, work, labelled_folder):
+    """The library says convert=True, max_pixels, size=N; the command line its options."""
+    code, _, err = run(capsys, "explain", "grey.png", "--model", "net.py:make", "--out", "f.png")
+    assert_user_error(code, err, "grey.png is greyscale (mode L) but the model takes RGB "
+                      "images; pass --convert to convert it")  # fmt: skip
+    assert "convert=True" not in err and "captum-rig:" not in err[len("captum-rig:") :]
+    code, _, err = run(capsys, "spectrum", "--model", "net.py:make", "--data", "a.png")
+    assert_user_error(code, err, "--data")
+    from captum_rig.data import image_dataset
+
+    with pytest.raises(ValueError) as library:  # the library names its own arguments only
+        image_dataset(work / "a.png")
+    assert "--" not in str(library.value), str(library.value)
+
+
+COUNTING_CLASSES = """
+import os
+from torch import nn
+
+def make(num_classes=5):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(2),
+                                     nn.Flatten(), nn.Linear(16, num_classes))
+
+        def forward(self, x):
+            with open(os.environ["SAMPLES"], "a") as f:
+                f.write(f"{x.shape[0]}\\n")
+            return self.net(x)
+    return Net()
+"""
+
+
+@pytest.mark.parametrize("command", ["robustness", "spectrum-accuracy", "spectrum"])
+def test_labels_the_model_cannot_output(capsys, work, labelled_folder, monkeypatch, command):
+    """2 class folders for a 1-class model: commands that need labels fail before the model
+    runs; spectrum without --metric accuracy drops the labels with a note (no accuracy)."""
+    (work / "classes.py").write_text(COUNTING_CLASSES)
+    monkeypatch.setenv("SAMPLES", str(work / "samples.txt"))
+    model = ["--model", "classes.py:make", "--num-classes", 1, "--data", "data"]
+    argv = {
+        "robustness": ["robustness", *model, "--out", "r.csv"],
+        "spectrum-accuracy": ["spectrum", *model, "--metric", "accuracy", "--out", "sp"],
+        "spectrum": ["spectrum", *model, "--ranks", "0,8", "--out", "sp"],
+    }[command]
+    code, _, err = run(capsys, *argv)
+    problem = "--data data has 2 classes (labels 0..1) but the model has 1 (0..0)"
+    if command == "spectrum":
+        assert code == 0, err
+        assert f"note: {problem}: the labels are ignored" in err
+        rows = read_csv(work / "sp" / "spectrum.csv")
+        assert rows and all(row["accuracy"] == "" for row in rows), rows
+    else:
+        assert_user_error(code, err, problem)
+        assert not (work / "samples.txt").exists(), "the model ran before the labels were checked"
+
+
+def test_balanced_limit_takes_every_class_seeded(work):
+    """--limit N --balanced: N images spread over the classes, the same for the same seed."""
+    from captum_rig.cli._common import balanced_indices, open_data
+    from captum_rig.loading import Preprocessing
+
+    for c in range(3):
+        (work / "many" / f"c{c}").mkdir(parents=True)
+        for i in range(4 if c else 8):
+            write_png(work / "many" / f"c{c}" / f"{i}.png", 8, 8, seed=10 * c + i)
+    args = argparse.Namespace(data="many", split="test", convert=False, max_pixels=None,
+                              limit=6, balanced=True, seed=3, batch_size=64,
+                              num_classes=None)  # fmt: skip
+    prep = Preprocessing(crop_size=8, resize_size=8, in_channels=3)
+    ((_, labels),) = list(open_data(args, prep, need_labels=True)[0])
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2], labels
+    first = list(open_data(argparse.Namespace(**{**vars(args), "balanced": False}), prep, True)[0])
+    assert first[0][1].tolist() == [0] * 6, "without --balanced: the first N (one class)"
+    picks = {tuple(balanced_indices([0] * 8 + [1] * 4 + [2] * 4, 6, seed)) for seed in range(5)}
+    assert len(picks) > 1, "the seed does not change the subset"
+    assert balanced_indices([0] * 8 + [1] * 4, 6, 1) == balanced_indices([0] * 8 + [1] * 4, 6, 1)
+    assert len(balanced_indices([0] * 2 + [1] * 9, 8, 0)) == 8, "a small class runs out"
+    args.limit = None
+    with pytest.raises(Exception, match="--balanced needs --limit N"):
+        open_data(args, prep, need_labels=True)
+
+
+@pytest.mark.parametrize("command", ["explain", "contributions", "spectrum", "robustness",
+                                     "stability", "attribute", "evaluate"])  # fmt: skip
+def test_model_is_required_in_the_usage_and_bare_names_get_a_hint(capsys, work, command):
+    """--model shows as required in the usage line; 'resnet18' gets 'did you mean
+    torchvision:resnet18' in every command, before its other checks."""
+    if command not in COMMANDS:
+        pytest.skip(f"{command} is not registered")
+    code, out, _ = run(capsys, command, "--help")
+    usage = " ".join(out.split("\n\n")[0].split())
+    assert code == 0 and " --model SPEC" in usage and "[--model SPEC]" not in usage, usage
+    code, _, err = run(capsys, command, "--model", "resnet18")
+    assert_user_error(code, err, "did you mean torchvision:resnet18?")
+
+
+def test_lowrank_image_has_help(capsys):
+    """lowrank --help says what IMAGE is."""
+    code, out, _ = run(capsys, "lowrank", "--help")
+    assert code == 0 and "image file to truncate" in " ".join(out.split()), out
