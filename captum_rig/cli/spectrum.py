@@ -1,4 +1,6 @@
-"""``captum-rig spectrum``: the paper's Algorithm 1 over a data set, for several models.
+"""``captum-rig spectrum``: the paper's Algorithm 1 over a data set, for several models,
+by rank (``--axis rank``) or by the radius of the spatial frequencies kept
+(``--axis frequency``).
 
 Each model's spectrum is written to its CSV as soon as it is counted; counting is
 checkpointed batch by batch, so an interrupted run resumes with ``--resume``.
@@ -35,31 +37,64 @@ from captum_rig.cli._common import (
     save_figure,
     show_progress,
 )
+from captum_rig.cli._numbers import radii
 from captum_rig.cli._options import data_options, model_options, parse_ranks
+
+# Per axis: the files' stem, what one value is called, the counting function's module
+# and name (imported when counting).
+_AXES = {
+    "rank": ("spectrum", "ranks", "captum_rig.spectrum", "rank_spectrum", "RankSpectrum"),
+    "frequency": (
+        "frequency_spectrum",
+        "radii",
+        "captum_rig.fourier",
+        "frequency_spectrum",
+        "FrequencySpectrum",
+    ),
+}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds ``spectrum`` to the sub-commands ``sub``; returns its parser."""
     p = sub.add_parser(
         "spectrum",
-        help="rank spectrum (Algorithm 1) of one or several models on a data set",
+        help="rank or frequency spectrum (Algorithm 1) of one or several models on a data set",
         parents=[model_options(several=True), data_options()],
+    )
+    p.add_argument(
+        "--axis",
+        choices=tuple(_AXES),
+        default="rank",
+        help="filter the images by rank (SVD: the top k singular values) or by spatial "
+        "frequency (DFT: the frequencies of radius <= r) (default: %(default)s)",
     )
     p.add_argument(
         "--ranks",
         type=parse_ranks,
         metavar="RANKS",
         help="comma-separated ranks and a:b[:step] ranges, b included when on the grid, "
-        "e.g. 0:224:8 or 0,1,2,4,8 (default: all, 0..min(H, W))",
+        "e.g. 0:224:8 or 0,1,2,4,8 (default: all, 0..min(H, W)); --axis rank",
+    )
+    p.add_argument(
+        "--radii",
+        type=radii,
+        metavar="RADII",
+        help="comma-separated radii >= 0 and a:b[:step] ranges, e.g. 0:24:2 or 0,1,2,4,8,16 "
+        "(default: 0, 1, ... up to the largest radius, sqrt((H/2)² + (W/2)²)); "
+        "--axis frequency",
     )
     p.add_argument(
         "--metric",
         choices=("agreement", "accuracy"),
         default="agreement",
-        help="what the figure shows: agreement with the full-rank prediction, or "
+        help="what the figure shows: agreement with the unfiltered prediction, or "
         "accuracy (needs labels) (default: %(default)s)",
     )
-    p.add_argument("--reverse", action="store_true", help="remove the top ranks instead")
+    p.add_argument(
+        "--reverse",
+        action="store_true",
+        help="remove the top ranks (the frequencies of radius <= r) instead of keeping them",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -73,13 +108,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _spectrum_files(out: Path, names: List[str]) -> List[Path]:
-    """One CSV per model: ``spectrum.csv`` for one model, ``spectrum_<name>.csv`` for several."""
+def _spectrum_files(out: Path, names: List[str], prefix: str = "spectrum") -> List[Path]:
+    """One CSV per model: ``<prefix>.csv`` for one model, ``<prefix>_<name>.csv`` for several
+    (``prefix``: ``spectrum`` or ``frequency_spectrum``)."""
     if len(names) == 1:
-        return [out / "spectrum.csv"]
+        return [out / f"{prefix}.csv"]
     files: List[Path] = []
     for name in names:
-        stem = "spectrum_" + (re.sub(r"[^\w.-]+", "_", name).strip("_.") or "model")
+        stem = f"{prefix}_" + (re.sub(r"[^\w.-]+", "_", name).strip("_.") or "model")
         base, i = stem, 2
         while out / f"{stem}.csv" in files:
             stem, i = f"{base}-{i}", i + 1
@@ -113,10 +149,11 @@ _RECORD_FORMAT = "captum_rig.cli.spectrum/1"
 
 def _settings(args: argparse.Namespace, model: Any, loader: Any) -> Dict[str, Any]:
     """What makes two counts of a model's spectrum the same, short of the images' digest."""
+    values = _AXES[args.axis][1]
     return {
         "model": model_digest(model),
         "n_images": len(loader.dataset),
-        "ranks": args.ranks,
+        values: getattr(args, values),
         "reverse": args.reverse,
     }
 
@@ -131,7 +168,7 @@ def _describe(key: str, saved: Any, now: Any) -> Optional[str]:
         return f"--data has {now} images, the CSV {saved}"
     if key == "data":
         return "the images of --data differ"
-    option = {"ranks": "--ranks", "reverse": "--reverse"}.get(key, key)
+    option = {"ranks": "--ranks", "radii": "--radii", "reverse": "--reverse"}.get(key, key)
     return f"it was counted with {option} {_shown(saved)}, this call has {_shown(now)}"
 
 
@@ -144,11 +181,12 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _read_back(csv_path: Path, record: Path, settings: Dict, loader: Any) -> Optional[Any]:
-    """The finished spectrum in ``csv_path`` when its record matches this call, else None
-    (no record: count again); settings that differ are a UsageError naming them."""
-    from captum_rig.spectrum import RankSpectrum
-
+def _read_back(
+    csv_path: Path, record: Path, settings: Dict, loader: Any, kind: Any
+) -> Optional[Any]:
+    """The finished spectrum (of class ``kind``) in ``csv_path`` when its record matches
+    this call, else None (no record: count again); settings that differ are a UsageError
+    naming them."""
     try:
         saved = read_state(record, _RECORD_FORMAT)
     except StateError:
@@ -165,25 +203,27 @@ def _read_back(csv_path: Path, record: Path, settings: Dict, loader: Any) -> Opt
             f"--resume: {csv_path} does not match this call ({'; '.join(found)}): run "
             "without --resume to count again, or give another --out"
         )
-    return RankSpectrum.from_csv(csv_path)
+    return kind.from_csv(csv_path)
 
 
 def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, device: Any) -> Dict:
-    """{label: RankSpectrum}; each written to its CSV as soon as it is complete.
+    """{label: spectrum of the axis}; each written to its CSV as soon as it is complete.
 
     With ``--resume``, a model whose CSV is there is read back rather than counted again,
     once its record (``.<csv stem>.run``: the model's digest, the settings, the images'
     digest) proves it was counted with this call's model, data and settings.
     """
-    from captum_rig.spectrum import rank_spectrum
+    import importlib
 
+    prefix, values, module, function, kind = _AXES[args.axis]
+    library = importlib.import_module(module)
     spectra = {}
-    for (name, model), csv_path in zip(models.items(), _spectrum_files(out, list(models))):
+    for (name, model), csv_path in zip(models.items(), _spectrum_files(out, list(models), prefix)):
         checkpoint = out / f".{csv_path.stem}.ckpt"
         record = out / f".{csv_path.stem}.run"
         settings = _settings(args, model, loader)
         if args.resume and csv_path.is_file() and not checkpoint.exists():
-            spectra[name] = _read_back(csv_path, record, settings, loader)
+            spectra[name] = _read_back(csv_path, record, settings, loader, getattr(library, kind))
             if spectra[name] is not None:
                 continue
         record.unlink(missing_ok=True)  # a stale record must never vouch for new counts
@@ -195,8 +235,8 @@ def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, dev
             )
         seen = StreamDigest(loader)  # the images' digest, taken as they are counted
         count = partial(
-            rank_spectrum,
-            ranks=args.ranks,
+            getattr(library, function),
+            **{values: getattr(args, values)},
             reverse=args.reverse,
             batch_size=args.batch_size,
             device=device,
@@ -216,10 +256,29 @@ def _spectra(args: argparse.Namespace, models: Dict, loader: Any, out: Path, dev
     return spectra
 
 
+def _check_axis_options(args: argparse.Namespace) -> None:
+    """``--ranks`` belongs to ``--axis rank``, ``--radii`` to ``--axis frequency``."""
+    other = "radii" if args.axis == "rank" else "ranks"
+    if getattr(args, other) is not None:
+        wanted = "frequency" if args.axis == "rank" else "rank"
+        raise UsageError(f"--{other} is for --axis {wanted}; this run has --axis {args.axis}")
+
+
+def _figure(args: argparse.Namespace, spectra: Dict) -> Any:
+    """One curve per model against its rank (or radius), titled with the models and images."""
+    from captum_rig.viz import plot_spectra
+    from captum_rig.viz.fourier import plot_filter_spectra
+
+    draw = plot_spectra if args.axis == "rank" else plot_filter_spectra
+    fig, ax = draw(spectra, metric=args.metric)
+    n_images = next(iter(spectra.values())).n_images
+    ax.set_title(f"{', '.join(spectra)}: {n_images} images")
+    return fig
+
+
 def run(args: argparse.Namespace) -> int:
     """Counts each model's spectrum into ``--out``: one CSV per model, one figure."""
-    from captum_rig.viz import plot_spectra
-
+    _check_axis_options(args)
     out = output_folder(args.out)
     device = parse_device(args.device)
     models, prep = load_models(args, device)
@@ -232,11 +291,10 @@ def run(args: argparse.Namespace) -> int:
         if created and not any(out.iterdir()):  # nothing to resume from: leave no trace
             out.rmdir()
         raise
-    fig, ax = plot_spectra(spectra, metric=args.metric)
-    n_images = next(iter(spectra.values())).n_images
-    ax.set_title(f"{', '.join(spectra)}: {n_images} images")
-    png_path = out / "spectrum.png"
-    save_figure(fig, png_path)
-    print(f"{n_images} images, {len(next(iter(spectra.values())).ranks)} ranks")
+    prefix, values = _AXES[args.axis][:2]
+    png_path = out / f"{prefix}.png"
+    save_figure(_figure(args, spectra), png_path)
+    first = next(iter(spectra.values()))
+    print(f"{first.n_images} images, {len(getattr(first, values))} {values}")
     print(f"wrote {png_path}")
     return EXIT_OK

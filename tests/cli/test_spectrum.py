@@ -283,3 +283,52 @@ def test_spectrum_answers_ctrl_c_during_a_big_svd(work):
         "captum-rig: interrupted before the first batch of Stamped was counted; nothing to resume"
     ], err
     assert not (work / "sp").exists(), "nothing to resume: no output folder"
+
+
+def test_spectrum_frequency_axis_matches_the_library(capsys, work, labelled_folder):
+    """--axis frequency: frequency_spectrum.csv equals frequency_spectrum on the same images;
+    the figure is drawn against the radius; --resume reads it back."""
+    from captum_rig.fourier import frequency_spectrum
+
+    argv = _spectrum_argv(labelled_folder, **{"--axis": "frequency", "--radii": "0:6:2,1.5"})
+    del argv[argv.index("--ranks") : argv.index("--ranks") + 2]
+    code, out, err = run(capsys, *argv, "--metric", "accuracy")
+    assert code == 0, err
+    assert "6 images, 5 radii" in out, out
+    assert files_in(work / "sp") == [
+        ".frequency_spectrum.run", "frequency_spectrum.csv", "frequency_spectrum.png"
+    ]  # fmt: skip
+    rows = read_csv(work / "sp" / "frequency_spectrum.csv")
+    images = torch.stack(
+        [load_image_like_the_cli(p, 8) for p in sorted(labelled_folder.rglob("*.png"))]
+    )
+    model = load_model(f"{work / 'net.py'}:make", weights=work / "net.pt")
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    expected = frequency_spectrum(
+        model, images, radii=[0, 1.5, 2, 4, 6], labels=labels, progress=False
+    )
+    assert [float(r["radius"]) for r in rows] == [0, 1.5, 2, 4, 6], rows
+    assert [float(r["accuracy"]) for r in rows] == pytest.approx(expected.accuracy), rows
+    assert figure_pixels(work / "sp" / "frequency_spectrum.png").std() > 10, "blank plot"
+    code, _, err = run(capsys, *argv, "--radii", "0,1", "--resume")
+    assert_user_error(code, err, "counted with --radii [0.0, 1.5, 2.0, 4.0, 6.0], this call")
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--axis", "frequency", "--radii", "-1"], "argument --radii: radii must be >= 0"),
+        (["--axis", "frequency", "--radii", "1,x"], "argument --radii: radii must be numbers"),
+        (["--axis", "frequency", "--ranks", "0,1"], "--ranks is for --axis rank"),
+        (["--radii", "1"], "--radii is for --axis frequency"),
+        (["--axis", "fourier"], "argument --axis: invalid choice"),
+    ],
+)
+def test_spectrum_frequency_axis_errors(capsys, work, labelled_folder, extra, match):
+    """Negative or malformed radii, options of the other axis: exit 2, one line, no output."""
+    code, _, err = run(
+        capsys, "spectrum", "--model", "net.py:make", "--data", labelled_folder, *extra,
+        "--out", "sp",
+    )  # fmt: skip
+    assert_user_error(code, err, match)
+    assert not (work / "sp").exists(), "no output folder left behind"
