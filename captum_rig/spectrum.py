@@ -255,17 +255,20 @@ class RankSpectrum(Spectrum):
     reverse: bool = False
 
 
-def accuracy_gap(first: RankSpectrum, second: RankSpectrum) -> Tuple[List[int], List[float]]:
-    """Per rank, ``first.accuracy - second.accuracy`` (the paper's Fig. 7c/d).
+def accuracy_gap(first: S, second: S) -> Tuple[List[Any], List[float]]:
+    """Per rank (or radius), ``first.accuracy - second.accuracy`` (the paper's Fig. 7c/d).
 
-    Only the ranks both spectra have are compared, in ``first``'s order.
+    Only the values both spectra have are compared, in ``first``'s order. Both must be
+    spectra of one axis: two :class:`RankSpectrum` or two
+    :class:`~captum_rig.fourier.FrequencySpectrum`.
 
     Args:
         first (RankSpectrum): e.g. the model trained on low-rank images.
         second (RankSpectrum): e.g. the naturally trained model.
 
     Returns:
-        (list of int, list of float): the common ranks and the accuracy differences.
+        (list of int, list of float): the common ranks (radii) and the accuracy
+        differences.
 
     Examples:
         >>> a = RankSpectrum([0, 4, 8], [0.2, 0.6, 1.0], [0.1, 0.5, 0.75], 4)
@@ -274,18 +277,26 @@ def accuracy_gap(first: RankSpectrum, second: RankSpectrum) -> Tuple[List[int], 
         ([0, 8], [-0.15, 0.25])
     """
     for name, s in (("first", first), ("second", second)):
-        if not isinstance(s, RankSpectrum):
-            raise TypeError(f"{name} must be a RankSpectrum, got {type(s).__name__}")
+        if not isinstance(s, Spectrum):
+            got = type(s).__name__
+            raise TypeError(f"{name} must be a RankSpectrum or FrequencySpectrum, got {got}")
         if s.accuracy is None:
             raise ValueError(f"{name} has no accuracy: compute it with labels")
+    if type(first) is not type(second):
+        raise TypeError(
+            f"first and second must be spectra of one axis, got {type(first).__name__} and "
+            f"{type(second).__name__}"
+        )
     if first.reverse != second.reverse:
         raise ValueError("first and second must have the same reverse flag")
-    other = dict(zip(second.ranks, second.accuracy))
-    ranks = [k for k in first.ranks if k in other]
-    if not ranks:
-        raise ValueError(f"first and second share no rank: {first.ranks} vs {second.ranks}")
-    mine = dict(zip(first.ranks, first.accuracy))
-    return ranks, [mine[k] - other[k] for k in ranks]
+    other = dict(zip(second._values, second.accuracy))
+    values = [k for k in first._values if k in other]
+    if not values:
+        raise ValueError(
+            f"first and second share no {first._AXIS}: {first._values} vs {second._values}"
+        )
+    mine = dict(zip(first._values, first.accuracy))
+    return values, [mine[k] - other[k] for k in values]
 
 
 def _as_list(values: Any, name: str) -> list:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from captum_rig import RankSpectrum, rank_spectrum
 from captum_rig.fourier import FrequencySpectrum, default_radii, frequency_spectrum, max_radius
-from captum_rig.spectrum import Spectrum
+from captum_rig.spectrum import Spectrum, accuracy_gap
 
 from ._numpy_fourier import numpy_low_pass
 
@@ -200,3 +200,14 @@ def test_result_validates_its_fields():
         FrequencySpectrum([-1.0], [1.0], None, 1)
     with pytest.raises(ValueError, match="agreement must have one value per radius"):
         FrequencySpectrum([0.0, 1.0], [1.0], None, 1)
+
+
+def test_accuracy_gap_of_frequency_spectra():
+    """accuracy_gap compares two frequency spectra over their shared radii, not a mix."""
+    a = FrequencySpectrum([0, 1.5, 3], [1, 1, 1], [0.5, 0.75, 1.0], 4)
+    b = FrequencySpectrum([1.5, 3], [1, 1], [0.25, 1.0], 4)
+    assert accuracy_gap(a, b) == ([1.5, 3.0], [0.5, 0.0])
+    with pytest.raises(TypeError, match="spectra of one axis"):
+        accuracy_gap(a, RankSpectrum([0], [1.0], [1.0], 1))
+    with pytest.raises(ValueError, match="share no radius"):
+        accuracy_gap(a, FrequencySpectrum([2], [1.0], [1.0], 1))
