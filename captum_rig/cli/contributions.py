@@ -1,11 +1,13 @@
-"""``captum-rig contributions``: how much of ``F(x) - F(0)`` each singular component of
-each image accounts for (:func:`captum_rig.rank_contributions`), as a CSV and a figure.
+"""``captum-rig contributions``: how much of ``F(x) - F(0)`` each singular component
+(:func:`captum_rig.rank_contributions`, ``--axis rank``) or each band of spatial
+frequencies (:func:`captum_rig.fourier.frequency_contributions`, ``--axis frequency``) of
+each image accounts for, as a CSV and a figure.
 """
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import torch
 
@@ -22,11 +24,18 @@ from captum_rig.cli._common import (
     predictions,
     save_figure,
 )
+from captum_rig.cli._numbers import radius_bands
 from captum_rig.cli._options import image_model_options, parse_ranks, positive_int
+
+# Per axis: the CSV and the figure written into --out.
+_FILES = {
+    "rank": ("contributions.csv", "rank_contributions.png"),
+    "frequency": ("frequency_contributions.csv", "frequency_contributions.png"),
+}
 
 
 def _band_edges(text: str) -> List[int]:
-    """``--bands``: edges ``0 = r_0 < ... < r_m``, written like ``--ranks``."""
+    """``--bands`` of ``--axis rank``: edges ``0 = r_0 < ... < r_m``, written like ``--ranks``."""
     try:
         edges = parse_ranks(text)
     except UsageError as e:
@@ -38,34 +47,57 @@ def _band_edges(text: str) -> List[int]:
     return edges
 
 
+def _parse_bands(args: argparse.Namespace) -> None:
+    """``--bands`` read for the axis (rank: integer edges from 0; frequency: radii
+    ``r_1 < ... < r_m``); a mistake is a usage error naming ``--bands``."""
+    if args.bands is None:
+        return
+    parse = _band_edges if args.axis == "rank" else radius_bands
+    try:
+        args.bands = parse(args.bands)
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"argument --bands: {e}") from None
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds ``contributions`` to the sub-commands ``sub``; returns its parser."""
     p = sub.add_parser(
         "contributions",
-        help="how much of F(x) - F(0) each singular component of each image accounts for",
+        help="how much of F(x) - F(0) each singular component (or frequency band) of each "
+        "image accounts for",
         parents=[image_model_options()],
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files")
     p.add_argument(
+        "--axis",
+        choices=tuple(_FILES),
+        default="rank",
+        help="split by singular component (rank) or by radius of the spatial frequencies "
+        "(frequency) (default: %(default)s)",
+    )
+    p.add_argument(
         "--bands",
-        type=_band_edges,
         metavar="EDGES",
-        help="band edges 0 = r_0 < ... < r_m = min(H, W), comma-separated or a:b[:step] "
-        "ranges, e.g. 0,1,2,4,8,16,32 or 0:32:8 (default: one band per rank)",
+        help="--axis rank: band edges 0 = r_0 < ... < r_m = min(H, W), comma-separated or "
+        "a:b[:step] ranges, e.g. 0,1,2,4,8,16,32 or 0:32:8 (default: one band per rank); "
+        "--axis frequency: radii r_1 < ... < r_m, band j the frequencies of radius in "
+        "(r_(j-1), r_j], the first from 0, the last at least the largest radius "
+        "sqrt((H/2)² + (W/2)²), e.g. 0,1,2,4,8,16,23 (default: 0, 1, 2, ...: the mean, "
+        "then rings of width 1)",
     )
     p.add_argument(
         "--n-steps",
         type=positive_int,
         metavar="N",
         help="gradient evaluations per image, at least one per band (default: 4 per rank "
-        "without --bands, 5 per band with them)",
+        "for --axis rank without --bands, 5 per band otherwise)",
     )
     p.add_argument(
         "--cumulative",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="the figure shows the cumulative share of the top k components, or each "
-        "rank's (band's) own share (default: cumulative)",
+        help="the figure shows the cumulative share of the top k components (of the "
+        "frequencies up to each radius), or each band's own share (default: cumulative)",
     )
     p.add_argument(
         "--out", default="contributions", metavar="DIR", help="output folder (default: %(default)s)"
@@ -86,21 +118,33 @@ def _unique_labels(paths: Sequence[str]) -> List[str]:
     return labels
 
 
-def _rank_contributions(
+def _default_edges(args: argparse.Namespace, x: torch.Tensor) -> List[float]:
+    """The band edges of one image: ``--bands``, else the library's default for its size."""
+    if args.bands is not None:
+        return list(args.bands)
+    if args.axis == "rank":
+        return list(range(min(x.shape[-2:]) + 1))
+    from captum_rig.fourier import default_radii
+
+    return default_radii(*x.shape[-2:])
+
+
+def _contributions(
     model: Any, rows: List, args: argparse.Namespace, device: Any
 ) -> List[Tuple[torch.Tensor, float]]:
     """Per image: (its contributions ``(C, m)`` on the CPU, ``F(x) - F(0)`` at its target)."""
     from tqdm.auto import tqdm
 
-    from captum_rig import rank_contributions
+    if args.axis == "rank":
+        from captum_rig import rank_contributions as split
+    else:
+        from captum_rig.fourier import frequency_contributions as split
 
     results = []
     bar = tqdm(rows, desc="contributions", unit="image", disable=True if args.no_progress else None)
     for row in bar:
         x = row["x"].unsqueeze(0).to(device)
-        values = rank_contributions(
-            model, x, target=row["target"], bands=args.bands, n_steps=args.n_steps
-        )
+        values = split(model, x, target=row["target"], bands=args.bands, n_steps=args.n_steps)
         with torch.no_grad():
             logits = model(torch.cat([x, torch.zeros_like(x)]))
         delta = float(logits[0, row["target"]] - logits[1, row["target"]])
@@ -111,11 +155,14 @@ def _rank_contributions(
 _CSV_FIELDS = ("image", "target", "channel", "band_start", "band_end", "value")
 
 
-def _write_contributions(path: Path, rows: List, results: List, bands: Optional[List]) -> None:
-    """One CSV line per image, channel and band: its edges and its contribution."""
+def _write_contributions(path: Path, rows: List, results: List, args: argparse.Namespace) -> None:
+    """One CSV line per image, channel and band: its edges and its contribution (a radius
+    band runs from ``band_start`` exclusive, the first from 0 inclusive, to ``band_end``)."""
     lines = []
     for row, (values, _) in zip(rows, results):
-        edges = bands or list(range(values.shape[-1] + 1))
+        edges = _default_edges(args, row["x"])
+        if args.axis == "frequency":  # m edges for m bands: each band starts at the last
+            edges = [0.0, *edges]
         for channel, per_band in enumerate(values.tolist()):
             for j, value in enumerate(per_band):
                 cells = (row["path"], row["target"], channel, edges[j], edges[j + 1], value)
@@ -128,15 +175,23 @@ _CONTRIBUTIONS_GAP = 0.05
 
 
 def _check_bands(args: argparse.Namespace, images: List[torch.Tensor]) -> None:
-    """``--bands`` end at each image's width; ``--n-steps`` give each band a step."""
+    """``--bands`` end at each image's width (largest radius); ``--n-steps`` give each
+    band a step."""
+    from captum_rig.fourier import max_radius
+
     for path, x in zip(args.images, images):
-        width = min(x.shape[-2:])
-        if args.bands is not None and args.bands[-1] != width:
+        width, largest = min(x.shape[-2:]), max_radius(*x.shape[-2:])
+        if args.axis == "rank" and args.bands is not None and args.bands[-1] != width:
             raise UsageError(
                 f"--bands must end at min(H, W) = {width} of {path} as the model sees it, "
                 f"got {args.bands[-1]}"
             )
-        n_bands = width if args.bands is None else len(args.bands) - 1
+        if args.axis == "frequency" and args.bands is not None and args.bands[-1] < largest:
+            raise UsageError(
+                f"--bands must end at or above the largest radius {largest:.4g} of {path} as "
+                f"the model sees it, got {args.bands[-1]:g}"
+            )
+        n_bands = len(_default_edges(args, x)) - (args.axis == "rank")
         if args.n_steps is not None and args.n_steps < n_bands:
             raise UsageError(
                 f"--n-steps must be at least the number of bands ({n_bands} for {path}), "
@@ -145,17 +200,19 @@ def _check_bands(args: argparse.Namespace, images: List[torch.Tensor]) -> None:
 
 
 def _evaluations(args: argparse.Namespace, images: List[torch.Tensor]) -> str:
-    """``896 per image (4 per rank, 224 ranks)``: the gradient evaluations to be spent."""
+    """``896 (4 per rank, 224 ranks) per image, 1 image``: the gradient evaluations to spend."""
     from captum_rig.attr.rank_contributions import NODES_PER_BAND, NODES_PER_RANK
 
     counts = []
-    for width in sorted({min(x.shape[-2:]) for x in images}):
+    for x in images:
+        n_bands = len(_default_edges(args, x)) - (args.axis == "rank")
         if args.n_steps is not None:
             counts.append(f"{args.n_steps}")
-        elif args.bands is None:
-            counts.append(f"{NODES_PER_RANK * width} ({NODES_PER_RANK} per rank, {width} ranks)")
+        elif args.axis == "rank" and args.bands is None:
+            counts.append(
+                f"{NODES_PER_RANK * n_bands} ({NODES_PER_RANK} per rank, {n_bands} ranks)"
+            )
         else:
-            n_bands = len(args.bands) - 1
             counts.append(
                 f"{NODES_PER_BAND * n_bands} ({NODES_PER_BAND} per band, {n_bands} bands)"
             )
@@ -163,38 +220,27 @@ def _evaluations(args: argparse.Namespace, images: List[torch.Tensor]) -> str:
     return f"{' / '.join(dict.fromkeys(counts))} per image, {len(images)} image{plural}"
 
 
-def run(args: argparse.Namespace) -> int:
-    """Splits each image's ``F(x) - F(0)`` by rank band; writes the CSV and the figure."""
-    from captum_rig.viz import plot_rank_contributions
-
-    parse_target(args.target)  # a bad --target fails before any work
-    out = output_folder(args.out)
-    device = parse_device(args.device)
-    spec, model, prep, images = model_and_images(args, device)
-    _check_bands(args, images)
-    rows = predictions(model, images, args, device)
-    print(f"gradient evaluations: {_evaluations(args, images)}", file=sys.stderr, flush=True)
-    # in a worker thread: Ctrl-C is answered at once, even inside a big image's SVD
-    results = interruptible(_rank_contributions, model, rows, args, device)
+def _figure(args: argparse.Namespace, results: List, title: str) -> Any:
+    """One curve per image: shares by rank (or radius) band, cumulative or per band."""
     curves = {
         label: values.unsqueeze(0)
         for label, (values, _) in zip(_unique_labels(args.images), results)
     }
-    fig, _ = plot_rank_contributions(
-        curves,
-        bands=args.bands,
-        cumulative=args.cumulative,
-        title=f"{spec.label}: where F(x) - F(0) comes from",
-    )
-    out.mkdir(exist_ok=True)
-    csv_path, png_path = out / "contributions.csv", out / "rank_contributions.png"
-    _write_contributions(csv_path, rows, results, args.bands)
-    save_figure(fig, png_path)
+    if args.axis == "rank":
+        from captum_rig.viz import plot_rank_contributions as plot
+    else:
+        from captum_rig.viz.fourier import plot_frequency_contributions as plot
+    fig, _ = plot(curves, bands=args.bands, cumulative=args.cumulative, title=title)
+    return fig
+
+
+def _report(rows: List, results: List, categories: Any) -> None:
+    """Each image's sum of contributions next to its ``F(x) - F(0)``; a note on a gap."""
     worst = 0.0
     for row, (values, delta) in zip(rows, results):
         total = float(values.double().sum())
         print(
-            f"{row['path']}: target {class_name(row['target'], prep.categories)}, "
+            f"{row['path']}: target {class_name(row['target'], categories)}, "
             f"sum of contributions {total:.6g}, F(x) - F(0) = {delta:.6g}"
         )
         worst = max(worst, abs(total - delta) / max(abs(delta), 1e-12))
@@ -204,6 +250,26 @@ def run(args: argparse.Namespace) -> int:
             "raise --n-steps, or use narrower --bands",
             file=sys.stderr,
         )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Splits each image's ``F(x) - F(0)`` by band; writes the CSV and the figure."""
+    _parse_bands(args)
+    parse_target(args.target)  # a bad --target fails before any work
+    out = output_folder(args.out)
+    device = parse_device(args.device)
+    spec, model, prep, images = model_and_images(args, device)
+    _check_bands(args, images)
+    rows = predictions(model, images, args, device)
+    print(f"gradient evaluations: {_evaluations(args, images)}", file=sys.stderr, flush=True)
+    # in a worker thread: Ctrl-C is answered at once, even inside a big image's SVD
+    results = interruptible(_contributions, model, rows, args, device)
+    fig = _figure(args, results, f"{spec.label}: where F(x) - F(0) comes from")
+    out.mkdir(exist_ok=True)
+    csv_path, png_path = (out / name for name in _FILES[args.axis])
+    _write_contributions(csv_path, rows, results, args)
+    save_figure(fig, png_path)
+    _report(rows, results, prep.categories)
     print(f"wrote {csv_path}")
     print(f"wrote {png_path}")
     return EXIT_OK

@@ -276,6 +276,14 @@ def _shares(values: Any, n_bands: int, name: str) -> np.ndarray:
     return per_band / total
 
 
+def _radius_edges(bands: Optional[Sequence[float]], m: int) -> np.ndarray:
+    """The ``m`` band edges as floats: ``bands`` checked, or ``0, 1, ..., m - 1``."""
+    edges = np.arange(m, dtype=float) if bands is None else np.asarray(list(bands), dtype=float)
+    if edges.ndim != 1 or len(edges) != m or np.any(edges < 0) or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bands must be the {m} increasing radii >= 0 of the contributions")
+    return edges
+
+
 def plot_frequency_contributions(
     contributions: Contributions,
     bands: Optional[Sequence[float]] = None,
@@ -314,14 +322,12 @@ def plot_frequency_contributions(
         [0.5, 0.75, 1.0]
     """
     items = _items(contributions, "contributions", (Tensor,))
-    m = items[0][1].shape[-1] if items[0][1].dim() == 3 else 0
-    edges = np.arange(m, dtype=float) if bands is None else np.asarray(list(bands), dtype=float)
-    if edges.ndim != 1 or len(edges) != m or np.any(edges < 0) or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"bands must be the {m} increasing radii >= 0 of the contributions")
     fig, ax = figure_and_axes(ax, (5, 3.5))
     ax.axhline(1.0 if cumulative else 0.0, color="0.6", linewidth=0.8)
     for i, (label, values) in enumerate(items):
         name = "contributions" if label is None else f"contributions[{label!r}]"
+        m = values.shape[-1] if isinstance(values, Tensor) and values.dim() == 3 else 0
+        edges = _radius_edges(bands, m)
         shares = _shares(values, m, name)
         color = (colors or {}).get(label, f"C{i}")
         if cumulative:

@@ -164,3 +164,75 @@ def test_contributions_answer_ctrl_c_during_a_big_svd(work):
     assert err.strip().splitlines()[-1] == "captum-rig: interrupted", err
     assert "gradient evaluations: 10 (5 per band, 2 bands) per image, 1 image" in err, err
     assert not (work / "rc").exists(), "nothing written"
+
+
+def test_frequency_contributions_match_the_library(capsys, work):
+    """--axis frequency: CSV rows (radius bands, the first from 0) equal the library's."""
+    from captum_rig.fourier import frequency_contributions
+
+    code, out, err = run(
+        capsys, "contributions", "a.png", "--axis", "frequency", "--model", "net.py:make",
+        "--weights", "net.pt", "--bands", "0,1,2,4,10", "--n-steps", 10, "--target", 1,
+        "--out", "fc",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "gradient evaluations: 10 per image, 1 image" in err, err
+    assert files_in(work / "fc") == ["frequency_contributions.csv", "frequency_contributions.png"]
+    rows = read_csv(work / "fc" / "frequency_contributions.csv")
+    edges = [(float(r["band_start"]), float(r["band_end"])) for r in rows[:5]]
+    assert edges == [(0, 0), (0, 1), (1, 2), (2, 4), (4, 10)], edges
+    model = load_model(f"{work / 'net.py'}:make", weights=work / "net.pt")
+    x = load_image_like_the_cli(work / "a.png", None).unsqueeze(0)
+    expected = frequency_contributions(model, x, target=1, bands=[0, 1, 2, 4, 10], n_steps=10)
+    got = torch.tensor([float(r["value"]) for r in rows]).reshape(3, 5)
+    assert torch.allclose(got, expected[0], atol=1e-6), (got, expected)
+    total = float(re.search(r"sum of contributions (\S+),", out)[1])
+    assert total == pytest.approx(float(expected.double().sum()), rel=1e-5, abs=1e-9), out
+    assert figure_pixels(work / "fc" / "frequency_contributions.png").std() > 10, "blank"
+
+
+def test_frequency_contributions_of_a_linear_model_are_its_band_images(capsys, work):
+    """For a linear model band j's entry is w_target · (low_pass(x, r_j) - low_pass(x, r_j-1)),
+    the default bands the mean, then rings of width 1 up to ceil(sqrt(4² + 4²)) = 6."""
+    from captum_rig.fourier import low_pass
+
+    write_png(work / "s.png", 8, 8, seed=3)
+    torch.manual_seed(0)
+    flat = load_model(f"{work / 'net.py'}:flat")
+    torch.save(flat.state_dict(), work / "flat.pt")
+    code, out, err = run(
+        capsys, "contributions", "s.png", "--axis", "frequency", "--model", "net.py:flat",
+        "--weights", "flat.pt", "--target", 2, "--no-cumulative", "--out", "fc",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "gradient evaluations: 35 (5 per band, 7 bands) per image, 1 image" in err, err
+    rows = read_csv(work / "fc" / "frequency_contributions.csv")
+    x = load_image_like_the_cli(work / "s.png", None).double()
+    w = flat[1].weight.detach().double()[2].reshape(3, 8, 8)
+    passes = [torch.zeros_like(x)] + [low_pass(x, r) for r in range(7)]
+    expected = [
+        float((w[c] * (passes[j + 1] - passes[j])[c]).sum()) for c in range(3) for j in range(7)
+    ]
+    got = [float(r["value"]) for r in rows]
+    assert np.allclose(got, expected, atol=1e-5), (got, expected)
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--bands", "0,2,1,10"], "argument --bands: band edges must be strictly increasing"),
+        (["--bands=-1,10"], "argument --bands: band edges must be >= 0"),
+        (["--bands", "0,x"], "argument --bands: band edges must be numbers"),
+        (["--bands", "0,1,5"], "--bands must end at or above the largest radius 10 of a.png"),
+        (["--bands", "0,1,2,10", "--n-steps", 3], "--n-steps must be at least the number of"),
+        (["--n-steps", 5], "--n-steps must be at least the number of bands (11 for a.png)"),
+    ],
+)
+def test_frequency_contributions_errors(capsys, work, extra, match):
+    """Bands not increasing, negative or too short, too few steps: exit 2, one line."""
+    code, _, err = run(
+        capsys, "contributions", "a.png", "--axis", "frequency", "--model", "net.py:make",
+        "--out", "fc", *extra,
+    )  # fmt: skip
+    assert_user_error(code, err, match)
+    assert not (work / "fc").exists(), "nothing may be written on an error"
