@@ -3,12 +3,17 @@ several models (:func:`captum_rig.stability.compare_stability`), as tables and f
 """
 
 import argparse
+import copy
 import sys
-from typing import Any, Dict, List, Tuple
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from captum_rig.cli._common import (
     EXIT_OK,
+    UsageError,
     load_models,
+    model_entries,
     one_line,
     open_data,
     output_folder,
@@ -17,6 +22,20 @@ from captum_rig.cli._common import (
     show_progress,
 )
 from captum_rig.cli._options import data_options, model_options, pixels, positive_int
+
+FIGURES = ("weight_spectra.png", "weight_norms.png", "feature_map_spectra.png")
+SEED_HELP = (
+    "seed of random weights, of the Lipschitz bound's power iterations, of the Gaussian "
+    "noise directions and of the --balanced subset (default: %(default)s)"
+)
+
+
+def _positive_pixels(text: str) -> float:
+    """``--max-eps``/``--max-sigma``: a distance in pixel units, > 0 (checked at once)."""
+    value = pixels(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
 
 
 def _attack_names(text: str) -> List[str]:
@@ -63,13 +82,13 @@ def _add_distortion_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-eps",
-        type=pixels,
+        type=_positive_pixels,
         help="largest PGD radius tried (default: 1 for linf, the [0, 1] box's diagonal "
         "√(C·H·W) for l2)",
     )
     p.add_argument(
         "--max-sigma",
-        type=pixels,
+        type=_positive_pixels,
         default=1.0,
         help="largest noise standard deviation tried (default: %(default)s)",
     )
@@ -90,10 +109,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="power iterations per layer for the Lipschitz bound (default: %(default)s)",
     )
-    p.add_argument(
+    bound = p.add_mutually_exclusive_group()
+    bound.add_argument(
         "--certified",
         action="store_true",
-        help="certified Lipschitz bounds (Gram iteration) instead of power iteration",
+        help="certified Lipschitz upper bounds (Gram iteration; the default)",
+    )
+    bound.add_argument(
+        "--estimate",
+        action="store_true",
+        help="power-iteration estimates of the layer norms instead (faster; not a bound)",
     )
     p.add_argument(
         "--layers",
@@ -104,7 +129,66 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default="stability", metavar="DIR", help="output folder (default: %(default)s)"
     )
+    for action in p._actions:  # the shared --seed's help names robustness's uses
+        if "--seed" in action.option_strings:
+            action.help = SEED_HELP
     return p
+
+
+def _layer_names(args: argparse.Namespace) -> Optional[List[str]]:
+    if args.layers is None:
+        return None
+    return [name.strip() for name in args.layers.split(",") if name.strip()]
+
+
+def _check_layers(models: Dict[str, Any], layers: Optional[List[str]]) -> None:
+    """``--layers`` must name modules of every model: checked before any work."""
+    for name, model in models.items() if layers else ():
+        known = dict(model.named_modules())
+        unknown = [layer for layer in layers if layer not in known]
+        if unknown:
+            some = [n for n in known if n][:6]
+            raise UsageError(
+                f"--layers for model {name}: unknown module names {unknown}; "
+                f"some of its names: {some}"
+            )
+
+
+def _load_models(args: argparse.Namespace, device: Any) -> Tuple[Dict[str, Any], Any]:
+    """The models and the first one's Preprocessing; they must take the same input size.
+
+    Models that take the same crop (ResNet-18 and MobileNetV2: 224×224) but resize
+    differently before it are compared on the images prepared for the first one, with
+    a note; :func:`load_models` would refuse them.
+    """
+    entries = model_entries(args, several=True)
+    names = list(args.names or [])
+    models: Dict[str, Any] = {}
+    first = None
+    for index, entry in enumerate(entries):
+        one = copy.copy(args)
+        one.models, one.names = [entry], names[index : index + 1] or None
+        loaded, prep = load_models(one, device)
+        ((label, model),) = loaded.items()
+        base, number = label, 2
+        while label in models:
+            label, number = f"{base} #{number}", number + 1
+        models[label] = model
+        if first is None:
+            first = prep
+        elif (prep.crop_size, prep.in_channels) != (first.crop_size, first.in_channels):
+            raise UsageError(
+                f"the models take different inputs ({first.crop_size} px for the first, "
+                f"{prep.crop_size} px for {label}); pass --image-size N for all of them"
+            )
+        elif prep.resize_size != first.resize_size:
+            print(
+                f"note: {label} resizes to {prep.resize_size} px before its "
+                f"{prep.crop_size} px crop; every model gets the images prepared for the "
+                f"first (resized to {first.resize_size} px)",
+                file=sys.stderr,
+            )
+    return models, first
 
 
 def _layer_spectra(
@@ -120,12 +204,12 @@ def _layer_spectra(
 
     from captum_rig.stability import feature_map_spectra, weight_spectra
 
-    layers = None
-    if args.layers is not None:
-        layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    layers = _layer_names(args)
     weights, maps = {}, {}
     bar = tqdm(models.items(), desc="layer spectra", unit="model", disable=not show_progress(args))
     for name, model in bar:
+        if not show_progress(args):
+            _log(f"layer spectra: {name}")
         weights[name] = weight_spectra(model)
         try:
             maps[name] = feature_map_spectra(
@@ -164,14 +248,67 @@ def _stability_figures(weights: Dict, maps: Dict) -> Dict[str, Any]:
     return figures
 
 
+def _probe(models: Dict[str, Any], loader: Any) -> None:
+    """Each model on the first image, before the work: an image size or device it
+    cannot take fails now (with the model's own error), not minutes later."""
+    import torch
+
+    from captum_rig._context import eval_mode
+
+    images = next(iter(loader))[0][:1]
+    with torch.no_grad(), eval_mode(*models.values()):
+        for model in models.values():
+            device = next((p.device for p in model.parameters()), images.device)
+            model(images.to(device))
+
+
+def _log(message: str) -> None:
+    """A progress line on stderr (when tqdm's bars are off), with the wall time."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _plan(args: argparse.Namespace, models: Dict[str, Any], n_images: Optional[int]) -> str:
+    """What the run will cost, printed before the work: the evaluations per image."""
+    from captum_rig.stability import LADDER
+
+    searches = LADDER + 1 + args.n_bisect
+    costs = []
+    for attack in args.attacks:
+        if attack == "pgd":
+            costs.append(f"pgd: at most {searches} radii × {args.steps} gradient steps")
+        elif attack == "gaussian":
+            costs.append(f"gaussian: at most {searches} forward passes")
+        else:
+            costs.append(f"{attack}: one minimal-norm attack")
+    images = "all images of --data" if n_images is None else f"{n_images} images"
+    return (
+        f"stability: {len(models)} model(s) × {images}; per image and model "
+        f"{'; '.join(costs)}; then the Lipschitz bound ({args.n_iter} power iterations "
+        "per layer) and the layer spectra"
+    )
+
+
+def _writers(figures: Dict[str, Any]) -> Dict[str, Callable[[Path], None]]:
+    return {name: (lambda path, fig=fig: save_figure(fig, path)) for name, fig in figures.items()}
+
+
 def run(args: argparse.Namespace) -> int:
-    """Compares the models; writes the table (.md, .csv, .json) and figures to ``--out``."""
-    from captum_rig.stability import compare_stability, write_stability
+    """Compares the models; writes the table (.md, .csv, .json) and figures to ``--out``.
+
+    Everything is checked before the work (the output files, ``--layers``), and the
+    files are written together at the end, or none of them.
+    """
+    from captum_rig.stability import check_stability_outputs, compare_stability, write_stability
 
     out = output_folder(args.out)
+    check_stability_outputs(out, FIGURES, name="--out")
     device = parse_device(args.device)
-    models, prep = load_models(args, device)
+    models, prep = _load_models(args, device)
+    _check_layers(models, _layer_names(args))
     loader, _ = open_data(args, prep, need_labels=True)
+    _probe(models, loader)
+    progress = show_progress(args)
+    print(_plan(args, models, len(loader.dataset)), file=sys.stderr, flush=True)
     table = compare_stability(
         models,
         loader,
@@ -182,10 +319,11 @@ def run(args: argparse.Namespace) -> int:
         max_eps=args.max_eps,
         max_sigma=args.max_sigma,
         n_iter=args.n_iter,
-        certified=args.certified,
+        certified=not args.estimate,
         batch_size=args.batch_size,
         seed=args.seed,
-        progress=show_progress(args),
+        progress=progress,
+        log=None if progress else _log,
     )
     weights, maps = _layer_spectra(models, loader, args)
     figures = _stability_figures(weights, maps)
@@ -195,10 +333,7 @@ def run(args: argparse.Namespace) -> int:
         "weight_spectra": weights,
         "feature_map_spectra": maps,
     }
-    written = write_stability(out, table, summary)
-    for file_name, fig in figures.items():
-        save_figure(fig, out / file_name)
-        written.append(out / file_name)
+    written = write_stability(out, table, summary, files=_writers(figures))
     print(table.to_markdown())
     for path in written:
         print(f"wrote {path}")

@@ -37,16 +37,20 @@ References:
     Convolutional Layers by Gram Iteration. ICML 2023, arXiv:2305.16173.
 """
 
+from captum_rig.stability.attacks import MINIMAL_NORM_ATTACKS, AttackSearch, best_distortion
 from captum_rig.stability.compare import (
     ATTACKS,
+    STABILITY_FILES,
     StabilityRow,
     StabilityTable,
+    check_stability_outputs,
     compare_stability,
     write_stability,
 )
 from captum_rig.stability.conv import BAD_INPUT_SIZE as BAD_INPUT_SIZE  # a message template
 from captum_rig.stability.conv import conv2d_norm_bound, conv2d_operator_norm
 from captum_rig.stability.distortion import (
+    LADDER,
     MinimalDistortion,
     gaussian_minimal_distortion,
     minimal_distortion,
@@ -70,6 +74,10 @@ __all__ = [
     "MinimalDistortion",
     "minimal_distortion",
     "gaussian_minimal_distortion",
+    "LADDER",
+    "AttackSearch",
+    "best_distortion",
+    "MINIMAL_NORM_ATTACKS",
     "StabilityReport",
     "stability_analysis",
     "weight_spectra",
@@ -78,6 +86,8 @@ __all__ = [
     "StabilityTable",
     "compare_stability",
     "write_stability",
+    "check_stability_outputs",
+    "STABILITY_FILES",
     "Rule",
     "RULES",
     "ATTACKS",

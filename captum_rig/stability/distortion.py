@@ -342,12 +342,14 @@ def minimal_distortion(
     model: nn.Module,
     images: Tensor,
     norm: str = "L2",
-    steps: int = 20,
+    steps: Optional[int] = None,
     n_bisect: int = 12,
     max_eps: Optional[float] = None,
     batch_size: int = 64,
+    attack: str = "pgd",
 ) -> MinimalDistortion:
-    r"""Smallest PGD perturbation found that changes each image's prediction.
+    r"""Smallest perturbation found that changes each image's prediction: PGD's search
+    or a minimal-norm attack.
 
     For each image, a search over the radius ``eps ∈ (0, max_eps]`` of an untargeted
     PGD attack (:func:`~captum_rig.robustness.pgd_attack`, ``steps`` steps of size
@@ -362,16 +364,24 @@ def minimal_distortion(
     ``resolutions`` holds each image's final bracket width (at most its radius
     ``/ 2**n_bisect``), ``tolerance`` the largest.
 
+    ``attack="deepfool"``, ``"fab"`` or ``"cw"`` runs that minimal-norm attack instead
+    (:class:`~captum_rig.stability.attacks.AttackSearch`, through ``torchattacks``;
+    ``steps`` its iterations; no search, resolution 0); DeepFool and CW minimise L2, FAB
+    L2 or L∞. :func:`~captum_rig.stability.attacks.best_distortion` keeps each image's
+    smallest value over several results.
+
     Args:
         model (nn.Module): maps ``(N, C, H, W)`` images in [0, 1] to logits.
         images (Tensor): ``(N, C, H, W)`` in [0, 1].
         norm (str): ``"L2"`` or ``"Linf"``.
-        steps (int): PGD steps per radius.
+        steps (int, optional): PGD steps per radius (default 20), or the attack's
+            iterations (default 50 for DeepFool, 20 for FAB, 100 for CW).
         n_bisect (int): bisection steps after the ladder; each image's bracket ends at
             most ``radius / 2**n_bisect`` wide (relative resolution ``2**-n_bisect``).
         max_eps (float, optional): largest radius tried; default 1 for L∞ and
             ``√(C·H·W)`` (the diagonal of the [0, 1] box) for L2.
         batch_size (int): images per attack batch.
+        attack (str): ``"pgd"`` (default), ``"deepfool"``, ``"fab"`` or ``"cw"``.
 
     Returns:
         MinimalDistortion: per-image values (``inf`` if no flip up to ``max_eps``), its
@@ -382,12 +392,19 @@ def minimal_distortion(
         >>> result = minimal_distortion(model, torch.rand(4, 3, 8, 8), norm="Linf")
         >>> result.values.shape
         torch.Size([4])
+        >>> minimal_distortion(model, torch.rand(4, 3, 8, 8), attack="deepfool").method
+        'deepfool'
 
     References:
         Szegedy et al. Intriguing properties of neural networks. arXiv:1312.6199.
     """
     model, n_bisect, batch_size = _check_distortion_args(model, images, n_bisect, batch_size)
-    search = pgd_search(model, images[0].numel(), norm, steps, n_bisect, max_eps)
+    if attack != "pgd":
+        from captum_rig.stability.attacks import AttackSearch  # it builds on this module
+
+        return AttackSearch(model, attack, norm, steps).run(images, batch_size)
+    search = pgd_search(model, images[0].numel(), norm, 20 if steps is None else steps,
+                        n_bisect, max_eps)  # fmt: skip
     return search.run(images, batch_size)
 
 

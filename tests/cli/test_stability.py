@@ -59,7 +59,9 @@ def test_stability_matches_compare_stability(capsys, work, labelled_folder):
         [load_image_like_the_cli(p, 8) for p in sorted(labelled_folder.rglob("*.png"))]
     )
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
-    table = compare_stability(models, images, labels, steps=2, n_bisect=3, n_iter=3, progress=False)
+    table = compare_stability(
+        models, images, labels, steps=2, n_bisect=3, n_iter=3, certified=True, progress=False
+    )
     assert table.to_markdown() in out, out
     assert table.to_markdown() in (work / "st" / "stability.md").read_text()
     rows = read_csv(work / "st" / "stability.csv")
@@ -116,3 +118,136 @@ def test_stability_errors(capsys, work, labelled_folder, data, extra, match):
     )  # fmt: skip
     assert_user_error(code, err, match)
     assert not (work / "st").exists(), "nothing may be written on an error"
+
+
+# --------------------------------------------------------------------------- checks before work
+
+
+POOLED = """
+from torch import nn
+
+def pooled():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)
+    )
+"""
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """compare_stability fails the test if it is reached: the error must come first."""
+    import captum_rig.stability as stability
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the comparison started before the error")
+
+    monkeypatch.setattr(stability, "compare_stability", reached)
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--max-eps", "0"], "argument --max-eps: must be > 0"),
+        (["--max-sigma", "-1"], "argument --max-sigma"),
+        (["--layers", "nope"], "--layers for model make: unknown module names ['nope']"),
+        (["--model", "pool.py:pooled", "--image-size", "1"], "give a larger --image-size"),
+        (["--device", "meta"], "--device"),
+    ],
+)
+def test_stability_refuses_bad_settings_before_any_work(
+    capsys, work, labelled_folder, no_work, extra, match
+):
+    """Bad radii, unknown layers, tiny images, a meta device: exit 2, one line, before the
+    comparison, nothing written."""
+    (work / "pool.py").write_text(POOLED)
+    code, _, err = run(
+        capsys, "stability", "--model", "net.py:make", "--data", labelled_folder,
+        "--out", "st", *STABILITY_FAST, *extra,
+    )  # fmt: skip
+    assert_user_error(code, err, match)
+    assert not (work / "st").exists(), "nothing may be written on an error"
+
+
+@pytest.mark.parametrize("busy", ["stability.csv", "weight_norms.png"])
+def test_stability_checks_every_output_file_first(capsys, work, labelled_folder, no_work, busy):
+    """A folder where an output file goes fails before the work, and leaves --out as it
+    was (no stability.md written beside it)."""
+    (work / "st" / busy).mkdir(parents=True)
+    code, _, err = run(
+        capsys, "stability", "--model", "net.py:make", "--data", labelled_folder,
+        "--out", "st", *STABILITY_FAST,
+    )  # fmt: skip
+    assert_user_error(code, err, f"{busy}' is a folder")
+    assert files_in(work / "st") == [busy]
+
+
+def test_stability_writes_all_files_or_none(capsys, work, labelled_folder, monkeypatch):
+    """A figure that fails to save after the work leaves no table behind."""
+    import captum_rig.cli.stability as command
+
+    def broken(fig, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(command, "save_figure", broken)
+    code, _, err = run(
+        capsys, "stability", "--model", "net.py:make", "--data", labelled_folder,
+        "--attacks", "gaussian", "--out", "st", *STABILITY_FAST,
+    )  # fmt: skip
+    assert code == 2 and err.strip().splitlines()[-1] == "captum-rig: error: disk full", err
+    assert not (work / "st").exists(), files_in(work / "st")
+
+
+def test_stability_announces_its_plan_and_logs_each_stage(capsys, work, labelled_folder):
+    """Without progress bars: the evaluation plan first, then a line per model and stage."""
+    code, out, err = run(
+        capsys, "stability", "--model", "net.py:make", "--name", "a", "--model",
+        "net.py:make", "--name", "b", "--data", labelled_folder, "--attacks", "pgd,gaussian",
+        "--out", "st", *STABILITY_FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if not line.startswith("note:")]
+    assert lines[0].startswith("stability: 2 model(s) × 6 images"), lines
+    assert "pgd: at most 14 radii × 2 gradient steps" in lines[0], lines[0]
+    for expected in ("a: accuracy, images 1-6", "b: pgd minimal distortion, images 1-6",
+                     "b: local Lipschitz, images 1-6", "layer spectra: b"):  # fmt: skip
+        assert any(line.endswith(expected) for line in lines), (expected, lines)
+
+
+def test_stability_models_with_one_input_size_but_different_resizes(
+    capsys, work, labelled_folder, monkeypatch
+):
+    """Same crop, different resize before it (ResNet-18 and MobileNetV2 at 224 px): the
+    comparison runs, with a note; a different crop is refused."""
+    from dataclasses import replace
+
+    import captum_rig.cli._common as common
+
+    real, calls = common.load_pixel_model, []
+
+    def loader(spec, **kwargs):
+        model, prep = real(spec, **kwargs)
+        calls.append(spec)
+        crop = 8 if len(calls) == 1 or "second" in spec.text else 6
+        return model, replace(prep, crop_size=crop, resize_size=8 + 4 * (len(calls) - 1))
+
+    monkeypatch.setattr(common, "load_pixel_model", loader)
+    (work / "second.py").write_text((work / "net.py").read_text())
+    code, _, err = run(
+        capsys, "stability", "--model", "net.py:make", "--model", "second.py:make",
+        "--data", labelled_folder, "--attacks", "gaussian", "--out", "st", *STABILITY_FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "resizes to 12 px before its 8 px crop" in err, err
+    calls.clear()
+    code, _, err = run(
+        capsys, "stability", "--model", "net.py:make", "--model", "net.py:make",
+        "--data", labelled_folder, "--out", "st2", *STABILITY_FAST,
+    )  # fmt: skip
+    assert_user_error(code, err, "the models take different inputs (8 px for the first, 6 px")
+
+
+def test_stability_seed_help_names_its_own_uses(capsys):
+    code, out, _ = run(capsys, "stability", "--help")
+    assert code == 0
+    out = " ".join(out.split())
+    assert "Lipschitz bound's power iterations" in out and "attack targets" not in out, out

@@ -11,9 +11,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from captum_rig.stability import (
+    STABILITY_FILES,
+    check_stability_outputs,
     compare_stability,
     gaussian_minimal_distortion,
     lipschitz_bound,
+    local_lipschitz,
     minimal_distortion,
     weight_spectra,
     write_stability,
@@ -55,7 +58,8 @@ def test_compare_stability_rows_match_the_single_model_functions(tmp_path):
         assert row.average_distortion_255 == pytest.approx(255 * ref.mean, nan_ok=True), row
         assert (row.n_changed, row.n_images) == (ref.n_found, 6), row
     md = table.to_markdown()
-    assert md.count("\n| scratch |") == 2 and "[0, 255]" in md and "power iteration" in md, md
+    # one line in the models' table, one per attack in the distortions'
+    assert md.count("\n| scratch |") == 3 and "[0, 255]" in md and "RMS per pixel" in md, md
     d = table.to_dict()
     json.dumps(d)
     assert d["rows"][0]["average_distortion_255"] == table.rows[0].average_distortion_255
@@ -190,7 +194,7 @@ def test_write_stability_writes_md_csv_and_json(tmp_path):
         ("first", "gaussian"),
         ("second", "gaussian"),
     ]
-    assert list(rows[0])[-1] == "average_distortion_255", list(rows[0])
+    assert list(rows[0])[-2:] == ["average_distortion_255", "average_distortion_rms"], rows[0]
     record = json.loads(paths[2].read_text())
     assert list(record) == [
         "data", "n_images", "seed", "units", "rows", "lipschitz", "weight_spectra",
@@ -212,3 +216,92 @@ def test_write_stability_with_lipschitz_reports_and_bad_summaries(tmp_path):
     with pytest.raises(ValueError, match="summary must be a mapping with 'data' and 'n_images'"):
         write_stability(tmp_path / "bad", table, {"data": "x"})
     assert not (tmp_path / "bad").exists(), "a folder made for a refused summary"
+
+
+# --------------------------------------------------------------------------- attacks, bounds
+
+
+def test_minimal_norm_attacks_and_the_best_row():
+    """DeepFool, FAB and CW rows equal minimal_distortion(attack=...); ``best`` keeps each
+    image's smallest value, so its mean over the same images is no larger."""
+    models = near_linear_models()
+    images, labels = torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    attacks = ("pgd", "deepfool", "fab", "cw", "gaussian")
+    table = compare_stability(models, images, labels, attacks=attacks, local=False, **STREAM_KW)
+    first = [r for r in table.rows if r.model == "first"]
+    assert [r.attack for r in first] == [*attacks, "best"], first
+    by_attack = {r.attack: r for r in first}
+    for attack in ("deepfool", "fab", "cw"):
+        ref = minimal_distortion(models["first"], images, attack=attack, batch_size=3)
+        assert by_attack[attack].average_distortion == pytest.approx(ref.mean, rel=1e-5)
+        assert by_attack[attack].tolerance == 0.0
+        assert by_attack[attack].local_lipschitz is None
+    best = by_attack["best"]
+    changed = max(by_attack[a].n_changed for a in ("pgd", "deepfool", "fab", "cw"))
+    assert best.n_changed >= changed
+    if best.n_changed == by_attack["fab"].n_changed:
+        assert best.average_distortion <= by_attack["fab"].average_distortion + 1e-9
+    assert best.average_distortion_rms == pytest.approx(
+        best.average_distortion / (3 * 8 * 8) ** 0.5
+    )
+
+
+def test_local_lipschitz_beside_the_certified_bound():
+    """The local column is the largest input-Jacobian norm over all images (whatever the
+    batches), a lower bound: at most the certified upper bound."""
+    models = two_models()
+    images, labels = torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 2, 3, 4])
+    table = compare_stability(
+        models, images, labels, attacks="gaussian", certified=True, n_bisect=2,
+        batch_size=2, progress=False,
+    )  # fmt: skip
+    for row in table.rows:
+        local = local_lipschitz(models[row.model], images)
+        assert row.local_lipschitz == pytest.approx(local, rel=1e-3), row
+        assert row.local_lipschitz <= row.lipschitz_bound * (1 + 1e-6), row
+    assert "local Lipschitz (lower)" in table.to_markdown()
+
+
+def test_attacks_that_do_not_minimise_the_norm_are_refused_up_front():
+    with pytest.raises(ValueError, match="'deepfool' minimises L2, not norm='Linf'"):
+        compare_stability(two_models(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]),
+                          attacks=("pgd", "deepfool"), norm="Linf", progress=False)  # fmt: skip
+
+
+def test_compare_stability_logs_a_line_per_model_and_stage():
+    lines = []
+    compare_stability(
+        two_models(), torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2]), attacks="gaussian",
+        n_bisect=2, batch_size=2, progress=False, local=False, log=lines.append,
+    )  # fmt: skip
+    assert "scratch: accuracy, images 1-2" in lines, lines
+    assert "finetuned: gaussian minimal distortion, images 3-3" in lines, lines
+
+
+def test_write_stability_all_or_nothing(tmp_path):
+    """A folder where a file goes is refused before anything is written; a figure writer
+    that fails leaves the folder as it was; the figures come after the three tables."""
+    table = compare_stability(
+        near_linear_models(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]),
+        attacks="gaussian", local=False, **STREAM_KW,
+    )  # fmt: skip
+    summary = {"data": "x", "n_images": 2}
+    (tmp_path / "busy" / "stability.csv").mkdir(parents=True)
+    with pytest.raises(ValueError, match="stability.csv' is a folder"):
+        write_stability(tmp_path / "busy", table, summary)
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["stability.csv"]
+
+    def broken(path):
+        raise RuntimeError("figure failed")
+
+    with pytest.raises(RuntimeError, match="figure failed"):
+        write_stability(tmp_path / "new", table, summary, files={"fig.png": broken})
+    assert not (tmp_path / "new").exists(), "a failed write left files behind"
+    paths = write_stability(
+        tmp_path / "ok", table, summary, files={"fig.png": lambda p: p.write_bytes(b"png")}
+    )
+    assert [p.name for p in paths] == [*STABILITY_FILES, "fig.png"]
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == sorted(p.name for p in paths)
+    with pytest.raises(ValueError, match="fig.png' is a folder"):
+        (tmp_path / "ok2" / "fig.png").mkdir(parents=True)
+        check_stability_outputs(tmp_path / "ok2", ["fig.png"])
