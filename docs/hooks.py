@@ -18,7 +18,13 @@ render literally. Two pieces put them right:
   last name only, as in Sphinx; re-exported names resolve to where they are defined, which
   is where the reference documents them); ``\|`` in a table cell's code, the pipe
   escaped for the table, shows as ``|``.
-- :func:`on_page_markdown`: a page's ``{.markdown .output}`` block, Markdown that the code
+- :func:`readable_formulas`, also on every page's HTML: a docstring formula written in
+  Unicode with TeX-like sub- and superscripts (``Σ_{k=1}^{w} (w - k)/w · ∂F(x_k)/∂x_k``,
+  in a code span or in the text) is shown with real sub- and superscripts in the text
+  font, not as source. Code spans that are code (``cache_dir/{key}_{mode}{k}.pt``,
+  ``n_steps``) stay as they are.
+- :func:`on_page_markdown`: a shell block that is one Python heredoc is highlighted as
+  Python; a page's ``{.markdown .output}`` block, Markdown that the code
   above it prints (a report's table), is shown rendered rather than as source.
 """
 
@@ -39,6 +45,13 @@ _CODE = re.compile(r"<code>(?P<body>[^<]*)</code>")
 # A page's output block of printed Markdown (a report's to_markdown()).
 _MARKDOWN_OUTPUT = re.compile(
     r"^```\{\.markdown \.output\}[ ]*\n(?P<body>.*?)\n```[ ]*$", re.M | re.S
+)
+
+# A shell block holding exactly one Python heredoc.
+_HEREDOC_BLOCK = re.compile(
+    r"^(?P<fence>```)(?:bash|sh|shell)[ ]*\n"
+    r"(?P<body>python3? - <<'?(?P<tag>\w+)'?\n.*?\n(?P=tag)\n```)[ ]*$",
+    re.M | re.S,
 )
 
 _MATH_ROLE = re.compile(r":math:`(?P<tex>[^`]+)`")
@@ -280,9 +293,105 @@ def _rendered_output(match: "re.Match[str]") -> str:
     return f'<div class="output rendered-output" markdown="1">\n\n{body}\n\n</div>\n'
 
 
+def python_heredocs(markdown: str) -> str:
+    r"""A shell block that is one Python heredoc (``python - <<'EOF'`` ... ``EOF``) is
+    highlighted as the Python it mostly is; the page and its tests keep it a shell block.
+
+    Examples:
+        >>> print(python_heredocs("```bash\npython - <<'EOF'\nimport torch\nEOF\n```"))
+        ```python
+        python - <<'EOF'
+        import torch
+        EOF
+        ```
+        >>> python_heredocs("```bash\ncaptum-rig demo\n```")
+        '```bash\ncaptum-rig demo\n```'
+    """
+    return _HEREDOC_BLOCK.sub(lambda m: f"{m['fence']}python\n{m['body']}", markdown)
+
+
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
-    """Printed Markdown (a ```{.markdown .output} block) is shown rendered, as a table."""
-    return _MARKDOWN_OUTPUT.sub(_rendered_output, markdown)
+    """Printed Markdown (a ```{.markdown .output} block) is shown rendered, as a table;
+    Python heredocs are highlighted as Python (:func:`python_heredocs`)."""
+    return python_heredocs(_MARKDOWN_OUTPUT.sub(_rendered_output, markdown))
+
+
+# A code span holding a formula: a maths symbol, a superscript group, or a subscript
+# group after a letter or digit (not a format template's "}_{").
+_MATH_CHARS = "Σσ∂·ᵀ≤≥∈∝∇√²π∞‖"
+_FORMULA_CODE = re.compile(r"<code>(?P<body>[^<]*)</code>")
+_GROUP = re.compile(r"(?<![}])(?P<op>[_^])\{(?P<body>[^{}]*)\}")
+# x_k, σ_i, v_iᵀ, ∂x_k: a one-letter name and a one-character index (n_steps is a name).
+_SUB = re.compile(r"(?<![\w])(?P<base>[A-Za-zα-ωΑ-Ω])_(?P<index>[A-Za-z0-9])(?![A-Za-z0-9_{])")
+_SUP = re.compile(r"(?<=[\w)])\^(?P<index>[A-Za-z0-9])(?![A-Za-z0-9_{])")
+_TAGS = {"_": "sub", "^": "sup"}
+# What the text pass leaves alone: code, scripts, and TeX that KaTeX typesets.
+_KEEP = re.compile(
+    r"(<pre\b.*?</pre>|<script\b.*?</script>|<code\b.*?</code>"
+    r'|<span class="arithmatex">.*?</span>|<div class="arithmatex">.*?</div>)',
+    re.S,
+)
+
+
+def _is_formula(code: str) -> bool:
+    return any(c in _MATH_CHARS for c in code) or bool(re.search(r"\^\{|[A-Za-z0-9]_\{", code))
+
+
+def _scripts(text: str) -> str:
+    """``_{...}``/``^{...}`` (innermost first) and one-letter ``x_k`` as sub/superscripts."""
+    while True:
+        new = _GROUP.sub(lambda m: f"<{_TAGS[m['op']]}>{m['body']}</{_TAGS[m['op']]}>", text)
+        if new == text:
+            break
+        text = new
+    text = _SUB.sub(lambda m: f"{m['base']}<sub>{m['index']}</sub>", text)
+    return _SUP.sub(lambda m: f"<sup>{m['index']}</sup>", text)
+
+
+def _text_scripts(text: str) -> str:
+    """Sub/superscripts of prose: groups always; ``σ_i`` only beside a maths symbol."""
+    if any(c in _MATH_CHARS for c in text):
+        return _scripts(text)
+    return _GROUP.sub(lambda m: f"<{_TAGS[m['op']]}>{m['body']}</{_TAGS[m['op']]}>", text)
+
+
+def readable_formulas(html_text: str) -> str:
+    r"""Formulas written with ``_{...}``/``^{...}`` shown with sub- and superscripts.
+
+    A code span that holds a formula (a maths symbol such as Σ, σ, ∂, ·, ᵀ, or a
+    ``^{...}`` group) becomes ``<span class="formula">`` in the text font; text outside
+    code, pre, script and arithmatex elements (TeX for KaTeX) gets its ``_{...}`` and
+    ``^{...}`` groups converted, and its ``σ_i`` too where it holds a maths symbol (a
+    paragraph about ``n_steps`` alone is left as it is).
+
+    Examples:
+        >>> readable_formulas("<code>Σ_{k=1}^{w} (w - k)/w · ∂F(x_k)</code>")
+        '<span class="formula">Σ<sub>k=1</sub><sup>w</sup> (w - k)/w · ∂F(x<sub>k</sub>)</span>'
+        >>> readable_formulas("<code>cache_dir/{key}_{mode}{k}.pt</code> <code>n_steps</code>")
+        '<code>cache_dir/{key}_{mode}{k}.pt</code> <code>n_steps</code>'
+        >>> readable_formulas("<p>band j: r_{j-1} < radius</p><pre>a_{b}</pre>")
+        '<p>band j: r<sub>j-1</sub> < radius</p><pre>a_{b}</pre>'
+        >>> readable_formulas('<p id="a.x_k">with X = Σ_i σ_i u_i v_iᵀ</p>')
+        '<p id="a.x_k">with X = Σ<sub>i</sub> σ<sub>i</sub> u<sub>i</sub> v<sub>i</sub>ᵀ</p>'
+        >>> readable_formulas(r'<span class="arithmatex">\(\sum_{k=1}^{w}\)</span>')
+        '<span class="arithmatex">\\(\\sum_{k=1}^{w}\\)</span>'
+    """
+
+    def code(match: "re.Match[str]") -> str:
+        body = match["body"]
+        if not _is_formula(body):
+            return match.group(0)
+        return f'<span class="formula">{_scripts(body)}</span>'
+
+    parts = _KEEP.split(html_text)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:  # pre, script or code
+            out.append(_FORMULA_CODE.sub(code, part) if part.startswith("<code>") else part)
+        else:  # the text between the tags (never an attribute: ids hold "x_k" too)
+            pieces = re.split(r"(<[^>]*>)", part)
+            out.extend(p if p.startswith("<") else _text_scripts(p) for p in pieces)
+    return "".join(out)
 
 
 def on_page_content(html_text: str, **kwargs: Any) -> str:
@@ -297,4 +406,4 @@ def on_page_content(html_text: str, **kwargs: Any) -> str:
         '<code>Tensor</code>'
     """
     html_text = _ROLE.sub(_replace, html_text)
-    return _CELL.sub(_cell, html_text)
+    return readable_formulas(_CELL.sub(_cell, html_text))
