@@ -9,14 +9,19 @@ removed (reverse direction). Expected (paper Sec. 4-5): the low-rank-trained mod
 more accuracy at low ranks; the natural model also classifies images whose top ranks are
 gone, i.e. it uses information in ranks the low-rank model never saw.
 
-Writes ``OUT/miniature_study.json`` and ``OUT/miniature_study.png``.
+Writes ``OUT/miniature_study.json`` and ``OUT/miniature_study.png`` (default
+``runs/miniature_study``). The documentation's copies live in ``docs/img``, tracked by
+git: writing there takes ``--update-docs`` (any other folder holding those two tracked
+files is refused too), so a run never replaces them by accident.
 
 Example:
-    python examples/miniature_study.py --out docs/img
+    python examples/miniature_study.py --out runs/miniature_study
+    python examples/miniature_study.py --out docs/img --update-docs   # the docs' figure
 """
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,15 +48,42 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--cue", type=float, default=0.1, help="strength of the high-rank cue")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--out", default="docs/img")
+    p.add_argument("--out", default="runs/miniature_study")
+    p.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="allow replacing files tracked by git (the documentation's docs/img copies)",
+    )
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    tracked = _tracked(Path(args.out))
+    if tracked and not args.update_docs:
+        p.error(
+            f"--out {args.out} holds files tracked by git ({', '.join(tracked)}): pass "
+            "--update-docs to replace them, or choose another folder"
+        )
     for name in ("n_train", "n_test", "epochs", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 1 <= args.train_rank <= 32:
         p.error("--train-rank must be in 1..32")
     return args
+
+
+def _tracked(out: Path) -> list:
+    """The output files already in ``out`` that git tracks (none outside a repository)."""
+    names = ("miniature_study.json", "miniature_study.png")
+    existing = [out / name for name in names if (out / name).is_file()]
+    if not existing:
+        return []
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--", *[p.name for p in existing]],
+            cwd=out, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted(set(listed.stdout.split())) if listed.returncode == 0 else []
 
 
 def train(images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> nn.Module:
