@@ -220,6 +220,8 @@ class Spectrum(Record):
         ax.relim()
         ax.autoscale_view()
         ax.set_xlabel(self._xlabel())
+        if metric == "agreement":
+            ax.set_ylabel("agreement with the unfiltered prediction")
         return fig, ax
 
     def _xlabel(self) -> str:

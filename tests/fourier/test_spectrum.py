@@ -169,6 +169,8 @@ def test_csv_dict_round_trip_and_plot(tmp_path):
     assert list(ax.lines[0].get_ydata()) == s.accuracy
     assert "radius" in ax.get_xlabel() and "removed" in ax.get_xlabel()
     assert ax.get_legend() is not None
+    _, ax = s.plot()
+    assert ax.get_ylabel() == "agreement with the unfiltered prediction"
     assert os.listdir(tmp_path) == ["f.csv"]
 
 
