@@ -13,7 +13,7 @@
 import contextlib
 import functools
 import warnings
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -121,7 +121,7 @@ def attribute_checks(method: str, takes_baselines: bool = True) -> Callable:
 
 
 def warn_if_incomplete(
-    method: str, attributions: Tuple[Tensor, ...], delta: Tensor, steps: Optional[str] = None
+    method: str, attributions: Tuple[Tensor, ...], delta: Tensor, stacklevel: int = 5
 ) -> None:
     """Warns when a complete method's delta is large next to ``F(end) - F(start)``.
 
@@ -130,7 +130,8 @@ def warn_if_incomplete(
         attributions (tuple[Tensor, ...]): one ``(N, ...)`` tensor per input (or layer
             value).
         delta (Tensor): ``(N,)``, ``Σ attributions - (F(end) - F(start))``.
-        steps (str, optional): what to raise, for the message (default ``n_steps``).
+        stacklevel (int): as for ``warnings.warn``; the default points at the caller of
+            a decorated ``attribute`` that calls this directly.
     """
     total = sum(a.detach().double().flatten(1).sum(1) for a in attributions)
     delta = delta.detach().double().reshape(-1).to(total.device)
@@ -145,6 +146,6 @@ def warn_if_incomplete(
         f"F(end) - F(start) by more than {DELTA_GAP:.0%} (example {worst}: delta "
         f"{float(delta[worst]):.4g} against F(end) - F(start) = "
         f"{float(total[worst] - delta[worst]):.4g}); this is the quadrature error: raise "
-        f"{steps or 'n_steps'} (or use idgi=True, complete for any n_steps)",
-        stacklevel=3,
+        "n_steps (or use idgi=True, complete for any n_steps)",
+        stacklevel=stacklevel,
     )

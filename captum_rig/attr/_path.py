@@ -430,5 +430,5 @@ def attribution_result(
         target=target,
     )
     if complete is not None:
-        warn_if_incomplete(complete, attributions, delta)
+        warn_if_incomplete(complete, attributions, delta, stacklevel=6)
     return output, delta
