@@ -87,6 +87,7 @@ def _minimal_argv(name):
         "stability": ["stability", "--data", "d", "--model", "x:y"],
         "attribute": ["attribute", "--data", "d", "--model", "x:y", "--out", "m.h5"],
         "evaluate": ["evaluate", "m.h5", "--data", "d", "--model", "x:y"],
+        "heatmap": ["heatmap", "--data", "d", "--model", "x:y", "--eps", "0.1"],
     }[name]
 
 
@@ -481,7 +482,7 @@ def test_balanced_limit_takes_every_class_seeded(work):
 
 
 @pytest.mark.parametrize("command", ["explain", "contributions", "spectrum", "robustness",
-                                     "stability", "attribute", "evaluate"])  # fmt: skip
+                                     "stability", "attribute", "evaluate", "heatmap"])  # fmt: skip
 def test_model_is_required_in_the_usage_and_bare_names_get_a_hint(capsys, work, command):
     """--model shows as required in the usage line; 'resnet18' gets 'did you mean
     torchvision:resnet18' in every command, before its other checks."""
