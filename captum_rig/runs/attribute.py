@@ -12,6 +12,7 @@ and a process that dies loses at most the batch it was computing.
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -163,7 +164,7 @@ def attribute_dataset(
             count_batches(checked, writer, Shard(checked, world_size, process), record, 1)
     finally:
         writer.bar.close()
-    _barrier(world_size)
+    _all_done(parts, process, world_size)
     if process == 0:
         attributes = _attributes(model, model_spec, source, writer, identity["batch_size"])
         names = _file_names(data, files, sum(writer.sizes))
@@ -171,7 +172,8 @@ def attribute_dataset(
             path, _read_parts(parts, len(writer.sizes)), sum(writer.sizes), names, attributes
         )
         shutil.rmtree(parts, ignore_errors=True)
-    _barrier(world_size)
+    while parts.exists():  # the other processes return once process 0 has written the file
+        time.sleep(0.2)
     return path
 
 
@@ -190,8 +192,25 @@ def _prepare_parts(path: Path, resume: bool, process: int, world_size: int) -> P
         shutil.rmtree(parts)
     if process == 0:
         parts.mkdir(exist_ok=True)
+        for marker in parts.glob("done.*"):  # a stopped run's: each process says it again
+            marker.unlink()
     _barrier(world_size)
     return parts
+
+
+def _all_done(parts: Path, process: int, world_size: int) -> None:
+    """Marks this process's share done; process 0 waits for every process's mark.
+
+    Files, not a collective: a barrier would time out (gloo after 30 minutes, NCCL's
+    watchdog sooner) while a slower process still computes its share.
+    """
+    if world_size == 1:
+        return
+    (parts / f"done.{process}-of-{world_size}").touch()
+    if process == 0:
+        marks = [parts / f"done.{p}-of-{world_size}" for p in range(world_size)]
+        while not all(m.exists() for m in marks):
+            time.sleep(0.2)
 
 
 def _barrier(world_size: int) -> None:
