@@ -2,12 +2,14 @@
 
 The library's messages name its arguments (``convert=True``, ``max_pixels``); the command
 line has options instead (``--convert``, ``--max-pixels``): :func:`cli_message` words
-them for the command line, so the library never speaks of options.
+them for the command line, so that library messages need not speak of options.
 """
 
 import argparse
 import re
 from typing import Optional, Tuple
+
+from captum_rig.loading import WeightsUnavailableError
 
 __all__ = ["UsageError", "one_line", "cli_message"]
 
@@ -72,8 +74,6 @@ def cli_message(error: BaseException, args: Optional[argparse.Namespace] = None)
         >>> cli_message(RuntimeError("a bug")) is None
         True
     """
-    from captum_rig.loading import WeightsUnavailableError
-
     text = one_line(error)
     if isinstance(error, RuntimeError) and not isinstance(error, WeightsUnavailableError):
         if not any(pattern in text for pattern in _SIZE_ERRORS):
@@ -81,7 +81,7 @@ def cli_message(error: BaseException, args: Optional[argparse.Namespace] = None)
         size = getattr(args, "input_size", None)
         given = f"{size[0]}×{size[1]}×{size[1]} images" if size and size[1] else "these images"
         how = (
-            "give a larger --image-size N, or none for the model's own input size"
+            "pass the --image-size N it was built for, or none for the model's own input size"
             if getattr(args, "image_size", None)
             else "pass --image-size N with the size it was built for"
         )
