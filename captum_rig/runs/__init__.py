@@ -20,6 +20,7 @@ from captum_rig.runs.maps_file import (
     FILE_FORMAT,
     AttributionFile,
     MapBatch,
+    image_names,
     read_attributions,
     write_maps,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "MapBatch",
     "read_attributions",
     "write_maps",
+    "image_names",
     "FILE_FORMAT",
     "evaluate_attributions",
     "ScoreTable",

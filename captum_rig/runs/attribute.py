@@ -33,7 +33,7 @@ from captum_rig._checkpoint import (
 from captum_rig._checks import check_batches, check_int, check_model, model_device, model_logits
 from captum_rig._context import PathLike, check_writable, eval_mode
 from captum_rig.attr.registry import AttributionMethod, parse_methods
-from captum_rig.runs.maps_file import write_maps
+from captum_rig.runs.maps_file import image_names, write_maps
 
 __all__ = ["attribute_dataset", "parts_folder", "saved_batches"]
 
@@ -350,19 +350,7 @@ def _file_names(data: Any, files: Optional[Sequence[str]], n_images: int) -> Lis
         if len(names) != n_images:
             raise ValueError(f"files must name each of the {n_images} images, got {len(names)}")
         return names
-    found = _dataset_paths(getattr(data, "dataset", None))
+    found = image_names(data)
     if found is not None and len(found) == n_images:
         return found
     return [str(i) for i in range(n_images)]
-
-
-def _dataset_paths(dataset: Any) -> Optional[List[str]]:
-    """The image path of each item of a data set (through Subsets), or None."""
-    from torch.utils.data import Subset
-
-    if isinstance(dataset, Subset):
-        inner = _dataset_paths(dataset.dataset)
-        indices = list(dataset.indices)
-        return [inner[i] for i in indices] if inner is not None else [str(i) for i in indices]
-    paths = getattr(dataset, "paths", None) or [s[0] for s in getattr(dataset, "samples", [])]
-    return [os.fspath(p) for p in paths] if paths else None

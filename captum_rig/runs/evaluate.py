@@ -10,6 +10,7 @@ means, their confidence intervals and the figure of the distributions
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -20,7 +21,7 @@ from captum_rig._checks import check_batches, check_int, check_model, model_devi
 from captum_rig._context import PathLike, eval_mode
 from captum_rig._tables import SKIP, Record, Table, markdown_table
 from captum_rig.metrics import deletion_insertion
-from captum_rig.runs.maps_file import AttributionFile
+from captum_rig.runs.maps_file import AttributionFile, image_names
 
 __all__ = ["SCORES", "ScoreRow", "ScoreTable", "evaluate_attributions", "mean_interval"]
 
@@ -216,11 +217,28 @@ def evaluate_attributions(
         for m in chosen:
             if m not in reader.methods:
                 raise ValueError(f"methods: the file has no maps of {m!r} ({list(reader.methods)})")
+        _check_names(image_names(data), reader.files)
         scores = _score(reader, model, data, chosen, n_steps, batch_size, device, progress)
     finally:
         if owned:
             reader.close()
     return ScoreTable.from_scores(scores, confidence)
+
+
+def _check_names(names: Optional[List[str]], files: List[str]) -> None:
+    """The data's images are those the maps were computed on (by class folder and name).
+
+    Only the last two parts of each path are compared, so that a folder that moved
+    still matches; a data set of another size is left to the count check.
+    """
+    if names is None or len(names) != len(files):
+        return
+    for i, (name, file) in enumerate(zip(names, files)):
+        if Path(name).parts[-2:] != Path(file).parts[-2:]:
+            raise ValueError(
+                f"data image {i} is {name!r}, but the file's maps of image {i} are of "
+                f"{file!r}: give the data the maps were computed on"
+            )
 
 
 def _score(

@@ -15,6 +15,7 @@ Images are in the order of the data. The file is written under a temporary name 
 renamed when complete, so a half-written file never stands at the final path.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
@@ -24,7 +25,14 @@ from torch import Tensor
 
 from captum_rig._context import PathLike, atomic_path
 
-__all__ = ["FILE_FORMAT", "MapBatch", "AttributionFile", "read_attributions", "write_maps"]
+__all__ = [
+    "FILE_FORMAT",
+    "MapBatch",
+    "AttributionFile",
+    "read_attributions",
+    "write_maps",
+    "image_names",
+]
 
 FILE_FORMAT = "captum_rig.attributions/1"
 """The ``format`` attribute of a file written by :func:`write_maps`."""
@@ -233,3 +241,34 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def image_names(data: Any) -> Optional[List[str]]:
+    """The ``files`` entries of a DataLoader's images: their paths, or their indices.
+
+    The paths of an :class:`~captum_rig.data.ImageFiles` data set (or any with ``paths``
+    or ImageFolder's ``samples``), through any ``Subset``; the index of each item for a
+    data set without paths (CIFAR-10); None when ``data`` is not a DataLoader.
+
+    Examples:
+        >>> from torch.utils.data import DataLoader, Subset, TensorDataset
+        >>> image_names(DataLoader(Subset(TensorDataset(torch.rand(5, 3)), [3, 1])))
+        ['3', '1']
+    """
+    dataset = getattr(data, "dataset", None)
+    try:
+        return None if dataset is None else _dataset_names(dataset)
+    except (TypeError, NotImplementedError):  # an iterable data set: no len, no indices
+        return None
+
+
+def _dataset_names(dataset: Any) -> List[str]:
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        inner = _dataset_names(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    paths = getattr(dataset, "paths", None) or [s[0] for s in getattr(dataset, "samples", [])]
+    if paths:
+        return [os.fspath(p) for p in paths]
+    return [str(i) for i in range(len(dataset))]

@@ -78,3 +78,27 @@ def test_evaluate_refusals_are_one_line(capsys, work, labelled_folder, maps, ext
 def test_evaluate_missing_maps(capsys, work, labelled_folder):
     code, _, err = _evaluate(capsys, labelled_folder)
     assert_user_error(code, err, "MAPS 'maps.h5' is not a file")
+
+
+def test_evaluate_refuses_other_images_of_the_same_count(capsys, work, labelled_folder, maps):
+    (labelled_folder / "dog" / "2.png").rename(labelled_folder / "dog" / "9.png")
+    code, _, err = _evaluate(capsys, labelled_folder)
+    assert_user_error(code, err, "data image 5 is")
+    assert "dog/9.png" in err and "dog/2.png" in err
+
+
+def test_attribute_and_evaluate_on_cifar10(capsys, work):
+    """CIFAR-10 images are named by their index in the split."""
+    from captum_rig.runs import read_attributions
+    from captum_rig.synthetic import write_cifar10_folder
+
+    write_cifar10_folder(work / "cifar", n_train=2, n_test=5)
+    argv = ["--model", "net.py:make", "--weights", "net.pt", "--data", f"cifar10:{work / 'cifar'}"]
+    code, _, err = run(capsys, "attribute", *argv, "--methods", "saliency", "--out", "c.h5",
+                       "--limit", 3, "--no-progress")  # fmt: skip
+    assert code == 0, err
+    with read_attributions(work / "c.h5") as maps:
+        assert maps.files == ["0", "1", "2"] and maps.maps("saliency").shape == (3, 3, 32, 32)
+    code, out, err = run(capsys, "evaluate", "c.h5", *argv, "--limit", 3, "--n-steps", 2,
+                         "--no-progress")  # fmt: skip
+    assert code == 0 and "| saliency | deletion_auc |" in out, err
