@@ -158,12 +158,14 @@ def attribute_dataset(
         process=process,
     )
     writer = _BatchMaps(model, chosen, n_steps, target, device, parts)
-    writer.bar = tqdm(desc="attributions", unit="img", disable=not progress or process != 0)
+    total = identity["n_images"] if world_size == 1 else None
+    bar = tqdm(total=total, desc="attributions", unit="img", disable=not progress or process)
+    shard = Shard(checked, world_size, process)
     try:
-        with eval_mode(model):
-            count_batches(checked, writer, Shard(checked, world_size, process), record, 1)
+        with eval_mode(model):  # every batch of the share, computed or skipped, moves the bar
+            count_batches(checked, writer, shard, record, 1, lambda: bar.update(writer.sizes[-1]))
     finally:
-        writer.bar.close()
+        bar.close()
     _all_done(parts, process, world_size)
     if process == 0:
         attributes = _attributes(model, model_spec, source, writer, identity["batch_size"])
@@ -259,7 +261,6 @@ class _BatchMaps:
         self.sizes: List[int] = []
         self.shape: Tuple[int, ...] = ()
         self.has_labels = False
-        self.bar: Any = None
 
     def first(
         self, images: Tensor, labels: Optional[Tensor]
@@ -315,7 +316,6 @@ class _BatchMaps:
             "labels": none if labels is None else labels.to(torch.int64).cpu(),
         }
         write_state(_part(self.parts, len(self.sizes) - 1), _PART_FORMAT, content)
-        self.bar.update(x.shape[0])
         return {}
 
 
