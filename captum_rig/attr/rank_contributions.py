@@ -19,6 +19,7 @@ from captum_rig._captum import (
     format_output,
 )
 from captum_rig._checks import check_int
+from captum_rig.attr._guards import kept_buffers
 from captum_rig.attr._path import example_bytes, format_inputs, input_gradients, path_gradients
 from captum_rig.attr.rank_path import BaselineRankPath, BaselineType, path_nodes, rank_paths
 
@@ -215,17 +216,20 @@ def _integrate(
     def make_points(start: int, stop: int) -> Tuple[Tensor, ...]:
         return tuple(p.images(nodes[start:stop]) for p in paths)
 
-    for start, stop, grads, _ in path_gradients(
+    chunks = path_gradients(
         input_gradients(GradientAttribution(forward_func)),
         len(nodes),
         make_points,
         num_examples,
         **run,
-    ):
-        for total, grad, p in zip(totals, grads, paths):
-            increments = p.displacement(starts[start:stop], stops[start:stop])
-            # (S, N, C): each node's share, summed over the H×W plane of its channel
-            shares = (grad.to(increments.dtype) * increments).sum((-2, -1)).to(torch.float64)
-            index = band[start:stop].to(total.device)
-            total.index_add_(2, index, shares.permute(1, 2, 0))
+    )
+    # A train-mode model's BatchNorm statistics are put back afterwards.
+    with kept_buffers(forward_func):
+        for start, stop, grads, _ in chunks:
+            for total, grad, p in zip(totals, grads, paths):
+                increments = p.displacement(starts[start:stop], stops[start:stop])
+                # (S, N, C): each node's share, summed over the H×W plane of its channel
+                shares = (grad.to(increments.dtype) * increments).sum((-2, -1))
+                index = band[start:stop].to(total.device)
+                total.index_add_(2, index, shares.to(torch.float64).permute(1, 2, 0))
     return tuple(t.to(x.dtype) for t, x in zip(totals, inputs))

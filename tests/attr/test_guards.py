@@ -121,8 +121,18 @@ def _bn_state(model):
         lambda m, x: NoiseTunnel(RIG(m)).attribute(
             x, nt_samples=2, stdevs=0.1, target=0, method="gausslegendre", n_steps=3
         ),
+        lambda m, x: rank_contributions(m, x, target=0, bands=[0, 2, 6]),
     ],
-    ids=["rig", "rig-path-delta", "rig-idgi", "layer", "layer-path-delta", "blurig", "noise"],
+    ids=[
+        "rig",
+        "rig-path-delta",
+        "rig-idgi",
+        "layer",
+        "layer-path-delta",
+        "blurig",
+        "noise",
+        "contributions",
+    ],
 )
 def test_train_mode_batchnorm_statistics_are_left_alone(run):
     """A train-mode model keeps its running statistics and its train mode.
