@@ -6,7 +6,9 @@ points in chunks of at most ``internal_batch_size`` examples through Captum's ow
 gradient machinery (:func:`path_gradients`), laid out as Captum's IntegratedGradients
 lays them out (step-major: all N examples of step 0, then step 1, ...), so targets and
 additional forward arguments behave exactly as there; :func:`path_sum` adds up each
-chunk's share.
+chunk's share. A gradient function may also hand back ``F_target`` at the points from the
+same forward pass (:func:`input_gradients` with ``outputs=True``), or only the outputs
+(:func:`forward_outputs`, no backward pass): IDGI needs both, through this same loop.
 """
 
 import math
