@@ -80,10 +80,11 @@ def cli_message(error: BaseException, args: Optional[argparse.Namespace] = None)
             return None
         size = getattr(args, "input_size", None)
         given = f"{size[0]}×{size[1]}×{size[1]} images" if size and size[1] else "these images"
+        too_small = "shapes cannot be multiplied" not in text  # pooling left nothing
         how = (
-            "pass the --image-size N it was built for, or none for the model's own input size"
-            if getattr(args, "image_size", None)
-            else "pass --image-size N with the size it was built for"
+            "pass the --image-size N it was built for"
+            if not too_small or not getattr(args, "image_size", None)
+            else "give a larger --image-size N (or none: the model's own input size)"
         )
         return f"the model cannot take {given} ({text}); {how}"
     if not isinstance(error, (UsageError, ValueError, TypeError, OSError, WeightsUnavailableError)):

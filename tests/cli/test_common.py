@@ -381,7 +381,7 @@ def test_alexnet_at_32_pixels_is_one_line(capsys, work, labelled_folder):
     assert code == 2 and "Traceback" not in err, err
     assert lines[-1].startswith("captum-rig: error: the model cannot take 3×32×32 images"), err
     assert "Output size is too small" in lines[-1], err
-    assert "--image-size N it was built for" in lines[-1], err
+    assert "give a larger --image-size N" in lines[-1], err
 
 
 def test_fx_notes_are_left_out_of_one_line_errors():
