@@ -3,8 +3,8 @@
 - :func:`attribute_dataset`: every image's maps by each method, into one HDF5 file
   (under ``torchrun`` each process computes its share; an interrupted run resumes);
 - :class:`AttributionFile` (:func:`read_attributions`): the file, read lazily;
-- :func:`evaluate_attributions`: deletion and insertion AUC per method over the set,
-  means and confidence intervals (:class:`ScoreTable`);
+- :func:`evaluate_attributions`: deletion and insertion AUC and sparseness per method
+  over the set, means and confidence intervals (:class:`ScoreTable`);
 - :func:`process_group`: joins ``torchrun``'s process group for a run.
 """
 
@@ -15,6 +15,7 @@ from captum_rig.runs.evaluate import (
     ScoreTable,
     evaluate_attributions,
     mean_interval,
+    sparseness,
 )
 from captum_rig.runs.maps_file import (
     FILE_FORMAT,
@@ -41,6 +42,7 @@ __all__ = [
     "ScoreRow",
     "SCORES",
     "mean_interval",
+    "sparseness",
     "process_group",
     "launched_by_torchrun",
 ]

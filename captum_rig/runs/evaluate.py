@@ -23,10 +23,47 @@ from captum_rig._tables import SKIP, Record, Table, markdown_table
 from captum_rig.metrics import deletion_insertion
 from captum_rig.runs.maps_file import AttributionFile, image_names
 
-__all__ = ["SCORES", "ScoreRow", "ScoreTable", "evaluate_attributions", "mean_interval"]
+__all__ = [
+    "SCORES",
+    "ScoreRow",
+    "ScoreTable",
+    "evaluate_attributions",
+    "mean_interval",
+    "sparseness",
+]
 
-SCORES = ("deletion_auc", "insertion_auc")
-"""The per-image scores: deletion AUC (lower is better), insertion AUC (higher)."""
+SCORES = ("deletion_auc", "insertion_auc", "sparseness")
+"""The per-image scores: deletion AUC (lower is better), insertion AUC (higher), and
+the sparseness of the map (:func:`sparseness`; no model pass)."""
+
+
+def sparseness(attributions: Tensor) -> Tensor:
+    r"""The Gini index of each map's pixel importance: 0 spread evenly, near 1 on one pixel.
+
+    Pixel importance is the absolute attribution summed over channels (as the deletion
+    curve ranks pixels); with the ``n`` values ``x_i`` sorted ascending,
+    ``G = sum_i (2i - n - 1) x_i / (n sum_i x_i)`` (Chalasani et al. 2020, Quantus's
+    Sparseness). An all-zero map scores 0.
+
+    Args:
+        attributions (Tensor): ``(N, C, H, W)``.
+
+    Returns:
+        Tensor: ``(N,)`` float64.
+
+    Examples:
+        >>> a = torch.zeros(2, 1, 2, 2)
+        >>> a[0] = 1.0          # even
+        >>> a[1, 0, 0, 0] = 5.0  # one pixel
+        >>> sparseness(a)
+        tensor([0.0000, 0.7500], dtype=torch.float64)
+    """
+    x = attributions.detach().double().abs().sum(1).flatten(1).sort(dim=1).values
+    n = x.shape[1]
+    i = torch.arange(1, n + 1, dtype=torch.float64, device=x.device)
+    total = x.sum(1)
+    gini = ((2 * i - n - 1) * x).sum(1) / (n * total)
+    return torch.where(total > 0, gini, torch.zeros_like(gini))
 
 
 @dataclass
@@ -167,12 +204,13 @@ def evaluate_attributions(
     device: Optional[Union[str, torch.device]] = None,
     progress: bool = True,
 ) -> ScoreTable:
-    r"""Deletion and insertion AUC of every method's maps over the data set.
+    r"""Deletion and insertion AUC and sparseness of every method's maps over a data set.
 
     The images come from ``data`` in the order the maps were computed (the same source,
     limit and order as :func:`~captum_rig.runs.attribute_dataset` had); each map scores
     its image for the class it explains (the file's ``targets``). Per image the scores
-    are :func:`~captum_rig.metrics.deletion_insertion`'s AUCs; the table has their mean
+    are :func:`~captum_rig.metrics.deletion_insertion`'s AUCs and the map's
+    :func:`sparseness` (which needs no model pass); the table has their mean
     and confidence interval per method (:func:`mean_interval`).
 
     Args:
@@ -203,8 +241,8 @@ def evaluate_attributions(
         >>> _ = attribute_dataset(model, x, path, "saliency", batch_size=4, progress=False)
         >>> table = evaluate_attributions(path, model, x, n_steps=4, batch_size=4,
         ...                               progress=False)
-        >>> [(r.method, r.score, r.n_images) for r in table.rows]
-        [('saliency', 'deletion_auc', 6), ('saliency', 'insertion_auc', 6)]
+        >>> [(r.score, r.n_images) for r in table.rows]
+        [('deletion_auc', 6), ('insertion_auc', 6), ('sparseness', 6)]
     """
     check_model(model, module=False)
     n_steps = check_int(n_steps, name="n_steps", low=1)
@@ -272,6 +310,7 @@ def _score(
                 r = deletion_insertion(
                     model, x, a.to(device), targets, n_steps, batch_size=batch_size
                 )
+                r["sparseness"] = sparseness(a)
                 for s in SCORES:
                     found[m][s].append(r[s].cpu())
             bar.update(images.shape[0])

@@ -1,7 +1,7 @@
 """The distributions of per-image attribution scores over a data set, method by method.
 
-One panel per score (deletion AUC, insertion AUC), one box per method with every
-image's score drawn over it, and the mean with its confidence interval beside it: a
+One panel per score (deletion AUC, insertion AUC, sparseness), one box per method with
+every image's score drawn over it, and the mean with its confidence interval beside it: a
 mean alone hides whether a method is better on most images or on a few.
 """
 
@@ -20,6 +20,7 @@ __all__ = ["plot_score_distributions", "save_score_distributions"]
 _TITLES = {
     "deletion_auc": "deletion AUC\n(lower is better)",
     "insertion_auc": "insertion AUC\n(higher is better)",
+    "sparseness": "sparseness\n(Gini index of the map)",
 }
 
 

@@ -17,6 +17,7 @@ from captum_rig.runs import (
     evaluate_attributions,
     mean_interval,
     read_attributions,
+    sparseness,
 )
 from captum_rig.viz.scores import plot_score_distributions, save_score_distributions
 
@@ -46,7 +47,8 @@ def test_scores_equal_deletion_insertion_on_the_whole_set(maps_file):
                 row = next(r for r in table.rows if (r.method, r.score) == (m, s))
                 assert row.mean == pytest.approx(float(direct[s].mean()))
                 assert row.n_images == 9
-    assert [r.method for r in table.rows] == ["saliency"] * 2 + ["ig"] * 2
+        torch.testing.assert_close(table.per_image[m]["sparseness"], sparseness(maps.maps(m)))
+    assert [r.method for r in table.rows] == ["saliency"] * 3 + ["ig"] * 3
 
 
 def test_streams_one_batch_at_a_time(maps_file):
@@ -92,11 +94,11 @@ def test_table_markdown_csv_and_json(tmp_path, maps_file):
     )
     text = table.to_markdown()
     assert text.splitlines()[0] == "| method | score | mean | 95% interval | images |"
-    assert len(text.splitlines()) == 6
+    assert len(text.splitlines()) == 8
     table.to_csv(tmp_path / "s.csv")
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == "method,score,mean,low,high,n_images"
     table.to_json(tmp_path / "s.json")
-    assert "per_image" not in table.to_dict() and len(table.to_dict()["rows"]) == 4
+    assert "per_image" not in table.to_dict() and len(table.to_dict()["rows"]) == 6
 
 
 def test_figure_of_the_distributions(tmp_path):
@@ -113,3 +115,13 @@ def test_figure_of_the_distributions(tmp_path):
         plot_score_distributions(t, scores=["x"])
     with pytest.raises(TypeError, match="ScoreTable"):
         plot_score_distributions({})
+
+
+def test_sparseness_is_the_gini_index():
+    a = torch.rand(3, 2, 4, 5, generator=torch.Generator().manual_seed(0)) - 0.5
+    x = np.sort(a.abs().sum(1).flatten(1).double().numpy(), axis=1)
+    n = x.shape[1]
+    i = np.arange(1, n + 1)
+    expected = ((2 * i - n - 1) * x).sum(1) / (n * x.sum(1))
+    np.testing.assert_allclose(sparseness(a).numpy(), expected)
+    assert sparseness(torch.zeros(1, 3, 2, 2)).tolist() == [0.0]
