@@ -80,7 +80,7 @@ def _resume_hint(args: argparse.Namespace, out: Path, n_batches: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Computes the maps of every image of ``--data`` into ``--out``."""
-    from captum_rig.runs import AttributionFile, attribute_dataset, process_group
+    from captum_rig.runs import AttributionFile, attribute_dataset, parts_folder, process_group
 
     out = output_file(args.out, "--out", MAP_SUFFIXES)
     try:
@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     with process_group(parse_device(args.device)) as device:
         model, prep = load_spec(spec, args, device)
         loader, _ = open_data(args, prep, need_labels=args.target == "label")
+        if args.resume and not parts_folder(out).exists() and world()[1] == 0:
+            print(f"note: no stopped run to resume for {out}: starting from the beginning",
+                  file=sys.stderr)  # fmt: skip
         started = time.perf_counter()
         try:
             attribute_dataset(

@@ -174,8 +174,9 @@ def attribute_dataset(
             path, _read_parts(parts, len(writer.sizes)), sum(writer.sizes), names, attributes
         )
         shutil.rmtree(parts, ignore_errors=True)
-    while parts.exists():  # the other processes return once process 0 has written the file
-        time.sleep(0.2)
+    else:
+        while parts.exists():  # the others return once process 0 has written the file
+            time.sleep(0.2)
     return path
 
 
