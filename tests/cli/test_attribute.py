@@ -189,3 +189,20 @@ def test_cli_killed_at_random_points_resumes_to_the_same_content(tmp_path):
     assert uninterrupted.returncode == 0, err.decode()[-2000:]
     assert_same_content(out, reference)
     assert not parts_folder(out).exists()
+
+
+@pytest.mark.slow
+def test_cli_under_torchrun_writes_the_one_process_file(tmp_path):
+    """``torchrun --nproc_per_node 2 -m captum_rig.cli attribute``: the processes join the
+    group (gloo) themselves, and the file is the one a single process writes."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    data = _image_folder(tmp_path, n=10)
+    one = subprocess.run(_cli(data, tmp_path / "one.h5"), env=env, capture_output=True)
+    assert one.returncode == 0, one.stderr.decode()[-2000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    torchrun += ["--nproc_per_node", "2", "-m", *_cli(data, tmp_path / "two.h5")[2:]]
+    two = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote") == 1, "process 0 reports, once"
+    assert (tmp_path / "two.h5").read_bytes() == (tmp_path / "one.h5").read_bytes()
