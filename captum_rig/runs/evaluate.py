@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from captum_rig._checkpoint import model_digest
 from captum_rig._checks import check_batches, check_int, check_model, model_device
 from captum_rig._context import PathLike, eval_mode
 from captum_rig._tables import SKIP, Record, Table, markdown_table
@@ -203,6 +204,7 @@ def evaluate_attributions(
     confidence: float = 0.95,
     device: Optional[Union[str, torch.device]] = None,
     progress: bool = True,
+    same_model: bool = True,
 ) -> ScoreTable:
     r"""Deletion and insertion AUC and sparseness of every method's maps over a data set.
 
@@ -224,6 +226,8 @@ def evaluate_attributions(
         confidence (float): the level of the intervals.
         device (str or torch.device, optional): where the model runs.
         progress (bool): show a progress bar.
+        same_model (bool): refuse a model whose weights differ from those the maps
+            were computed with (the file's ``model_digest``, when both are known).
 
     Returns:
         ScoreTable: the means and intervals, and every image's scores (``per_image``).
@@ -256,6 +260,12 @@ def evaluate_attributions(
             if m not in reader.methods:
                 raise ValueError(f"methods: the file has no maps of {m!r} ({list(reader.methods)})")
         _check_names(image_names(data), reader.files)
+        recorded = reader.attributes.get("model_digest")
+        if same_model and recorded is not None and model_digest(model) not in (None, recorded):
+            raise ValueError(
+                "model: its weights differ from those the maps were computed with (the "
+                "file's model_digest); give the same model, or same_model=False"
+            )
         scores = _score(reader, model, data, chosen, n_steps, batch_size, device, progress)
     finally:
         if owned:

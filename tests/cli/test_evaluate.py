@@ -101,3 +101,11 @@ def test_attribute_and_evaluate_on_cifar10(capsys, work):
     code, out, err = run(capsys, "evaluate", "c.h5", *argv, "--limit", 3, "--n-steps", 2,
                          "--no-progress")  # fmt: skip
     assert code == 0 and "| saliency | deletion_auc |" in out, err
+
+
+def test_evaluate_refuses_another_model(capsys, work, labelled_folder, maps):
+    code, _, err = run(
+        capsys, "evaluate", "maps.h5", "--model", "net.py:make", "--weights", "nine.pt",
+        "--num-classes", 9, "--data", labelled_folder, "--no-progress",
+    )  # fmt: skip
+    assert_user_error(code, err, "model: its weights differ from those the maps were computed")

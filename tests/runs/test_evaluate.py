@@ -69,6 +69,13 @@ def test_other_data_is_refused(maps_file):
         evaluate_attributions(maps_file, helper.tiny_model(), data + data, progress=False)
     with pytest.raises(ValueError, match="no maps of 'rig'"):
         evaluate_attributions(maps_file, helper.tiny_model(), data, methods=["rig"])
+    other = helper.tiny_model()
+    with torch.no_grad():
+        other.net[-1].bias += 1
+    with pytest.raises(ValueError, match="model: its weights differ"):
+        evaluate_attributions(maps_file, other, data, progress=False)
+    table = evaluate_attributions(maps_file, other, data, progress=False, same_model=False)
+    assert table.rows[0].n_images == 9
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 30, 250])
