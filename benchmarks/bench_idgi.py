@@ -16,6 +16,7 @@ Models: the demo's small CNN at 32 px and torchvision's ResNet-18 with random we
 Usage:
     python benchmarks/bench_idgi.py                        # 112 px, 32 evaluations
     python benchmarks/bench_idgi.py --size 64 --repeats 3  # quick
+    python benchmarks/bench_idgi.py --threads 1            # on a shared machine
 """
 
 import argparse
@@ -90,7 +91,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=16, help="internal_batch_size")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1: steadier on a busy host)"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"device={args.device} threads={torch.get_num_threads()} evaluations={args.steps} "
         f"internal_batch_size={args.batch} repeats={args.repeats} (medians)"

@@ -48,6 +48,14 @@ def match_nodes(nodes: Tensor, edges: Tensor) -> Tensor:
     return torch.where(close, closest, torch.full_like(closest, -1))
 
 
+def _squares_and_scale(grads: Sequence[Tensor]) -> Tuple[List[Tensor], Tensor]:
+    """``g²`` per input and ``1 / ‖g‖²`` per point and example ``(S, N)`` (0 for g = 0)."""
+    squares = [g.square() for g in grads]
+    norm = sum(s.flatten(2).sum(2) for s in squares)  # (S, N)
+    scale = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
+    return squares, scale
+
+
 def idgi_shares(grads: Sequence[Tensor]) -> List[Tensor]:
     """``g² / ‖g‖²`` per point and example, the norm taken over every input's features.
 
@@ -58,9 +66,7 @@ def idgi_shares(grads: Sequence[Tensor]) -> List[Tensor]:
         list[Tensor]: one per input, shape of its gradient; the shares of a point and
         example sum to 1 over all inputs (0 where the gradient is 0).
     """
-    squares = [g.square() for g in grads]
-    norm = sum(s.flatten(2).sum(2) for s in squares)  # (S, N)
-    scale = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
+    squares, scale = _squares_and_scale(grads)
     return [s * scale.reshape(*scale.shape, *[1] * (s.dim() - 2)) for s in squares]
 
 
@@ -69,13 +75,14 @@ class _IdgiSum:
 
     ``edge_outputs`` holds F at the edges known beforehand (``known``); the others are
     nodes (``edge_node``), whose outputs arrive with their chunk. A cell whose end is a
-    node of a later chunk waits, its shares kept (one point's worth for a left rule).
+    node of a later chunk waits, its squared gradient kept (one point's worth for a left
+    rule).
     """
 
     def __init__(self, edge_outputs: Tensor, known: Tensor, edge_node: Tensor) -> None:
         self.outputs, self.known, self.edge_node = edge_outputs, known, edge_node
         self.totals: Optional[List[Tensor]] = None
-        self.waiting: List[Tuple[int, List[Tensor]]] = []
+        self.waiting: List[Tuple[int, List[Tensor], Tensor]] = []
 
     def add(self, chunk: GradientChunk) -> None:
         start, stop, grads, outputs = chunk
@@ -83,29 +90,34 @@ class _IdgiSum:
             edges = torch.nonzero((self.edge_node >= start) & (self.edge_node < stop))[:, 0]
             self.outputs[edges] = outputs[self.edge_node[edges] - start].to(self.outputs.dtype)
             self.known[edges] = True
-        shares = idgi_shares(grads)
+        squares, scale = _squares_and_scale(grads)
         if self.totals is None:
-            self.totals = [torch.zeros_like(s[0]) for s in shares]
+            self.totals = [torch.zeros_like(s[0]) for s in squares]
         cells = torch.arange(start, stop)
         ready = self.known[cells] & self.known[cells + 1]
-        self._add(cells[ready], [s[ready] for s in shares])
-        for i in torch.nonzero(~ready)[:, 0].tolist():
-            self.waiting.append((start + i, [s[i : i + 1].clone() for s in shares]))
+        if bool(ready.all()):
+            self._add(cells, squares, scale)
+        else:
+            self._add(cells[ready], [s[ready] for s in squares], scale[ready])
+            for i in torch.nonzero(~ready)[:, 0].tolist():
+                kept = [s[i : i + 1].clone() for s in squares]
+                self.waiting.append((start + i, kept, scale[i : i + 1].clone()))
         self._add_waiting()
 
-    def _add(self, cells: Tensor, shares: List[Tensor]) -> None:
+    def _add(self, cells: Tensor, squares: List[Tensor], scale: Tensor) -> None:
+        """Adds ``Σ_s g_s² · (F(edge s + 1) - F(edge s)) / ‖g_s‖²`` over ``cells``."""
         change = self.outputs[cells + 1] - self.outputs[cells]  # (count, N)
-        for total, s in zip(self.totals, shares):
-            c = change.to(s.device, s.dtype).reshape(*change.shape, *[1] * (s.dim() - 2))
-            total += (s * c).sum(0)
+        for total, s in zip(self.totals, squares):
+            weight = scale * change.to(s.device, scale.dtype)
+            total += torch.einsum("sn,sn...->n...", weight.to(s.dtype), s)
 
     def _add_waiting(self) -> None:
         still = []
-        for cell, shares in self.waiting:
+        for cell, squares, scale in self.waiting:
             if self.known[cell] and self.known[cell + 1]:
-                self._add(torch.tensor([cell]), shares)
+                self._add(torch.tensor([cell]), squares, scale)
             else:
-                still.append((cell, shares))
+                still.append((cell, squares, scale))
         self.waiting = still
 
     def result(self) -> Tuple[Tensor, ...]:
