@@ -503,6 +503,16 @@ def test_mkdocs_build_strict(tmp_path: Path):
         warnings_ or proc.stderr.splitlines()[-20:]
     )
     assert (tmp_path / "site" / "index.html").is_file()
+    # The rendered text holds no untypeset maths (KaTeX's own elements aside), e.g. a
+    # docstring's Σ_{k=1}^{w} left as source: scripts/screenshot_docs.py's check.
+    check = _load_script(ROOT / "scripts" / "screenshot_docs.py")
+    site = tmp_path / "site"
+    problems = {
+        page or "index": check.dom_problems((site / page / "index.html").read_text(), built=True)
+        for page in check.site_pages(site)
+    }
+    problems = {page: p for page, p in problems.items() if p}
+    assert not problems, f"untypeset maths on the site: {problems}"
 
 
 # --------------------------------------------------------------------------------------
