@@ -7,6 +7,7 @@ by its constant, a residual addition adds, a concatenation takes the root of the
 squares, a constant factor scales. An operation with no known constant stops the bound.
 """
 
+import inspect
 import math
 import operator
 from typing import Any, Dict, List, Optional, Tuple
@@ -19,6 +20,7 @@ from captum_rig.stability.layers import (
     AVERAGE,
     ISOMETRY,
     POSITIVE_MODES,
+    REDUCE,
     RESAMPLE,
     OperatorNorm,
     Options,
@@ -30,7 +32,7 @@ from captum_rig.stability.layers import (
     normalize_stats,
 )
 
-__all__ = ["graph_bound", "block_names", "block_norms", "moving_nodes"]
+__all__ = ["graph_bound", "block_names", "block_norms", "moving_nodes", "unwrap"]
 
 # The operations that combine tensors; layer-like functions come from RULES.
 _ADD = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub}
@@ -40,6 +42,8 @@ _MUL_METHODS = {"mul", "mul_"}
 _DIV = {operator.truediv, operator.itruediv, torch.div, torch.true_divide}
 _DIV_METHODS = {"div", "div_"}
 _CAT = {torch.cat, torch.concat, torch.stack}
+# Wrappers whose ``module`` is the model itself.
+_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 
 
 class _Tracer(torch.fx.Tracer):
@@ -63,6 +67,15 @@ def _holds_tensor(value: Any) -> bool:
     return False
 
 
+def _holds_discrete(value: Any) -> bool:
+    """An integer or boolean tensor (or a tuple holding one)."""
+    if isinstance(value, Tensor):
+        return not (value.is_floating_point() or value.is_complex())
+    if isinstance(value, (tuple, list)):
+        return any(_holds_discrete(v) for v in value)
+    return False
+
+
 def _simple_index(index: Any) -> bool:
     """Slices, integers, None and Ellipsis: a sub-array, each entry at most once."""
     if isinstance(index, tuple):
@@ -83,9 +96,47 @@ class _Lipschitz(torch.fx.Interpreter):
         self.inputs_seen = 0
 
     def run_node(self, n: torch.fx.Node) -> Any:
+        held = [m for m in n.all_input_nodes if isinstance(self.env.get(m), Tensor)]
+        versions = {m: self.env[m]._version for m in held}
         value = super().run_node(n)
-        self.lip[n] = self._node_constant(n, value)
+        try:
+            self.lip[n] = self._node_constant(n, value)
+        except Exception as e:  # a rule that cannot read this call: no constant, not a crash
+            self._fail(f"no known Lipschitz constant for {_op_name(n)} (node {n.name!r}: "
+                       f"{type(e).__name__})")  # fmt: skip
+            self.lip[n] = None
+        for m, version in versions.items():
+            if self.env[m]._version != version:  # modified in place
+                self._mutated(n, m, value)
         return value
+
+    def _mutated(self, n: torch.fx.Node, target: torch.fx.Node, value: Any) -> None:
+        """After ``n`` changed ``target``'s tensor in place, every live node that shares its
+        storage holds new values: an exact alias takes the new constant, a partial one
+        (a view) the root of the sum of squares of its old and the new constant."""
+        tensor = self.env[target]
+        if isinstance(value, Tensor) and value.data_ptr() == tensor.data_ptr():
+            new = self.lip[n]
+        elif n.target is operator.setitem and self.lip[target] is not None:
+            moving = [m for m in n.all_input_nodes if m is not target and self.lip[m] != 0]
+            new = None if moving else self.lip[target]  # a region set to constants
+        else:
+            new = None
+        if new is None:
+            self._fail(f"{_op_name(n)} (node {n.name!r}) modifies a tensor in place in a way "
+                       "with no known constant")  # fmt: skip
+        storage = tensor.untyped_storage().data_ptr()
+        for m, held in list(self.env.items()):
+            if m is n or not isinstance(held, Tensor) or self.lip.get(m) is None:
+                continue
+            if held.untyped_storage().data_ptr() != storage:
+                continue
+            same = (held.data_ptr(), held.shape, held.stride()) == (
+                tensor.data_ptr(), tensor.shape, tensor.stride())  # fmt: skip
+            if new is None or (not same and 0 in held.stride()):
+                self.lip[m] = None
+            else:
+                self.lip[m] = new if same else math.hypot(self.lip[m], new)
 
     def _fail(self, why: str) -> None:
         if self.unknown is None:
@@ -95,17 +146,25 @@ class _Lipschitz(torch.fx.Interpreter):
         if n.op == "placeholder":
             self.inputs_seen += 1
             return 1.0 if self.inputs_seen == 1 else 0.0
-        if n.op == "output":
-            leaves = [m for m in n.all_input_nodes if _holds_tensor(self.env.get(m))]
-            ls = [self.lip[m] for m in leaves]
-            return None if None in ls else math.sqrt(sum(v * v for v in ls))
-        if n.op == "get_attr" or not _holds_tensor(value):
-            return 0.0  # parameters, buffers, sizes: not moved by the input
+        if n.op == "get_attr":
+            return 0.0  # parameters and buffers: not moved by the input
         ls = [self.lip[m] for m in n.all_input_nodes]
+        if n.op == "output":
+            if None in ls:
+                return None
+            leaves = [m for m in n.all_input_nodes if _holds_tensor(self.env.get(m))]
+            return math.sqrt(sum(self.lip[m] ** 2 for m in leaves))
         if None in ls:
             return None
         if not any(ls):
-            return 0.0
+            return 0.0  # computed from constants (and sizes) only
+        if _holds_discrete(value):
+            self._fail(f"{_op_name(n)} (node {n.name!r}) gives an integer or boolean tensor "
+                       "computed from the input: a discontinuous operation has no Lipschitz "
+                       "constant")  # fmt: skip
+            return None
+        if not _holds_tensor(value):
+            return 0.0  # sizes and shapes: fixed for inputs of the example's size
         result = self._rule(n, value)
         if result is None:
             self._fail(f"no known Lipschitz constant for {_op_name(n)} (node {n.name!r})")
@@ -135,26 +194,37 @@ class _Lipschitz(torch.fx.Interpreter):
         if target in _ADD or (method and target in _ADD_METHODS):
             return self._add(n, value)
         if target in _CAT:
-            parts = n.args[0] if n.args else n.kwargs.get("tensors", ())
-            if self._dependent(n) != [m for m in parts if isinstance(m, torch.fx.Node)
-                                      and self.lip[m]]:  # fmt: skip
-                return None
-            return math.sqrt(sum(self.lip[m] ** 2 for m in parts if isinstance(m, torch.fx.Node)))
+            return self._cat(n)
         if target in _MUL or (method and target in _MUL_METHODS):
             return self._scale(n, value, divide=False)
         if target in _DIV or (method and target in _DIV_METHODS):
             return self._scale(n, value, divide=True)
-        factor = self._unary_factor(n)
+        factor = self._unary_factor(n, value)
         lip = self._unary(n)
         return None if factor is None or lip is None else factor * lip
 
-    def _unary_factor(self, n: torch.fx.Node) -> Optional[float]:
+    def _cat(self, n: torch.fx.Node) -> Optional[float]:
+        """Concatenation of distinct parts: ``√(L_a² + L_b² + …)``."""
+        parts = n.args[0] if n.args else n.kwargs.get("tensors", ())
+        if isinstance(parts, torch.fx.Node):  # a tuple node: its constant covers all parts
+            return self._unary(n)
+        nodes = [m for m in parts if isinstance(m, torch.fx.Node)]
+        if self._dependent(n) != [m for m in dict.fromkeys(nodes) if self.lip[m]]:
+            return None
+        return math.sqrt(sum(self.lip[m] ** 2 for m in nodes))
+
+    def _unary_factor(self, n: torch.fx.Node, value: Any) -> Optional[float]:
         """The constant of a function or method of :data:`RULES` at this call."""
         rule = call_rule(n.target, n.op == "call_method")
         if rule is None:
             return None
-        if rule.kind in (ACTIVATION, ISOMETRY):
+        if rule.kind == ACTIVATION:
             return rule.constant_for(self._parameter(n, rule))
+        if rule.kind == ISOMETRY:
+            return self._kept_scale(n, rule)
+        if rule.kind == REDUCE:  # each output entry sums m inputs: √m, or a mean: 1/√m
+            m = self.env[n.args[0]].numel() / max(1, value.numel())
+            return m**rule.constant
         if rule.kind == AVERAGE:
             return self._linear(n)
         if rule.kind == RESAMPLE:
@@ -166,6 +236,22 @@ class _Lipschitz(torch.fx.Interpreter):
         kwargs = torch.fx.node.map_arg(n.kwargs, lambda m: self.env[m])
         module = rule.modules[0](*args, **kwargs)
         return module_norm(module, tuple(x.shape), x.device, self.opts)[0]
+
+    def _kept_scale(self, n: torch.fx.Node, rule: Rule) -> Optional[float]:
+        """An isometry's constant; a dropout or stochastic depth call that is training
+        keeps entries scaled by ``1/(1 − p)`` (alpha dropout: no rule)."""
+        if rule.name not in ("dropout", "stochastic_depth") or n.op != "call_function":
+            return rule.constant
+        args = torch.fx.node.map_arg(n.args, lambda m: self.env[m])
+        kwargs = torch.fx.node.map_arg(n.kwargs, lambda m: self.env[m])
+        bound = inspect.signature(n.target).bind(*args, **kwargs)
+        bound.apply_defaults()
+        training, p = bool(bound.arguments["training"]), float(bound.arguments["p"])
+        if not training or p == 0:
+            return rule.constant
+        if "alpha" in n.target.__name__:
+            return None
+        return 0.0 if p >= 1 else 1 / (1 - p)
 
     @staticmethod
     def _parameter(n: torch.fx.Node, rule: Rule) -> Any:
@@ -206,21 +292,25 @@ class _Lipschitz(torch.fx.Interpreter):
             return None
         return norm * lip
 
+    def _copies(self, x: torch.fx.Node, value: Tensor) -> float:
+        """``√k`` for an operand broadcast to ``k`` copies of each entry (1 when not)."""
+        return math.sqrt(value.numel() / self.env[x].numel())
+
     def _add(self, n: torch.fx.Node, value: Tensor) -> Optional[float]:
-        """``x ± y``: ``L_x + |α| L_y``; a moving operand must not be broadcast."""
+        """``x ± y``: ``L_x + |α| L_y``, an operand broadcast to k copies counts ``√k``×."""
         alpha = abs(float(n.kwargs.get("alpha", 1)))
         total = 0.0
         for i, arg in enumerate(n.args[:2]):
             if isinstance(arg, torch.fx.Node) and self.lip[arg]:
-                if self.env[arg].numel() != value.numel():
-                    return None
-                total += self.lip[arg] * (alpha if i == 1 else 1.0)
+                copies = self._copies(arg, value)
+                total += self.lip[arg] * copies * (alpha if i == 1 else 1.0)
         if len([m for m in self._dependent(n) if m not in n.args[:2]]):
             return None
         return total
 
     def _scale(self, n: torch.fx.Node, value: Tensor, divide: bool) -> Optional[float]:
-        """``x · c`` or ``x / c`` with a constant ``c``: ``max|c|`` or ``1 / min|c|``."""
+        """``x · c`` or ``x / c`` with a constant ``c``: ``max|c|`` or ``1 / min|c|`` (an
+        ``x`` broadcast to k copies of each entry: ``√k`` times that)."""
         if len(n.args) != 2 or n.kwargs:
             return None
         moving = [i for i, a in enumerate(n.args) if isinstance(a, torch.fx.Node) and self.lip[a]]
@@ -230,17 +320,16 @@ class _Lipschitz(torch.fx.Interpreter):
         other = n.args[1 - moving[0]]
         c = self.env[other] if isinstance(other, torch.fx.Node) else other
         if isinstance(c, Tensor):
-            if self.env[x].numel() != value.numel():
-                return None  # x broadcast over c: copies of x, not a scaling
             c = c.detach().abs()
             c = float(c.min()) if divide else float(c.max())
         elif isinstance(c, (int, float)):
             c = abs(float(c))
         else:
             return None
+        lip = self.lip[x] * self._copies(x, value)
         if divide:
-            return None if c == 0 else self.lip[x] / c
-        return self.lip[x] * c
+            return None if c == 0 else lip / c
+        return lip * c
 
 
 def _trace_graph(model: nn.Module) -> torch.fx.GraphModule:
@@ -248,20 +337,53 @@ def _trace_graph(model: nn.Module) -> torch.fx.GraphModule:
     return torch.fx.GraphModule(model, graph)
 
 
+def _hooked(model: nn.Module) -> Optional[str]:
+    """A note naming the first module with forward hooks (which torch.fx does not see)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return "not computed: global forward hooks are registered (torch.fx does not see them)"
+    for name, m in model.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return (
+                f"not computed: module {name or '(model)'!r} ({type(m).__name__}) has a "
+                "forward hook or forward pre-hook, which torch.fx does not see: remove it"
+            )
+    return None
+
+
+def _refused(model: nn.Module) -> Optional[str]:
+    """Why the model cannot be followed at all, or None."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return (
+            "not computed: a TorchScript model (torch.jit.script or trace) cannot be traced "
+            "by torch.fx; pass the Python nn.Module instead"
+        )
+    return _hooked(model)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``DataParallel`` / ``DistributedDataParallel`` wrappers."""
+    while isinstance(model, _WRAPPERS):
+        model = model.module
+    return model
+
+
 def graph_bound(
     model: nn.Module, example_input: Tensor, opts: Options
 ) -> Tuple[Optional[float], str, List[OperatorNorm], Optional[torch.fx.GraphModule]]:
-    """``(bound, note, layers, graph)`` of one module on ``example_input``."""
+    """``(bound, note, layers, graph)`` of one module on ``example_input`` (not changed)."""
+    model = unwrap(model)
+    refused = _refused(model)
+    if refused is not None:
+        return None, refused, [], None
+    shape = tuple(example_input.shape)
     if _Tracer().is_leaf_module(model, ""):
-        norm, method = layer_norm(model, tuple(example_input.shape), example_input.device, opts)
-        layer = OperatorNorm("(model)", type(model).__name__, tuple(example_input.shape), norm,
-                             method)  # fmt: skip
-        note = (
-            method
-            if norm is not None
-            else (f"not computed: no known Lipschitz constant for {type(model).__name__}")
-        )
-        return norm, note, [layer], None
+        norm, method = layer_norm(model, shape, example_input.device, opts)
+        layer = OperatorNorm("(model)", type(model).__name__, shape, norm, method)
+        if norm is None:
+            method = f"not computed: no known Lipschitz constant for {type(model).__name__}"
+        return norm, method, [layer], None
     try:
         graph = _trace_graph(model)
     except Exception as e:  # torch.fx raises many kinds on untraceable Python
@@ -271,8 +393,8 @@ def graph_bound(
             f"({type(e).__name__}: {why})"
         ), [], None  # fmt: skip
     interpreter = _Lipschitz(graph, opts)
-    with torch.no_grad():
-        interpreter.run(example_input.detach())
+    with torch.no_grad():  # on a copy: the model may change its input in place
+        interpreter.run(example_input.detach().clone())
     output = next(n for n in reversed(graph.graph.nodes) if n.op == "output")
     bound = interpreter.lip[output]
     if bound is None:
@@ -311,7 +433,11 @@ def block_norms(
     def hook(name: str):
         def record(module: nn.Module, args: Tuple[Any, ...]) -> None:
             if name not in inputs:
-                inputs[name] = args[0] if len(args) == 1 and isinstance(args[0], Tensor) else None
+                inputs[name] = (
+                    args[0].detach().clone()
+                    if len(args) == 1 and isinstance(args[0], Tensor)
+                    else None
+                )  # a copy: the forward may change it in place
 
         return record
 
@@ -319,7 +445,7 @@ def block_norms(
         for name in names:
             handles.append(model.get_submodule(name).register_forward_pre_hook(hook(name)))
         with torch.no_grad():
-            model(example_input.detach())
+            model(example_input.detach().clone())
     finally:
         for handle in handles:
             handle.remove()

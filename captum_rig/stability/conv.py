@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_rig._checks import check_int
-from captum_rig.stability._linalg import autograd_adjoint, gram_bound, power_iteration
+from captum_rig.stability._linalg import (
+    autograd_adjoint,
+    gram_bound,
+    max_gram_bound,
+    power_iteration,
+)
 
 __all__ = ["BAD_INPUT_SIZE", "conv2d_operator_norm", "conv2d_norm_bound"]
 
@@ -47,7 +52,11 @@ def _conv_input_size(conv: nn.Module, input_size: Sequence[int]) -> Tuple[int, i
 
 
 def conv2d_operator_norm(
-    conv: nn.Conv2d, input_size: Sequence[int], n_iter: int = 100, seed: int = 0
+    conv: nn.Conv2d,
+    input_size: Sequence[int],
+    n_iter: int = 100,
+    seed: int = 0,
+    tol: float = 0.0,
 ) -> float:
     r"""L2 operator norm of a convolution as a linear map on inputs of a given size.
 
@@ -55,7 +64,8 @@ def conv2d_operator_norm(
     dilation and groups, is a linear map ``A`` from ``C × H × W`` inputs to its outputs;
     this returns its largest singular value ``‖A‖₂``, estimated in float64 by ``n_iter``
     block power iterations on ``AᵀA`` (8 vectors at once, QR-orthonormalized, seeded
-    Gaussian start) and a final Rayleigh–Ritz step. The adjoint ``Aᵀ`` is
+    Gaussian start; a Rayleigh–Ritz step each time, stopping early once it changes by
+    at most ``tol``, relative). The adjoint ``Aᵀ`` is
     ``conv_transpose2d`` with the matching ``output_padding`` (zero padding) or the
     vector-Jacobian product (other padding modes and ``padding="same"``). The estimate
     approaches ``‖A‖₂`` from below; more iterations, a closer estimate. For a certified
@@ -66,9 +76,10 @@ def conv2d_operator_norm(
         input_size (sequence of int): ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``.
         n_iter (int): block power iterations, ``>= 1``.
         seed (int): seed of the random start.
+        tol (float): relative change at which the iteration stops (0: all ``n_iter``).
 
     Returns:
-        float: the operator norm.
+        float: the operator norm (an estimate from below).
 
     Examples:
         >>> conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
@@ -106,7 +117,9 @@ def conv2d_operator_norm(
             )  # fmt: skip
     else:
         adjoint = autograd_adjoint(forward, size, torch.float64, device)
-    return power_iteration(forward, adjoint, size, n_iter, seed, torch.float64, device)
+    return power_iteration(
+        forward, adjoint, size, n_iter, seed, torch.float64, device, tol=float(tol)
+    )
 
 
 def _padded_grid(conv: nn.Conv2d, size: Tuple[int, int, int]) -> Tuple[int, int, float]:
@@ -212,9 +225,7 @@ def conv2d_norm_bound(conv: nn.Conv2d, input_size: Sequence[int], n_iter: int = 
     groups = conv.groups
     blocks = spectra.reshape(spectra.shape[0], groups, out_c // groups, -1).flatten(0, 1)
     chunk = max(1, _CHUNK_BYTES // (16 * max(blocks.shape[-2:]) ** 2))
-    best = 0.0
-    for start in range(0, blocks.shape[0], chunk):
-        best = max(best, float(gram_bound(blocks[start : start + chunk], n_iter).max()))
+    best = max_gram_bound(blocks, n_iter, chunk)
     return min(pad_norm * best, _explicit_bound(conv, weight, size, n_iter))
 
 

@@ -13,14 +13,13 @@ References:
 
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_rig._checks import check_images, check_int, check_model
 from captum_rig._context import eval_mode
 from captum_rig._tables import Record
 from captum_rig.stability._linalg import (
@@ -29,19 +28,22 @@ from captum_rig.stability._linalg import (
     power_iteration,
     schur_bound,
 )
+from captum_rig.stability._options import NormMethod, Options, check_analysis_args
 from captum_rig.stability.conv import conv2d_norm_bound, conv2d_operator_norm
 
 __all__ = ["Rule", "RULES", "OperatorNorm", "layer_operator_norms"]
 
 # Rule kinds: how a rule's norm is found (see Rule.kind).
 ACTIVATION, ISOMETRY, AVERAGE, RESAMPLE = "activation", "isometry", "average", "resample"
+REDUCE = "reduce"
 MAX_POOL, ADAPTIVE_MAX_POOL = "max_pool", "adaptive_max_pool"
 LINEAR, CONV, BATCH_NORM = "linear", "conv", "batch_norm"
 # Interpolation modes whose weights are non-negative (so the Schur test applies).
 POSITIVE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area")
 # Weights up to this many entries get an exact SVD; larger ones an iteration.
 _EXACT_SVD_ENTRIES = 1 << 22
-NormMethod = Tuple[Optional[float], str]
+# Pooling maps whose one-channel matrix has at most this many entries get a bound from it.
+_EXPLICIT_ENTRIES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,15 @@ class Rule:
 
 _ACT = "Lipschitz constant of the activation"
 
+try:  # torchvision's stochastic depth: the identity in eval mode, else as dropout
+    from torchvision.ops import StochasticDepth, stochastic_depth
+
+    _STOCHASTIC_DEPTH: Tuple["Rule", ...] = (
+        Rule("stochastic_depth", ISOMETRY, (StochasticDepth,), (stochastic_depth,)),
+    )
+except ImportError:  # pragma: no cover - torchvision is optional
+    _STOCHASTIC_DEPTH = ()
+
 # fmt: off
 RULES: Tuple[Rule, ...] = (
     Rule("linear", LINEAR, (nn.Linear,)),
@@ -100,12 +111,14 @@ RULES: Tuple[Rule, ...] = (
           nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d),
          (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
           F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)),
-    Rule("mean", AVERAGE, (), (torch.mean,), ("mean",)),
+    # a mean of m entries per output: 1/√m; a sum: √m (the exponent of m)
+    Rule("mean", REDUCE, (), (torch.mean,), ("mean",), constant=-0.5),
+    Rule("sum", REDUCE, (), (torch.sum,), ("sum",), constant=0.5),
     Rule("upsample", RESAMPLE, (nn.Upsample,), (F.interpolate,)),
     Rule("max_pool2d", MAX_POOL, (nn.MaxPool2d,), (F.max_pool2d,)),
     Rule("adaptive_max_pool2d", ADAPTIVE_MAX_POOL, (nn.AdaptiveMaxPool2d,),
          (F.adaptive_max_pool2d,)),
-    Rule("relu", ACTIVATION, (nn.ReLU,), (F.relu, torch.relu), ("relu", "relu_")),
+    Rule("relu", ACTIVATION, (nn.ReLU,), (F.relu, torch.relu, torch.relu_), ("relu", "relu_")),
     Rule("relu6", ACTIVATION, (nn.ReLU6,), (F.relu6,)),
     Rule("hardtanh", ACTIVATION, (nn.Hardtanh,), (F.hardtanh,)),
     Rule("tanh", ACTIVATION, (nn.Tanh,), (torch.tanh, F.tanh), ("tanh", "tanh_")),
@@ -125,15 +138,19 @@ RULES: Tuple[Rule, ...] = (
     # reshapes, negation and copies move no entry closer or further
     Rule("reshape", ISOMETRY, (nn.Identity, nn.Flatten, nn.Unflatten),
          (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose,
-          torch.permute, torch.t, torch.clone, torch.neg, operator.neg, operator.pos),
+          torch.permute, torch.t, torch.clone, torch.neg, operator.neg, operator.pos,
+          torch.chunk, torch.split, torch.unbind, torch.tensor_split),
          ("flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze",
-          "unsqueeze", "clone", "neg", "t", "float", "double", "to")),
-    # dropout is the identity in eval mode
+          "unsqueeze", "clone", "neg", "t", "float", "double", "to", "chunk", "split",
+          "unbind", "tensor_split")),
+    # dropout is the identity in eval mode; a call with training=True scales the kept
+    # entries by 1/(1 − p) (alpha dropout: refused)
     Rule("dropout", ISOMETRY,
          (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
           nn.FeatureAlphaDropout),
          (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
           F.feature_alpha_dropout)),
+    *_STOCHASTIC_DEPTH,
 )
 # fmt: on
 """Every layer kind with a known constant: the one table the analysis reads."""
@@ -174,37 +191,41 @@ class OperatorNorm(Record):
     method: str
 
 
-@dataclass
-class Options:
-    """Settings of one analysis and the layer norms computed so far (shared by blocks)."""
-
-    n_iter: int = 100
-    seed: int = 0
-    certified: bool = False
-    gram_iter: int = 10
-    cache: Dict[Tuple[int, Tuple[int, ...]], NormMethod] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        """How convolution and pooling norms are computed, in words."""
-        if self.certified:
-            return (
-                f"certified: Gram iteration ({self.gram_iter} its) for convolutions, "
-                "Schur test for pooling and resampling"
-            )
-        return f"power iteration ({self.n_iter} its, approaches each norm from below)"
-
-
 def linear_norm(
     forward: Callable[[Tensor], Tensor], example: Tuple[int, ...], device, opts: Options
 ) -> Tuple[float, str]:
-    """Norm of a non-negative linear map on one ``example``-shaped input."""
+    """Norm of a non-negative linear map acting on each channel alike (pooling,
+    resampling) on one ``example``-shaped input ``(C, ...)``."""
     if opts.certified:
-        return schur_bound(forward, example, device), (
+        schur = schur_bound(forward, example, device)
+        explicit = _explicit_channel_bound(forward, example, device, opts.gram_iter)
+        if explicit < schur:
+            return explicit, (
+                f"certified: Gram iteration ({opts.gram_iter} its) on one channel's matrix "
+                f"on the {example} input"
+            )
+        return schur, (
             f"certified: Schur test √(max row sum · max column sum) on the {example} input"
         )
     adjoint = autograd_adjoint(forward, example, torch.float64, device)
-    norm = power_iteration(forward, adjoint, example, opts.n_iter, opts.seed, torch.float64, device)
-    return norm, f"power iteration ({opts.n_iter} its) on the {example} input (linear map)"
+    norm = power_iteration(forward, adjoint, example, opts.n_iter, opts.seed, torch.float64,
+                           device, tol=opts.tol)  # fmt: skip
+    return norm, f"estimate: power iteration on the {example} input (linear map)"
+
+
+def _explicit_channel_bound(forward, example: Tuple[int, ...], device, n_iter: int) -> float:
+    """Gram iteration on one channel's matrix when it is small (else ``inf``): the map
+    acts on every channel alike, so its norm is that of one channel's map. Near the
+    borders of small inputs the Schur test is loose; the matrix is then small."""
+    channel = (1,) + tuple(example[1:])
+    n_in = math.prod(channel)
+    with torch.no_grad():
+        n_out = forward(torch.zeros((1,) + channel, dtype=torch.float64, device=device)).numel()
+        if n_in * n_out > _EXPLICIT_ENTRIES:
+            return math.inf
+        basis = torch.eye(n_in, dtype=torch.float64, device=device).view(n_in, *channel)
+        matrix = forward(basis).reshape(n_in, n_out)
+    return float(gram_bound(matrix[None], n_iter)[0])
 
 
 def _linear_layer_norm(module: nn.Linear, shape, device, opts: Options) -> NormMethod:
@@ -220,9 +241,9 @@ def _linear_layer_norm(module: nn.Linear, shape, device, opts: Options) -> NormM
         )
     norm = power_iteration(
         lambda v: v @ weight.T, lambda u: u @ weight, (weight.shape[1],), opts.n_iter,
-        opts.seed, torch.float64, device,
+        opts.seed, torch.float64, device, tol=opts.tol,
     )  # fmt: skip
-    return norm, f"power iteration ({opts.n_iter} its) on the weight"
+    return norm, "estimate: power iteration on the weight"
 
 
 def _conv_norm(module: nn.Conv2d, shape, device, opts: Options) -> NormMethod:
@@ -230,8 +251,8 @@ def _conv_norm(module: nn.Conv2d, shape, device, opts: Options) -> NormMethod:
     if opts.certified:
         norm = conv2d_norm_bound(module, size, n_iter=opts.gram_iter)
         return norm, f"certified: Gram iteration ({opts.gram_iter} its) on the {size} input"
-    norm = conv2d_operator_norm(module, size, n_iter=opts.n_iter, seed=opts.seed)
-    return norm, f"power iteration ({opts.n_iter} its) on the {size} input"
+    norm = conv2d_operator_norm(module, size, n_iter=opts.n_iter, seed=opts.seed, tol=opts.tol)
+    return norm, f"estimate: power iteration on the {size} input"
 
 
 def _batch_norm(module: nn.Module, shape, device, opts: Options) -> NormMethod:
@@ -329,16 +350,22 @@ def layer_norm(
     return opts.cache[key]
 
 
-def normalize_stats(module: nn.Module) -> Optional[Tensor]:
-    """``std`` of a parameter-free ``(x - mean) / std`` layer named ``*Normaliz*``.
+def _normalize_classes() -> Tuple[type, ...]:
+    """The ``(x − mean) / std`` layers known by their class (their checks do not trace)."""
+    from captum_rig.models import Normalize
 
-    Matches :class:`captum_rig.models.Normalize` and torchvision's ``Normalize``.
-    """
-    if (
-        "normaliz" not in type(module).__name__.lower()
-        or list(module.parameters())
-        or not (hasattr(module, "mean") and hasattr(module, "std"))
-    ):
+    try:
+        from torchvision.transforms import Normalize as TorchvisionNormalize
+    except ImportError:  # pragma: no cover - torchvision is optional
+        return (Normalize,)
+    return (Normalize, TorchvisionNormalize)
+
+
+def normalize_stats(module: nn.Module) -> Optional[Tensor]:
+    """``std`` of a ``(x - mean) / std`` layer: :class:`captum_rig.models.Normalize` or
+    torchvision's ``Normalize`` exactly (a subclass or a look-alike is traced into, so its
+    behaviour, not its name, decides)."""
+    if type(module) not in _normalize_classes() or list(module.parameters()):
         return None
     try:
         std = torch.as_tensor(module.std, dtype=torch.float64).cpu()
@@ -369,23 +396,11 @@ def _leaf_calls(model: nn.Module, example_input: Tensor) -> List[Tuple[str, nn.M
             if next(module.children(), None) is None:
                 handles.append(module.register_forward_pre_hook(pre_hook(name or "(model)")))
         with torch.no_grad():
-            model(example_input.detach())
+            model(example_input.detach().clone())  # a copy: it may be changed in place
     finally:
         for handle in handles:
             handle.remove()
     return calls
-
-
-def check_analysis_args(model, example_input, n_iter, seed, gram_iter, certified) -> Options:
-    """Checks the arguments every analysis shares; its :class:`Options`."""
-    check_model(model)
-    check_images(example_input, name="example_input", min_dim=1, layout="(N, ...)")
-    return Options(
-        n_iter=check_int(n_iter, name="n_iter", low=1),
-        seed=check_int(seed, name="seed"),
-        certified=bool(certified),
-        gram_iter=check_int(gram_iter, name="gram_iter", low=1),
-    )
 
 
 def layer_operator_norms(
@@ -393,8 +408,9 @@ def layer_operator_norms(
     example_input: Tensor,
     n_iter: int = 100,
     seed: int = 0,
-    certified: bool = False,
+    certified: bool = True,
     gram_iter: int = 10,
+    tol: float = 1e-6,
 ) -> List[OperatorNorm]:
     r"""The L2 operator norm of every layer call of one forward pass.
 
@@ -403,9 +419,9 @@ def layer_operator_norms(
     computes per call (the rules of :data:`RULES`):
 
     - ``nn.Linear``: exact, the largest singular value ``torch.linalg.matrix_norm(W, 2)``.
-    - ``nn.Conv2d``: :func:`conv2d_operator_norm` on the recorded input size (power
-      iteration, from below), or with ``certified=True`` :func:`conv2d_norm_bound`
-      (Gram iteration, a certified upper bound).
+    - ``nn.Conv2d``: :func:`conv2d_norm_bound` on the recorded input size (Gram
+      iteration, a certified upper bound; the default), or with ``certified=False``
+      :func:`conv2d_operator_norm` (power iteration, an estimate from below).
     - ``nn.BatchNorm*d`` (eval mode, a diagonal affine map): ``max |γ/√(running_var + ε)|``.
     - average pooling (plain and adaptive) and ``nn.Upsample`` (nearest, (bi/tri)linear):
       linear maps, by power iteration or (``certified``) the Schur test
@@ -416,9 +432,10 @@ def layer_operator_norms(
     - activations: ReLU, ReLU6, Hardtanh, Tanh, Softplus: 1; Sigmoid: 1/4; Hardsigmoid:
       1/6; Hardswish: 1.5; GELU: 1.129; SiLU: 1.1; LeakyReLU: ``max(1, |slope|)``; ELU:
       ``max(1, |α|)``. Identity, Flatten, Unflatten, Dropout (eval): 1.
-    - a parameter-free ``*Normalize*`` layer with ``mean`` and ``std`` (``(x − mean)/std``,
-      :class:`captum_rig.models.Normalize`, torchvision's ``Normalize``): ``max 1/|std|``.
-    - anything else: ``norm=None``.
+    - :class:`captum_rig.models.Normalize` and torchvision's ``Normalize``
+      (``(x − mean)/std``): ``max 1/|std|``.
+    - any other leaf module: the bound of its traced graph
+      (:func:`~captum_rig.stability.lipschitz_bound`), or ``norm=None``.
 
     Biases do not matter: the Lipschitz constant of an affine map is the norm of its
     linear part. Modules with children are not hooked: only what leaves compute counts.
@@ -426,11 +443,12 @@ def layer_operator_norms(
     Args:
         model (nn.Module): the model; training flags are restored afterwards.
         example_input (Tensor): one input batch, e.g. ``images[:1]``.
-        n_iter (int): power iterations for convolutions and pooling.
+        n_iter (int): most power iterations per layer when not ``certified``.
         seed (int): seed of the power iterations' random start.
-        certified (bool): certified upper bounds (Gram iteration, Schur test) instead of
-            power iteration.
+        certified (bool): certified upper bounds (Gram iteration, Schur test; the
+            default); ``False``: power iteration, estimates from below.
         gram_iter (int): Gram iterations per convolution when ``certified``.
+        tol (float): relative change at which power iteration stops.
 
     Returns:
         list[OperatorNorm]: one per leaf-module call, in call order.
@@ -444,7 +462,7 @@ def layer_operator_norms(
     References:
         Szegedy et al. Intriguing properties of neural networks. arXiv:1312.6199, Sec. 4.3.
     """
-    opts = check_analysis_args(model, example_input, n_iter, seed, gram_iter, certified)
+    opts = check_analysis_args(model, example_input, n_iter, seed, gram_iter, certified, tol)
     return layer_list(model, example_input, opts)
 
 
@@ -458,5 +476,10 @@ def layer_list(model: nn.Module, example_input: Tensor, opts: Options) -> List[O
             else:
                 shape = tuple(x.shape)
                 norm, method = layer_norm(module, shape, x.device, opts)
+                if norm is None:  # an unknown leaf: its behaviour, traced
+                    from captum_rig.stability._graph import graph_bound
+
+                    norm, traced, _, graph = graph_bound(module, x, opts)
+                    method = traced if graph is not None else method
             layers.append(OperatorNorm(name, type(module).__name__, shape, norm, method))
     return layers

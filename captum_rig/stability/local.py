@@ -27,12 +27,12 @@ def _jvp(model: nn.Module, x: Tensor) -> Callable[[Tensor], Tensor]:
     """``v ↦ J v`` at ``x``: forward mode where every op has it, else double backward."""
 
     def forward_mode(v: Tensor) -> Tensor:
-        return torch.func.jvp(model, (x,), (v,))[1]
+        return torch.func.jvp(lambda z: model(z.clone()), (x,), (v,))[1]
 
     def double_backward(v: Tensor) -> Tensor:
         with torch.enable_grad():
             z = x.detach().requires_grad_(True)
-            out = model(z)
+            out = model(z.clone())  # a copy: the model may change its input in place
             u = torch.zeros_like(out, requires_grad=True)
             (g,) = torch.autograd.grad(out, z, grad_outputs=u, create_graph=True)
             (jv,) = torch.autograd.grad(g, u, grad_outputs=v)
@@ -55,7 +55,7 @@ def _vjp(model: nn.Module, x: Tensor) -> Callable[[Tensor], Tensor]:
     """``u ↦ Jᵀ u`` at ``x`` (one forward pass, a backward pass per call)."""
     with torch.enable_grad():
         z = x.detach().requires_grad_(True)
-        out = model(z)
+        out = model(z.clone())
 
     def vjp(u: Tensor) -> Tensor:
         with torch.enable_grad():

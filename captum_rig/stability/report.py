@@ -14,12 +14,13 @@ from torch import Tensor, nn
 
 from captum_rig._checks import check_model, check_norm, check_pixels, model_device
 from captum_rig._tables import markdown_table, number
+from captum_rig.stability._options import check_analysis_args
 from captum_rig.stability.distortion import (
     MinimalDistortion,
     gaussian_minimal_distortion,
     minimal_distortion,
 )
-from captum_rig.stability.layers import OperatorNorm, check_analysis_args, layer_list
+from captum_rig.stability.layers import OperatorNorm, layer_list
 from captum_rig.stability.lipschitz import lipschitz_report
 
 __all__ = ["StabilityReport", "stability_analysis"]
@@ -76,7 +77,8 @@ class StabilityReport:
             ],  # fmt: skip
             align="lllrl",
         )
-        text = f"{layers}\n\nLipschitz upper bound (L2): {number(self.lipschitz_bound)} "
+        kind = "upper bound" if "; certified" in self.lipschitz_note else "estimate (not a bound)"
+        text = f"{layers}\n\nLipschitz {kind} (L2): {number(self.lipschitz_bound)} "
         text += f"({self.lipschitz_note})."
         if self.distortions:
             rows = [
@@ -101,7 +103,7 @@ def stability_analysis(
     max_sigma: float = 1.0,
     batch_size: int = 64,
     seed: int = 0,
-    certified: bool = False,
+    certified: bool = True,
 ) -> StabilityReport:
     r"""The "Intriguing properties revisited" analysis of one model.
 
@@ -127,7 +129,8 @@ def stability_analysis(
         max_sigma (float): as in :func:`gaussian_minimal_distortion`.
         batch_size (int): images per batch.
         seed (int): seed of the power iterations and the noise.
-        certified (bool): certified layer bounds, as in :func:`lipschitz_bound`.
+        certified (bool): certified layer bounds (the default), as in
+            :func:`lipschitz_bound`; ``False``: power-iteration estimates.
 
     Returns:
         StabilityReport: with ``to_markdown()`` and ``to_dict()``.

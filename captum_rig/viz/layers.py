@@ -4,6 +4,8 @@ For the output of :func:`captum_rig.stability.weight_spectra` or
 :func:`captum_rig.stability.feature_map_spectra` of each model.
 """
 
+import math
+import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,6 +31,24 @@ def _check_model_spectra(spectra: Any) -> Dict[str, Dict[str, np.ndarray]]:
             for k, v in layers.items()
         }
     return checked
+
+
+def _short_names(names: Sequence[str]) -> Dict[str, str]:
+    """Panel labels: a prefix every name shares (a wrapper's ``model.``) dropped, and a
+    bare module index (``"1"``) spelled as ``"layer 1"``."""
+    prefix = os.path.commonprefix([n + "." for n in names]) if len(names) > 1 else ""
+    prefix = prefix[: prefix.rfind(".") + 1]
+    short = {}
+    for name in names:
+        label = name[len(prefix) :] or name
+        short[name] = f"layer {label}" if label.replace(".", "").isdigit() else label
+    return short
+
+
+def _headroom(ax: Axes, top: float) -> None:
+    """A log axis that ends on a labelled decade at or above the largest value."""
+    if np.isfinite(top) and top > 0:
+        ax.set_ylim(top=10 ** math.ceil(math.log10(top) + 1e-9))
 
 
 def plot_layer_spectra(
@@ -81,13 +101,21 @@ def plot_layer_spectra(
     nrows = -(-len(layers) // ncols)
     fig = standalone_figure((3.0 * ncols, 2.4 * nrows + (0.4 if title else 0.0)))
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    labels = _short_names(list(layers))
     for ax, layer in zip(axes.flat, layers):
+        top = 0.0
         for model, values in data.items():
             y = values[layer]
             if normalize and y.size and y.max() > 0:
                 y = y / y.max()
-            ax.semilogy(np.arange(1, y.size + 1), np.maximum(y, 1e-12), label=model, lw=1.4)
-        ax.set_title(layer, fontsize="small")
+            # a few values are points, not a curve (a 2-class head has two)
+            style = "o" if y.size <= 8 else "-"
+            ax.semilogy(np.arange(1, y.size + 1), np.maximum(y, 1e-12), style, label=model,
+                        lw=1.4, ms=4)  # fmt: skip
+            top = max(top, float(y.max()) if y.size else 0.0)
+        _headroom(ax, top)
+        size = max(values[layer].size for values in data.values())
+        ax.set_title(f"{labels[layer]} ({size} values)", fontsize="small")
         ax.set_xlabel("index i", fontsize="small")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(layers) :]:
@@ -99,20 +127,37 @@ def plot_layer_spectra(
     return fig, axes
 
 
+def _report_norms(reports: Mapping[str, Any]) -> Dict[str, Dict[str, np.ndarray]]:
+    """``{model: {factor: [norm]}}`` from Lipschitz reports (their per-layer table)."""
+    data = {}
+    for model, report in reports.items():
+        rows = report.factors()
+        data[str(model)] = {
+            r.name: np.array([r.norm if r.norm is not None else np.nan]) for r in rows
+        }
+    return data
+
+
 def plot_layer_norms(
-    spectra: Mapping[str, Mapping[str, Any]],
+    spectra: Any,
     title: Optional[str] = None,
     ax: Optional[Axes] = None,
 ) -> Tuple[Figure, Axes]:
-    r"""The largest singular value of every layer, one line per model.
+    r"""Each layer's norm, one line per model: the factors of the Lipschitz bound.
 
-    With :func:`captum_rig.stability.weight_spectra` this is each weight's spectral
-    norm layer by layer (the factors of the Lipschitz bound's product, up to the
-    convolution's input size), with :func:`~captum_rig.stability.feature_map_spectra`
-    the mean top singular value of the feature maps.
+    Given :class:`~captum_rig.stability.LipschitzReport` objects (one, or model name →
+    report) it draws the per-layer table of
+    :meth:`~captum_rig.stability.LipschitzReport.to_markdown`: every layer's (and
+    residual block's) operator norm on the input it sees, certified unless the report
+    says "estimate", whose product is the bound for a chain. Given
+    :func:`captum_rig.stability.weight_spectra` it draws each weight's largest singular
+    value, which is *not* a convolution's operator norm (that depends on the input size),
+    and with :func:`~captum_rig.stability.feature_map_spectra` the mean top singular value
+    of the feature maps.
 
     Args:
-        spectra (dict[str, dict[str, Tensor]]): model name → layer name → values.
+        spectra (LipschitzReport or dict): a report, model name → report, or model name
+            → layer name → values.
         title (str, optional): axes title.
         ax (Axes, optional): draw here; None: a new figure.
 
@@ -126,19 +171,28 @@ def plot_layer_norms(
         >>> len(ax.get_lines())
         1
     """
-    data = _check_model_spectra(spectra)
+    if hasattr(spectra, "factors"):
+        spectra = {"model": spectra}
+    from_reports = isinstance(spectra, Mapping) and all(
+        hasattr(v, "factors") for v in spectra.values()
+    )
+    data = _check_model_spectra(_report_norms(spectra) if from_reports else spectra)
     fig, ax = figure_and_axes(ax, (6.4, 3.4))
     names: List[str] = []
     for values in data.values():
         names += [k for k in values if k not in names]
+    top = 0.0
     for model, values in data.items():
         x = [names.index(k) for k in values]
-        top = [v.max() if v.size else np.nan for v in values.values()]
-        ax.plot(x, top, "o-", label=model, lw=1.4, ms=3)
+        norms = [v.max() if v.size else np.nan for v in values.values()]
+        ax.plot(x, norms, "o-", label=model, lw=1.4, ms=3)
+        top = max([top] + [v for v in norms if np.isfinite(v)])
+    short = _short_names(names)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=90, fontsize="x-small")
-    ax.set_ylabel("largest singular value")
+    ax.set_xticklabels([short[n] for n in names], rotation=90, fontsize="x-small")
+    ax.set_ylabel("operator norm (bound factor)" if from_reports else "largest singular value")
     ax.set_yscale("log")
+    _headroom(ax, top)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     if title:

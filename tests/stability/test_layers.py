@@ -28,7 +28,7 @@ def test_layer_norms_of_every_kind_match_full_matrices():
     """Conv, BatchNorm, avg-pool norms equal their full matrices' on the seen sizes."""
     model = chain_model().eval()
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
-    layers = {layer.name: layer for layer in layer_operator_norms(model, x)}
+    layers = {layer.name: layer for layer in layer_operator_norms(model, x, certified=False, tol=0)}
     assert list(layers) == [str(i) for i in range(len(model))], "a layer call is missing"
     # BatchNorm in eval mode: a diagonal scaling
     bn = model[2]
@@ -125,6 +125,17 @@ CALLS = {
     F.leaky_relu: (lambda: lambda x: F.leaky_relu(x, 0.2), IMAGE),
     F.elu: (lambda: lambda x: F.elu(x, alpha=1.5), IMAGE),
     "relu_": (lambda: lambda x: x.clone().relu_(), IMAGE),
+    torch.relu_: (lambda: lambda x: torch.relu_(x.clone()), IMAGE),
+    torch.sum: (lambda: lambda x: torch.sum(x, dim=1), IMAGE),
+    "sum": (lambda: lambda x: x.sum(dim=(2, 3)), IMAGE),
+    torch.chunk: (lambda: lambda x: torch.cat(torch.chunk(x, 2, 3)[::-1], 1), IMAGE),
+    torch.split: (lambda: lambda x: torch.cat(torch.split(x, 4, 3)[::-1], 3), IMAGE),
+    torch.unbind: (lambda: lambda x: torch.stack(torch.unbind(x, 1)[::-1], 1), IMAGE),
+    torch.tensor_split: (lambda: lambda x: torch.cat(torch.tensor_split(x, 3, 2), 3), IMAGE),
+    "chunk": (lambda: lambda x: torch.cat(x.chunk(3, 2)[::-1], 2), IMAGE),
+    "split": (lambda: lambda x: torch.cat(x.split(1, 1)[::-1], 1), IMAGE),
+    "unbind": (lambda: lambda x: torch.stack(x.unbind(2), 3), IMAGE),
+    "tensor_split": (lambda: lambda x: torch.cat(x.tensor_split(2, 3)[::-1], 3), IMAGE),
     "tanh_": (lambda: lambda x: x.clone().tanh_(), IMAGE),
     "sigmoid_": (lambda: lambda x: x.clone().sigmoid_(), IMAGE),
     nn.Unflatten: (lambda: nn.Unflatten(1, (2, 1)), IMAGE),
@@ -147,6 +158,13 @@ CALLS = {
     F.dropout1d: (lambda: lambda x: F.dropout1d(x, training=False), SIGNAL),
     F.dropout3d: (lambda: lambda x: F.dropout3d(x, training=False), VOLUME),
 }
+try:
+    from torchvision.ops import StochasticDepth, stochastic_depth
+
+    CALLS[StochasticDepth] = (lambda: StochasticDepth(0.3, "row"), IMAGE)
+    CALLS[stochastic_depth] = (lambda: lambda x: stochastic_depth(x, 0.3, "row", False), IMAGE)
+except ImportError:  # torchvision is optional
+    pass
 for _f in (F.dropout, F.dropout2d, F.alpha_dropout, F.feature_alpha_dropout):
     CALLS[_f] = (lambda f=_f: lambda x: f(x, 0.5, training=False), IMAGE)
 
@@ -224,9 +242,13 @@ def test_every_rule_gives_the_measured_constant(rule, spelling):
     (slope, matrix norm or spike), and no pair of inputs exceeds it."""
     model = Apply(spelling).double().eval()
     shape = model.shape
-    report = lipschitz_analysis(model, torch.rand(shape, dtype=torch.float64), n_iter=200)
+    x = torch.rand(shape, dtype=torch.float64)
+    report = lipschitz_analysis(model, x, n_iter=200, tol=0, certified=False, lower=False)
     assert report.bound is not None, f"{rule.name}: {report.note}"
     measured = _measured(rule, model, shape)
+    certified = lipschitz_bound(model, x)
+    assert measured <= certified * (1 + 1e-9), f"{rule.name}: certified {certified} < {measured}"
+    assert certified <= 1.15 * measured, f"{rule.name}: certified {certified} ≫ {measured}"
     rel = 2e-3 if rule.kind == ACTIVATION else 1e-6  # activations' constants are rounded up
     assert measured <= report.bound * (1 + 1e-9), f"{rule.name}: {measured} > {report.bound}"
     assert report.bound == pytest.approx(measured, rel=rel), f"{rule.name}: {report.bound}"
@@ -234,7 +256,7 @@ def test_every_rule_gives_the_measured_constant(rule, spelling):
     assert _pair_ratios(model, shape) <= report.bound * (1 + slack), f"{rule.name}: a pair"
     if isinstance(spelling, type):  # the module is a layer of the report and of the list
         x = torch.rand(shape, dtype=torch.float64)
-        (layer,) = layer_operator_norms(model, x, n_iter=200)
+        (layer,) = layer_operator_norms(model, x, n_iter=200, tol=0, certified=False)
         assert layer.kind == spelling.__name__ and layer.norm == report.bound, layer
 
 

@@ -54,7 +54,7 @@ def test_no_hooks_left_even_on_error():
             raise RuntimeError("forward failed")
 
     broken = Broken()
-    with pytest.raises(RuntimeError, match="forward failed"):
+    with pytest.raises(ValueError, match="does not fit the model: forward failed"):
         layer_operator_norms(broken, torch.rand(1, 4))
     assert hooks_left(broken) == [], "hooks left after a failing forward"
 
