@@ -35,17 +35,22 @@ def match_nodes(nodes: Tensor, edges: Tensor) -> Tensor:
     """For every edge, the index of the node at the same place on the path, or -1.
 
     Args:
-        nodes (Tensor): ``(S,)`` node positions (increasing).
+        nodes (Tensor): ``(S,)`` node positions.
         edges (Tensor): ``(S + 1,)`` cell edges, same units.
 
     Examples:
         >>> match_nodes(torch.tensor([0.0, 0.5]), torch.tensor([0.0, 0.5, 1.0])).tolist()
         [0, 1, -1]
     """
-    gaps = (edges[:, None] - nodes[None, :]).abs()
-    closest = gaps.argmin(1)
-    close = gaps.gather(1, closest[:, None])[:, 0] <= MATCH_TOLERANCE
-    return torch.where(close, closest, torch.full_like(closest, -1))
+    order = torch.argsort(nodes)
+    ordered = nodes[order]
+    # The nearest node is one of the two around the edge: O(S log S), not an S × S table.
+    right = torch.searchsorted(ordered, edges).clamp(max=len(nodes) - 1)
+    left = (right - 1).clamp(min=0)
+    use_left = (edges - ordered[left]).abs() < (ordered[right] - edges).abs()
+    nearest = torch.where(use_left, left, right)
+    close = (ordered[nearest] - edges).abs() <= MATCH_TOLERANCE
+    return torch.where(close, order[nearest], torch.full_like(nearest, -1))
 
 
 def _squares_and_scale(grads: Sequence[Tensor]) -> Tuple[List[Tensor], Tensor]:
