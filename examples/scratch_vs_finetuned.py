@@ -1,26 +1,30 @@
 """Scratch vs fine-tuned: the "Intriguing properties revisited" stability study, runnable.
 
 One residual network, two ways: trained from scratch on the target task, and pre-trained
-on another task, then fine-tuned. :func:`captum_rig.stability.compare_stability` puts
-them side by side (clean accuracy, average minimal distortion under PGD and Gaussian
-noise, the Lipschitz upper bound through the residual graph), and the weight and
-feature-map spectra are drawn layer by layer.
+on another task, then fine-tuned, with the same target budget. The test accuracy after
+each target epoch (the ``history``) shows what pre-training buys; then
+:func:`captum_rig.stability.compare_stability` puts them side by side (clean accuracy,
+the certified Lipschitz upper bound and the local lower bound, average minimal
+distortions under PGD's search, DeepFool, FAB, CW, their best per image, and Gaussian
+noise), and the weight and feature-map spectra are drawn layer by layer.
 
 Two data paths:
 
-- ``--data synthetic`` (default; offline, CPU, several minutes): a small ResNet is
-  pre-trained on generated shape images of three classes (disk, square, triangle) and
-  fine-tuned on three other shapes (cross, ring, diamond), against the same network
-  trained on those from scratch.
+- ``--data synthetic`` (default; offline, CPU, a few minutes): generated gratings. The
+  source task has 16 classes (8 orientations × 2 spatial frequencies, at random
+  positions, window sizes, phases, colours and contrasts); the target task has 4 other
+  orientations, half-way between the source's, at a third frequency, and only
+  ``--n-train`` labelled images. Oriented-edge features learnt on the source transfer.
 - ``--data cifar10 --cifar-root DIR``: CIFAR-10 in torchvision's format (never
   downloaded) and a torchvision network (``--arch resnet50``) trained from scratch vs
   fine-tuned from ``--weights imagenet`` (read from the local torch hub cache, never
   downloaded) or from a state-dict file. Images are upsampled to ``--image-size`` inside
   the model, so distortions stay in CIFAR's own 32×32 pixels. Meant for a GPU.
 
-Writes ``OUT/stability.md`` (the table and each model's per-block Lipschitz bounds),
-``OUT/stability.csv``, ``OUT/stability.json`` (the table, the layer spectra) through
-:func:`captum_rig.stability.write_stability`, and ``OUT/weight_spectra.png`` and
+Writes, all together or none, ``OUT/stability.md`` (the tables and each model's
+per-block Lipschitz bounds), ``OUT/stability.csv``, ``OUT/stability.json`` (the table,
+``history``, the per-stage ``seconds``, the settings and the layer spectra),
+``OUT/history.png``, ``OUT/weight_norms.png``, ``OUT/weight_spectra.png`` and
 ``OUT/feature_map_spectra.png``.
 
 Example:
@@ -31,16 +35,16 @@ Example:
 
 import argparse
 import copy
+import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from captum_rig._context import atomic_path
 from captum_rig.models import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -50,22 +54,34 @@ from captum_rig.models import (
     with_normalization,
 )
 from captum_rig.stability import (
+    ATTACKS,
+    check_stability_outputs,
     compare_stability,
     feature_map_spectra,
     weight_spectra,
     write_stability,
 )
-from captum_rig.synthetic import make_shapes
-from captum_rig.viz import plot_layer_norms, plot_layer_spectra
+from captum_rig.viz import plot_layer_norms, plot_layer_spectra, save_figure
 
-PRETRAIN_SHAPES = ("disk", "square", "triangle")
-TARGET_SHAPES = ("cross", "ring", "diamond")
+SOURCE = tuple((22.5 * i, f) for f in (3.0, 6.0) for i in range(8))
+"""The source task's 16 classes: (orientation in degrees, cycles per image)."""
+TARGET = tuple((11.25 + 45.0 * i, 4.5) for i in range(4))
+"""The target task's 4 classes: orientations half-way between the source's, a new frequency."""
+FIGURES = ("history.png", "weight_norms.png", "weight_spectra.png", "feature_map_spectra.png")
 
 SMOKE_ARGV = [
-    "--n-pretrain", "48", "--n-train", "24", "--n-test", "8", "--epochs", "1",
-    "--pretrain-epochs", "1", "--width", "4", "--n-bisect", "2", "--steps", "2",
-    "--n-iter", "2", "--out", "{tmp}", "--quiet",
+    "--n-pretrain", "48", "--n-train", "24", "--n-test", "8", "--n-attack", "4",
+    "--epochs", "2", "--pretrain-epochs", "1", "--width", "4", "--n-bisect", "2",
+    "--steps", "2", "--n-iter", "2", "--attacks", "pgd,deepfool,gaussian", "--out", "{tmp}",
+    "--quiet",
 ]  # fmt: skip
+
+
+def _attacks(text: str) -> List[str]:
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    if not names or any(a not in ATTACKS for a in names):
+        raise argparse.ArgumentTypeError(f"comma-separated names from {', '.join(ATTACKS)}")
+    return names
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -79,25 +95,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "only) or a state-dict file",
     )  # fmt: skip
     p.add_argument("--image-size", type=int, default=32, help="network input size (cifar10)")
-    p.add_argument("--n-pretrain", type=int, default=4000, help="pre-training images (synthetic)")
-    p.add_argument("--n-train", type=int, default=600, help="target-task training images")
-    p.add_argument("--n-test", type=int, default=100, help="test images (accuracy, attacks)")
-    p.add_argument("--pretrain-epochs", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--width", type=int, default=16, help="channels of the small ResNet")
-    p.add_argument("--n-bisect", type=int, default=8, help="bisection steps of the attacks")
+    p.add_argument("--n-pretrain", type=int, default=3000, help="source images (synthetic)")
+    p.add_argument("--n-train", type=int, default=160, help="labelled target images")
+    p.add_argument("--n-test", type=int, default=400, help="held-out target images (accuracy)")
+    p.add_argument("--n-attack", type=int, default=100, help="test images attacked")
+    p.add_argument("--pretrain-epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=15, help="target epochs, both models")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--width", type=int, default=8, help="channels of the small ResNet")
+    p.add_argument("--attacks", type=_attacks, default=list(ATTACKS), help="default: all")
+    p.add_argument("--n-bisect", type=int, default=8, help="bisection steps of the searches")
     p.add_argument("--steps", type=int, default=10, help="PGD steps per radius")
-    p.add_argument("--n-iter", type=int, default=50, help="power iterations per conv")
-    p.add_argument("--certified", action="store_true", help="Gram-iteration bounds")
+    p.add_argument("--n-iter", type=int, default=50, help="power iterations per layer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--out", default="runs/scratch_vs_finetuned")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    for name in ("n_pretrain", "n_train", "n_test", "epochs", "batch_size", "width",
-                 "n_bisect", "steps", "n_iter", "threads", "image_size"):  # fmt: skip
+    for name in ("n_pretrain", "n_train", "n_test", "n_attack", "epochs", "batch_size",
+                 "width", "n_bisect", "steps", "n_iter", "threads", "image_size"):  # fmt: skip
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.pretrain_epochs < 0:
@@ -176,9 +193,42 @@ def cifar_models(args: argparse.Namespace) -> Tuple[nn.Module, nn.Module]:
 # --------------------------------------------------------------------------- data, training
 
 
-def shapes_task(n: int, seed: int, shapes: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-    batch = make_shapes(n, size=32, seed=seed, shapes=shapes)
-    return batch.images, batch.labels
+def gratings(
+    n: int, classes: Sequence[Tuple[float, float]], seed: int, size: int = 32
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images ``(n, 3, size, size)`` in [0, 1] and balanced, shuffled labels.
+
+    Class ``c`` is a sine grating of orientation ``classes[c][0]`` degrees (± 4) and
+    ``classes[c][1]`` cycles per image (± 7.5 %), random phase, under a Gaussian window
+    of random centre and width, in a random colour and contrast on a random
+    background, plus pixel noise (std 0.1). Deterministic given the arguments.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.arange(n) % len(classes))[torch.randperm(n, generator=g)]
+    table = torch.tensor(classes, dtype=torch.float32)[labels]
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(shape or (n,), generator=g)
+
+    theta = (table[:, 0] + uniform(-4, 4)) * math.pi / 180
+    freq = table[:, 1] * uniform(0.925, 1.075)
+    ys, xs = torch.meshgrid(torch.arange(size) / size, torch.arange(size) / size, indexing="ij")
+
+    def per_image(t: torch.Tensor) -> torch.Tensor:
+        return t.view(-1, 1, 1)
+
+    along = xs * per_image(theta.cos()) + ys * per_image(theta.sin())
+    wave = torch.sin(2 * math.pi * per_image(freq) * along + per_image(uniform(0, 2 * math.pi)))
+    cx, cy, width = uniform(0.2, 0.8), uniform(0.2, 0.8), uniform(0.15, 0.4)
+    window = torch.exp(-((xs - per_image(cx)) ** 2 + (ys - per_image(cy)) ** 2)
+                       / (2 * per_image(width) ** 2))  # fmt: skip
+    background = uniform(0.25, 0.75, n, 3, 1, 1)
+    colour = uniform(-0.5, 0.5, n, 3, 1, 1)
+    colour = colour + 0.5 * colour.sign()
+    contrast = uniform(0.2, 0.5, n, 1, 1, 1)
+    images = background + contrast * colour * (wave * window).unsqueeze(1)
+    images = images + 0.1 * torch.randn(images.shape, generator=g)
+    return images.clamp(0, 1), labels
 
 
 def cifar_split(root: str, train: bool, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -191,14 +241,31 @@ def cifar_split(root: str, train: bool, n: int) -> Tuple[torch.Tensor, torch.Ten
     return images, labels
 
 
-def train(model, images, labels, epochs, lr, args, device, what) -> nn.Module:
-    """SGD with momentum and a cosine schedule, random flips; returns the model in eval mode."""
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> float:
+    """Top-1 accuracy in eval mode, batches of 256."""
+    model.eval()
+    with torch.no_grad():
+        correct = sum(
+            int((model(x.to(device)).argmax(1).cpu() == y).sum())
+            for x, y in zip(images.split(256), labels.split(256))
+        )
+    return correct / len(labels)
+
+
+def train(model, data, epochs, lr, args, device, what, test=None) -> List[float]:
+    """SGD with momentum and a cosine schedule, random flips; the model ends in eval mode.
+
+    Returns the test accuracy after each epoch when ``test = (images, labels)`` is given.
+    """
+    images, labels = data
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     steps = epochs * -(-len(images) // args.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     generator = torch.Generator().manual_seed(args.seed)
+    history = []
     for epoch in range(epochs):
+        model.train()
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), args.batch_size):
             index = order[start : start + args.batch_size]
@@ -210,77 +277,127 @@ def train(model, images, labels, epochs, lr, args, device, what) -> nn.Module:
             loss.backward()
             optimizer.step()
             schedule.step()
+        if test is not None:
+            history.append(round(accuracy(model, *test, device), 4))
         if not args.quiet:
-            print(f"  {what}: epoch {epoch + 1}/{epochs}, loss {loss.item():.3f}", flush=True)
-    return model.eval()
+            tail = f", test accuracy {history[-1]:.3f}" if history else ""
+            print(f"  {what}: epoch {epoch + 1}/{epochs}, loss {loss.item():.3f}{tail}", flush=True)
+    model.eval()
+    return history
 
 
-def build_models(args: argparse.Namespace, device: torch.device):
-    """``(scratch, fine-tuned, test images, test labels)`` for the chosen data path."""
+def build_models(args: argparse.Namespace, device: torch.device, seconds: Dict[str, float]):
+    """``(models, history, test images, test labels)`` for the chosen data path."""
+    clock = time.perf_counter()
     if args.data == "synthetic":
-        x_pre, y_pre = shapes_task(args.n_pretrain, args.seed + 10, PRETRAIN_SHAPES)
-        x_tr, y_tr = shapes_task(args.n_train, args.seed + 1, TARGET_SHAPES)
-        x_te, y_te = shapes_task(args.n_test, args.seed + 2, TARGET_SHAPES)
+        source = gratings(args.n_pretrain, SOURCE, args.seed + 10)
+        target = gratings(args.n_train, TARGET, args.seed + 1)
+        test = gratings(args.n_test, TARGET, args.seed + 2)
         torch.manual_seed(args.seed)
-        scratch = small_resnet(len(TARGET_SHAPES), args.width)
+        scratch = small_resnet(len(TARGET), args.width)
         torch.manual_seed(args.seed)
-        pretrained = small_resnet(len(PRETRAIN_SHAPES), args.width)
-        train(pretrained, x_pre, y_pre, args.pretrain_epochs, 0.05, args, device, "pre-train")
-        finetuned = new_head(copy.deepcopy(pretrained), len(TARGET_SHAPES)).to(device)
+        pretrained = small_resnet(len(SOURCE), args.width)
+        train(pretrained, source, args.pretrain_epochs, 0.05, args, device, "pre-train")
+        finetuned = new_head(copy.deepcopy(pretrained), len(TARGET)).to(device)
     else:
-        x_tr, y_tr = cifar_split(args.cifar_root, True, args.n_train)
-        x_te, y_te = cifar_split(args.cifar_root, False, args.n_test)
+        target = cifar_split(args.cifar_root, True, args.n_train)
+        test = cifar_split(args.cifar_root, False, args.n_test)
         torch.manual_seed(args.seed)
         scratch, finetuned = cifar_models(args)
-    train(scratch, x_tr, y_tr, args.epochs, 0.05, args, device, "scratch")
-    train(finetuned, x_tr, y_tr, args.epochs, 0.01, args, device, "fine-tune")
-    return scratch, finetuned, x_te, y_te
+    seconds["pre-train"] = time.perf_counter() - clock
+    history = {}
+    for name, model, lr in (("scratch", scratch, 0.05), ("finetuned", finetuned, 0.01)):
+        clock = time.perf_counter()
+        history[name] = train(model, target, args.epochs, lr, args, device, name, test)
+        seconds[name] = time.perf_counter() - clock
+    return {"scratch": scratch, "finetuned": finetuned}, history, test
 
 
 # --------------------------------------------------------------------------- main
 
 
-def write_outputs(
-    args: argparse.Namespace,
-    out: Path,
-    table: Any,
-    models: Dict[str, nn.Module],
-    images: torch.Tensor,
-) -> None:
-    """stability.md (with each model's per-block bounds), .csv, .json, and two figures."""
+def history_figure(history: Dict[str, List[float]], n_train: int) -> Any:
+    """Test accuracy after each target epoch, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, accuracies in history.items():
+        ax.plot(range(1, len(accuracies) + 1), accuracies, marker="o", label=name)
+    ax.set_xlabel(f"target epoch ({n_train} labelled images)")
+    ax.set_ylabel("held-out test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def figures(models: Dict[str, nn.Module], images: torch.Tensor, history, args) -> tuple:
+    """``(weight spectra, feature-map spectra, {file name: writer})``."""
     weights = {name: weight_spectra(m) for name, m in models.items()}
     maps = {name: feature_map_spectra(m, images[:16]) for name, m in models.items()}
-    data = "generated shapes" if args.data == "synthetic" else f"CIFAR-10 in {args.cifar_root}"
-    summary = {"data": data, "n_images": len(images), "weight_spectra": weights,
-               "feature_map_spectra": maps}  # fmt: skip
-    write_stability(out, table, summary, lipschitz=True)
-    fig, _ = plot_layer_norms(weights, title="largest singular value of each weight")
-    with atomic_path(out / "weight_spectra.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    fig, _ = plot_layer_spectra(maps, max_layers=4, title="feature-map singular values")
-    with atomic_path(out / "feature_map_spectra.png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    norms = "largest singular value of each weight"
+    drawn = {
+        "history.png": history_figure(history, args.n_train),
+        "weight_norms.png": plot_layer_norms(weights, title=norms)[0],
+        "weight_spectra.png": plot_layer_spectra(
+            weights, max_layers=4, title="weight singular values"
+        )[0],
+        "feature_map_spectra.png": plot_layer_spectra(
+            maps, max_layers=4, title="feature-map singular values"
+        )[0],
+    }
+
+    def writer(fig: Any):
+        return lambda path: save_figure(fig, path, dpi=110)
+
+    writers = {name: writer(fig) for name, fig in drawn.items()}
+    return weights, maps, writers
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # main() may run in-process (tests)
+
+
+def _run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    scratch, finetuned, images, labels = build_models(args, device)
-    models = {"scratch": scratch, "finetuned": finetuned}
+    out = check_stability_outputs(Path(args.out), FIGURES, name="--out")
+    t0, seconds = time.perf_counter(), {}
+    models, history, (images, labels) = build_models(args, device, seconds)
+    images, labels = images[: args.n_attack], labels[: args.n_attack]
+    clock = time.perf_counter()
     table = compare_stability(
-        models, images, labels, n_bisect=args.n_bisect, steps=args.steps,
-        n_iter=args.n_iter, certified=args.certified, seed=args.seed,
-        batch_size=args.batch_size, progress=not args.quiet,
+        models, images, labels, attacks=args.attacks, n_bisect=args.n_bisect,
+        steps=args.steps, n_iter=args.n_iter, seed=args.seed, batch_size=args.batch_size,
+        progress=not args.quiet,
     )  # fmt: skip
-    write_outputs(args, out, table, models, images)
+    seconds["stability"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    weights, maps, writers = figures(models, images, history, args)
+    seconds["spectra"] = time.perf_counter() - clock
+    seconds["total"] = time.perf_counter() - t0
+    data = "generated gratings" if args.data == "synthetic" else f"CIFAR-10 in {args.cifar_root}"
+    summary = {
+        "data": data, "n_images": len(images), "history": history,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "quiet")},
+        "weight_spectra": weights, "feature_map_spectra": maps,
+    }  # fmt: skip
+    write_stability(out, table, summary, lipschitz=True, files=writers)
     if not args.quiet:
         print(table.to_markdown())
-        print(f"wrote {out}/stability.csv, .md, .json and two figures "
-              f"in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+        print("history:", history)
+        print(f"wrote {out}: stability.md, .csv, .json and {len(writers)} figures "
+              f"in {seconds['total']:.0f} s")  # fmt: skip
     return 0
 
 
