@@ -15,6 +15,7 @@ OUTPUTS = {
     "rank_gallery_reverse": "rank_gallery_reverse.png",
     "rank_spectra": "rank_spectra.png",
     "rank_contributions": "rank_contributions.png",
+    "rank_or_frequency": "rank_or_frequency.png",
     "deletion_insertion": "deletion_insertion.png",
     "scores": "scores.csv",
     "report": "report.md",
@@ -32,6 +33,19 @@ MODEL_TITLES = {"natural": "natural", "lowrank8": "trained on rank 8"}
 # evaluations per image for all of them: a tenth of the 4 · 32 one entry per rank costs.
 CONTRIBUTION_BANDS = (0, 1, 2, 4, 8, 16, 32)
 CONTRIBUTION_STEPS = 40
+# The Fourier view, kept cheap (the demo stays within its time): the images and radii of
+# the frequency spectra (the largest radius of a 32×32 image is sqrt(16² + 16²) ≈ 22.6:
+# radius 23 keeps the image itself and costs nothing), the radius bands of the frequency
+# contributions, their gradient evaluations per image and their images, the heat maps'
+# images and perturbation (L2 norm per channel; Yin et al. use 4 on CIFAR-10, which
+# saturates these small models).
+FOURIER_SPECTRUM_IMAGES = 60
+FOURIER_RADII = (0, 2, 4, 6, 8, 11, 16, 23)
+FOURIER_BANDS = (0, 2, 4, 8, 16, 23)
+FOURIER_STEPS = 12
+FOURIER_IMAGES = 6
+HEAT_MAP_IMAGES = 4
+HEAT_MAP_EPS = 2.0
 
 
 @dataclass
@@ -58,6 +72,10 @@ class DemoState:
     spectra: Dict[bool, Dict[str, Any]] = field(default_factory=dict)
     contributions: Dict[str, Tensor] = field(default_factory=dict)  # title -> (N, C, bands)
     rises: Dict[str, float] = field(default_factory=dict)  # title -> Σ F(x) - F(0)
+    frequency_spectra: Dict[str, Any] = field(default_factory=dict)  # title -> low-pass kept
+    frequency_contributions: Dict[str, Tensor] = field(default_factory=dict)  # (N, C, bands)
+    heat_maps: Dict[str, Tensor] = field(default_factory=dict)  # title -> (H, W) error rates
+    heat_clean: Dict[str, float] = field(default_factory=dict)  # title -> error, unperturbed
     rows: List[Dict[str, Any]] = field(default_factory=list)
     accuracies: Dict[str, float] = field(default_factory=dict)
 

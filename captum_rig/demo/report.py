@@ -12,9 +12,13 @@ import torch
 from torch import Tensor
 
 from captum_rig._tables import MISSING, markdown_table, number
+from captum_rig.demo._fourier import fourier_counts
 from captum_rig.demo._state import (
     CONTRIBUTION_BANDS,
     CONTRIBUTION_STEPS,
+    FOURIER_BANDS,
+    FOURIER_STEPS,
+    HEAT_MAP_EPS,
     MODEL_TITLES,
     OUTPUTS,
     DemoState,
@@ -32,6 +36,7 @@ def report(s: DemoState) -> str:
         _report_intro,
         _report_spectra,
         _report_contributions,
+        _report_fourier,
         _report_galleries,
         _report_attributions,
         _report_scores,
@@ -136,8 +141,8 @@ def _report_contributions(s: DemoState) -> List[str]:
         "(the logit's rise from the black image), by singular component along RIG's rank "
         f"path: here in the bands {_band_names()} ({CONTRIBUTION_STEPS} gradient "
         f"evaluations per image), summed over the {s.n_eval} scored images and the colour "
-        "channels. Share of the evidence carried by the top k components (the last column "
-        "checks that the bands add up to F(x) − F(0), up to the quadrature error):",
+        "channels. Share of the bands' sum carried by the top k components (the sum is "
+        "F(x) − F(0) up to the quadrature error; the last column compares the two):",
         "",
     ]
     rows = []
@@ -155,7 +160,7 @@ def _report_contributions(s: DemoState) -> List[str]:
         "",
         "The top 4 components carry "
         + _join([f"{_percent(sh[4])} (*{title}*)" for title, sh in by_model])
-        + " of the evidence; the top 8, "
+        + " of the bands' sum; the top 8, "
         + _join([_percent(sh[8]) for _, sh in by_model])
         + "."
         + _overshoot_remark(shares.get(MODEL_TITLES["lowrank8"])),
@@ -178,6 +183,100 @@ def _overshoot_remark(share: Optional[Dict[int, float]]) -> str:
         f" The model trained on rank 8 has more than its whole evidence ({share[8]:.0%}) by "
         "rank 8: the higher components, which it never saw in training, take some back."
     )
+
+
+# Ranks and radii of the rank-or-frequency table; radius bands of the heat-map summary.
+_COMPARED_RANKS = (4, 8)
+_COMPARED_RADII = (4, 8, 11)
+_HEAT_BANDS = ((-1.0, 4.0), (4.0, 11.0), (11.0, math.inf))  # (a, b]: the first from 0
+
+
+def _reach(values: Sequence[Any], accuracy: Sequence[float]) -> Any:
+    """The first rank (radius) from which accuracy stays within 90% of its best."""
+    best = max(accuracy)
+    return next(v for v, a in zip(values, accuracy) if a >= 0.9 * best)
+
+
+def _kept(rank: Optional[int] = None, radius: Optional[float] = None, size: int = 32) -> float:
+    """Share of the numbers of a size×size channel that a rank-k (low-pass) image keeps:
+    ``k(2·size − k)`` free parameters of a rank-k matrix, or the DFT coefficients of
+    radius ``<= r``."""
+    from captum_rig.fourier import frequency_radius
+
+    if rank is not None:
+        return min(rank * (2 * size - rank), size * size) / size**2
+    return float((frequency_radius(size, size) <= radius).double().mean())
+
+
+def _rank_or_frequency_table(s: DemoState) -> List[str]:
+    rows = []
+    for title, freq in s.frequency_spectra.items():
+        by_rank = dict(zip(s.spectra[False][title].ranks, s.spectra[False][title].accuracy))
+        by_radius = dict(zip(freq.radii, freq.accuracy))
+        cells = [_fixed(by_rank.get(k), 2) for k in _COMPARED_RANKS]
+        cells += [_fixed(by_radius.get(float(r)), 2) for r in _COMPARED_RADII]
+        rows.append([title, *cells, _fixed(by_radius[max(freq.radii)], 2)])
+    header = ["model", *(f"rank {k}" for k in _COMPARED_RANKS)]
+    header += [*(f"radius {r}" for r in _COMPARED_RADII), "full image"]
+    return _table(header, rows)
+
+
+def _reach_sentence(s: DemoState) -> str:
+    parts = []
+    for title, freq in s.frequency_spectra.items():
+        ranks = s.spectra[False][title]
+        k, r = _reach(ranks.ranks, ranks.accuracy), _reach(freq.radii, freq.accuracy)
+        parts.append(
+            f"*{title}* comes within 90% of its best accuracy from rank {k} on (a rank-{k} "
+            f"image keeps {_kept(rank=k):.0%} of a channel's numbers) and from radius {r:g} "
+            f"on ({_kept(radius=r):.0%} of its DFT coefficients)"
+        )
+    return "; ".join(parts) + "."
+
+
+def _heat_table(s: DemoState) -> List[str]:
+    from captum_rig.fourier import frequency_radius
+
+    rows = []
+    for title, heat in s.heat_maps.items():
+        radius = torch.fft.fftshift(frequency_radius(*heat.shape), dim=(0, 1))
+        cells = [float(heat[(radius > a) & (radius <= b)].mean()) for a, b in _HEAT_BANDS]
+        rows.append([title, _fixed(s.heat_clean[title], 2), *(_fixed(c, 2) for c in cells)])
+    names = ["radius ≤ 4", "4 < radius ≤ 11", "radius > 11"]
+    return _table(["model", "unperturbed", *names], rows)
+
+
+def _report_fourier(s: DemoState) -> List[str]:
+    n_spectrum, n_contributions, n_heat = fourier_counts(s)
+    first = {t: c.double().sum((0, 1)) for t, c in s.frequency_contributions.items()}
+    low = {t: float(v[: FOURIER_BANDS.index(4) + 1].sum() / v.sum()) for t, v in first.items()}
+    return [
+        "## Rank or frequency?",
+        "",
+        "The same models in the frequency view of Yin et al. (NeurIPS 2019): "
+        "`frequency_spectrum` keeps the 2-D DFT frequencies of radius ≤ r of every channel "
+        "(low-pass images; the largest radius of a 32×32 image is ≈ 22.6), "
+        "`frequency_contributions` splits F(x) − F(0) by radius band along the low-pass "
+        f"path, and `fourier_heat_map` perturbs the images along each Fourier basis image. "
+        f"Accuracy with the top k ranks kept ({s.n_spectrum} images) and with the "
+        f"frequencies of radius ≤ r kept (the first {n_spectrum}):",
+        "",
+        *_rank_or_frequency_table(s),
+        "",
+        f"![rank or frequency]({OUTPUTS['rank_or_frequency']})",
+        "",
+        _reach_sentence(s),
+        "",
+        "The frequencies of radius ≤ 4 carry "
+        + _join([f"{_percent(v)} (*{t}*)" for t, v in low.items()])
+        + f" of the bands' sum of the frequency contributions ({n_contributions} images, bands "
+        f"{', '.join(f'{b:g}' for b in FOURIER_BANDS)}, {FOURIER_STEPS} gradient "
+        "evaluations per image). Mean error rate of the Fourier heat maps (perturbation of "
+        f"L2 norm {HEAT_MAP_EPS:g} per channel, {n_heat} images; the first column is the "
+        "error without a perturbation, the floor of the map):",
+        "",
+        *_heat_table(s),
+    ]
 
 
 def _report_galleries(s: DemoState) -> List[str]:

@@ -1,11 +1,12 @@
-"""The demo job: seven stages run into a staging folder, then moved into place together.
+"""The demo job: eight stages run into a staging folder, then moved into place together.
 
 :func:`run_demo` (``captum-rig demo --out DIR``) needs nothing but the package: the
 synthetic shapes (:mod:`captum_rig.synthetic`), two small CNNs trained on them and three
 public-domain / CC0 photographs, shipped in ``captum_rig/assets/`` (rebuilt by
 ``scripts/make_demo_assets.py``). This module only orchestrates: the maps come from
 :mod:`captum_rig.attr.registry`, their scores from :mod:`captum_rig.metrics`, the split
-of the evidence by rank from :func:`captum_rig.rank_contributions`, every figure from
+of the evidence by rank from :func:`captum_rig.rank_contributions`, the frequency view
+from :mod:`captum_rig.fourier` (:mod:`~captum_rig.demo._fourier`), every figure from
 :mod:`captum_rig.viz`, the prose from :mod:`captum_rig.demo.report`.
 
 The work is shared between stages: each method's maps are computed once, on the scored
@@ -28,9 +29,12 @@ from torch import Tensor, nn
 
 from captum_rig._checks import check_int
 from captum_rig._context import publish, staged_output
-from captum_rig._tables import write_csv, write_text
+from captum_rig._tables import write_text
 from captum_rig.data import PHOTOS, load_photo
+from captum_rig.demo._fourier import fourier_detail, fourier_view
 from captum_rig.demo._inference import inference_model
+from captum_rig.demo._panels import save, two_panels
+from captum_rig.demo._scores import scores
 from captum_rig.demo._state import (
     CONTRIBUTION_BANDS,
     CONTRIBUTION_STEPS,
@@ -41,9 +45,8 @@ from captum_rig.demo._state import (
     DemoState,
 )
 from captum_rig.demo.report import report
-from captum_rig.metrics import accuracy, deletion_insertion, mask_energy
+from captum_rig.metrics import accuracy
 from captum_rig.models import DEMO_MODELS, load_demo_model
-from captum_rig.viz import save_figure
 
 __all__ = ["run_demo"]
 
@@ -83,7 +86,12 @@ def run_demo(
     - ``rank_contributions.png``: where in the spectrum each model's evidence for the true
       class comes from: :func:`captum_rig.rank_contributions` of both models on the
       ``n_eval`` scored images, in rank bands (40 gradient evaluations per image), as the
-      cumulative share of ``F(x) - F(0)`` carried by the top k components and per band.
+      cumulative share of the bands' sum (``F(x) - F(0)`` up to the quadrature error)
+      carried by the top k components, and per band.
+    - ``rank_or_frequency.png``: the same models in the frequency view beside the rank
+      view: accuracy with the top ranks / low frequencies kept and removed, rank next to
+      frequency contributions, and each model's Fourier heat map (see
+      :mod:`captum_rig.fourier`).
     - ``deletion_insertion.png`` and ``scores.csv``: mean deletion/insertion curves and
       per-method scores on ``n_eval`` images (see
       :func:`captum_rig.metrics.mask_energy` and
@@ -114,7 +122,7 @@ def run_demo(
             Default: ``"chelsea"``.
         dpi (int): figure resolution, at least 10. Default: 110.
         timings (dict, optional): filled with the seconds each stage took.
-        log (Callable[[str], None], optional): called with one line as each of the seven
+        log (Callable[[str], None], optional): called with one line as each of the eight
             stages starts, e.g. ``"[2/7] attributions: RIG, Saliency on 4 synthetic
             images and the photo chelsea"``; ``print`` shows the progress.
 
@@ -125,13 +133,14 @@ def run_demo(
     Examples:
         >>> paths = run_demo("demo-output", methods=["saliency"], n_images=1, n_eval=2,
         ...                  n_spectrum=4, n_steps=2, score_steps=2, dpi=20, log=print)
-        [1/7] setup: 2 demo models, 4 synthetic shapes, the photo chelsea
-        [2/7] attributions: Saliency on 1 synthetic image and the photo chelsea
-        [3/7] rank galleries: the photo chelsea, top ranks kept and removed
-        [4/7] rank spectra: 2 models on 4 synthetic images, 16 ranks, kept and removed
-        [5/7] rank contributions: 2 models on 2 synthetic images, 6 bands, 40 gradients per image
-        [6/7] scores: mask energy and deletion/insertion of Saliency on 2 synthetic images
-        [7/7] report: report.md
+        [1/8] setup: 2 demo models, 4 synthetic shapes, the photo chelsea
+        [2/8] attributions: Saliency on 1 synthetic image and the photo chelsea
+        [3/8] rank galleries: the photo chelsea, top ranks kept and removed
+        [4/8] rank spectra: 2 models on 4 synthetic images, 16 ranks, kept and removed
+        [5/8] rank contributions: 2 models on 2 synthetic images, 6 bands, 40 gradients per image
+        [6/8] rank or frequency: 8 radii on 4 images, contributions on 2, heat maps on 2
+        [7/8] scores: mask energy and deletion/insertion of Saliency on 2 synthetic images
+        [8/8] report: report.md
         >>> paths[-1].name
         'report.md'
     """
@@ -207,10 +216,11 @@ def _stages(s: DemoState) -> List[Tuple[str, str, Callable[[DemoState], None]]]:
             f"{CONTRIBUTION_STEPS} gradients per image",
             _rank_contributions,
         ),
+        ("rank or frequency", fourier_detail(s), fourier_view),
         (
             "scores",
             f"mask energy and deletion/insertion of {s.titles} on {_images(s.n_eval)}",
-            _scores,
+            scores,
         ),
         ("report", OUTPUTS["report"], _write_report),
     ]
@@ -225,18 +235,6 @@ def _run_stages(state: DemoState, log: Log) -> None:
         t0 = time.perf_counter()
         stage(state)
         state.timings[name] = time.perf_counter() - t0
-
-
-def _save(s: DemoState, fig: Any, key: str) -> None:
-    save_figure(fig, s.paths[key], dpi=s.dpi, format="png")
-
-
-def _two_panels() -> Tuple[Any, Any]:
-    """A standalone figure with two axes side by side (no pyplot state)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
-    return fig, fig.subplots(1, 2)
 
 
 # -- stage 1: setup ---------------------------------------------------------------------
@@ -297,7 +295,7 @@ def _attribution_figures(s: DemoState) -> None:
         shared_scale=True,
         title="Natural model, true class; object outlined; shared scale",
     )
-    _save(s, fig, "comparison_shapes")
+    save(s, fig, "comparison_shapes")
 
     if "rig_channel_max" in s.paths:
         from captum_rig.attr.rig import RankIntegratedGradients
@@ -308,7 +306,7 @@ def _attribution_figures(s: DemoState) -> None:
         fig, _ = plot_rig_channel_max(
             x, eq3, masks=masks, row_labels=labels, title="RIG, Eq. (3): max over channels"
         )
-        _save(s, fig, "rig_channel_max")
+        save(s, fig, "rig_channel_max")
     _photo_figure(s)
 
 
@@ -328,7 +326,7 @@ def _photo_figure(s: DemoState) -> None:
         title="The shapes model on a photo (per-map scale)",
         panel_size=2.4,
     )
-    _save(s, fig, "comparison_photo")
+    save(s, fig, "comparison_photo")
 
 
 # -- stage 3: rank galleries ------------------------------------------------------------
@@ -338,11 +336,11 @@ def _rank_galleries(s: DemoState) -> None:
     from captum_rig.viz import plot_rank_gallery
 
     fig, _ = plot_rank_gallery(s.picture, title=f"{s.photo}: rank-k images (kept)")
-    _save(s, fig, "rank_gallery")
+    save(s, fig, "rank_gallery")
     fig, _ = plot_rank_gallery(
         s.picture, reverse=True, title=f"{s.photo}: top k ranks removed (mid-grey = 0)"
     )
-    _save(s, fig, "rank_gallery_reverse")
+    save(s, fig, "rank_gallery_reverse")
 
 
 # -- stage 4: rank spectra --------------------------------------------------------------
@@ -368,14 +366,14 @@ def _rank_spectra(s: DemoState) -> None:
         }
         for reverse in (False, True)
     }
-    fig, axes = _two_panels()
+    fig, axes = two_panels()
     for ax, reverse in zip(axes, (False, True)):
         plot_spectra(s.spectra[reverse], ax=ax, metric="accuracy")
         ax.axhline(1 / len(s.shape_names), color="grey", lw=0.8, ls=":")
     axes[0].set_title("rank-k images (top k kept)")
     axes[1].set_title("top k ranks removed")
     fig.suptitle(f"Accuracy on {len(xs)} synthetic test images; dotted: chance")
-    _save(s, fig, "rank_spectra")
+    save(s, fig, "rank_spectra")
 
 
 # -- stage 5: rank contributions --------------------------------------------------------
@@ -395,88 +393,22 @@ def _rank_contributions(s: DemoState) -> None:
         with torch.no_grad():
             rise = m(x) - m(torch.zeros_like(x))
         s.rises[title] = float(rise.gather(1, y[:, None]).sum())
-    fig, axes = _two_panels()
+    fig, axes = two_panels()
     plot_rank_contributions(
         s.contributions, bands=bands, ax=axes[0], title="top k components, cumulative"
     )
     plot_rank_contributions(
         s.contributions, bands=bands, cumulative=False, ax=axes[1], title="per band"
     )
-    for ax in axes:
+    for ax, what in zip(axes, ("cumulative share", "share")):
+        # the curves are divided by the bands' sum, F(x) - F(0) up to the quadrature error
+        ax.set_ylabel(f"{what} of the bands' sum (≈ F(x) − F(0))")
         # the bands double in width: a log2 axis gives each the same room
         ax.set_xscale("symlog", base=2, linthresh=1, linscale=0.5)
         ax.set_xticks(bands, [str(b) for b in bands])
         ax.set_xlim(0, bands[-1])
     fig.suptitle(f"Evidence for the true class, F(x) - F(0), split by rank; {_images(len(x))}")
-    _save(s, fig, "rank_contributions")
-
-
-# -- stage 6: scores against the object masks -------------------------------------------
-
-
-def _mean_sd(values: Tensor) -> Tuple[float, float]:
-    """Mean and standard deviation of the finite values (sd NaN for fewer than two)."""
-    finite = values[~values.isnan()]
-    sd = float(finite.std()) if finite.numel() > 1 else float("nan")
-    return float(finite.mean()) if finite.numel() else float("nan"), sd
-
-
-def _score(s: DemoState, title: str, name: str, maps: Tensor, seconds: float) -> Dict[str, Any]:
-    """One row of scores.csv, and the mean deletion/insertion curves of ``maps``."""
-    x, y = s.data.images[: s.n_eval], s.data.labels[: s.n_eval]
-    masks = s.data.masks[: s.n_eval]
-    if name == "random":
-        # a random map's expected share of the mask is that of an even spread
-        maps_for_energy = torch.ones(len(x), 1, *x.shape[2:])
-    else:
-        maps_for_energy = maps
-    energy, energy_sd = _mean_sd(mask_energy(maps_for_energy, masks))
-    energy_2px, _ = _mean_sd(mask_energy(maps_for_energy, masks, tolerance=2))
-    di = deletion_insertion(s.model, x, maps, y, n_steps=s.score_steps)
-    return {
-        "method": name,
-        "title": title,
-        "mask_energy": energy,
-        "mask_energy_sd": energy_sd if name != "random" else float("nan"),
-        "mask_energy_2px": energy_2px,
-        "deletion_auc": float(di["deletion_auc"].mean()),
-        "insertion_auc": float(di["insertion_auc"].mean()),
-        "seconds": seconds,
-        "curves": {
-            key: (di["fractions"].tolist(), di[key].mean(0).tolist())
-            for key in ("deletion", "insertion")
-        },
-    }
-
-
-def _scores(s: DemoState) -> None:
-    x = s.data.images[: s.n_eval]
-    for m in s.methods:  # the maps of stage 2, and the time they took there
-        s.rows.append(_score(s, m.title, m.name, s.maps[m.name], s.seconds[m.name]))
-    g = torch.Generator().manual_seed(0)
-    noise = torch.rand(x.shape[0], 1, *x.shape[2:], generator=g)
-    s.rows.append(_score(s, "random order", "random", noise, float("nan")))
-    _deletion_insertion_figure(s)
-    fields = [k for k in s.rows[0] if k != "curves"]
-    write_csv(s.paths["scores"], s.rows, fields)
-
-
-def _deletion_insertion_figure(s: DemoState) -> None:
-    from captum_rig.viz import plot_curves
-
-    fig, axes = _two_panels()
-    for ax, key, verb, better in zip(
-        axes, ("deletion", "insertion"), ("deleted", "inserted"), ("lower", "higher")
-    ):
-        plot_curves(
-            {r["title"]: r["curves"][key] for r in s.rows},
-            ax=ax,
-            xlabel=f"fraction of pixels {verb}",
-            ylabel="p(true class)",
-            title=f"{key.capitalize()} ({better} is better)",
-        )
-    fig.suptitle(f"Mean over {s.n_eval} synthetic images; baseline: each image's mean colour")
-    _save(s, fig, "deletion_insertion")
+    save(s, fig, "rank_contributions")
 
 
 # -- stage 7: the report ----------------------------------------------------------------

@@ -41,7 +41,15 @@ Contributions = Union[Tensor, Mapping[str, Tensor]]
 _METRICS = ("agreement", "accuracy")
 # The y label of a share: the curves are divided by the sum over the bands, which is
 # F(x) - F(0) only up to the quadrature error.
-SHARE_LABEL = "share of the bands' sum (≈ F(x) − F(0))"
+SHARE_LABEL = "share of the bands' sum\n(≈ F(x) − F(0))"
+
+
+def _title(fig: Any, title: Optional[str]) -> None:
+    """The title of a figure (wrapped to its width) or of a subfigure (as given)."""
+    if title and not hasattr(fig, "get_figwidth"):  # a SubFigure: its parent sets the width
+        fig.suptitle(title)
+    else:
+        set_title(fig, title)
 
 
 def _items(values: Any, name: str, kinds: Tuple[type, ...]) -> List[Tuple[Optional[str], Any]]:
@@ -200,7 +208,7 @@ def plot_rank_and_frequency_spectra(
         frequency_spectra, metric, axes[1], chance=chance, colors=colors,
         title="by spatial frequency (DFT)",
     )  # fmt: skip
-    set_title(fig, title)
+    _title(fig, title)
     return fig, axes
 
 
@@ -211,6 +219,7 @@ def plot_fourier_heat_maps(
     title: Optional[str] = None,
     panel_size: float = 2.6,
     cmap: str = "viridis",
+    axes: Optional[Sequence[Axes]] = None,
 ) -> Tuple[Figure, Any]:
     r"""Fourier heat maps of several models side by side, on one colour scale.
 
@@ -226,6 +235,8 @@ def plot_fourier_heat_maps(
         title (str, optional): the figure's title (e.g. the ``eps`` and the images).
         panel_size (float): inches per panel.
         cmap (str): matplotlib colour map.
+        axes (sequence of Axes, optional): one per map, to draw into (e.g. one row of a
+            larger grid); None: a new figure.
 
     Returns:
         (Figure, array of Axes): the figure and one axes per map.
@@ -247,8 +258,13 @@ def plot_fourier_heat_maps(
         raise ValueError("maps must hold error rates in [0, 1]")
     top = max(max(float(a.max()) for a in arrays), 0.01) if vmax is None else vmax
     top = check_real(top, "vmax", strict=True)
-    fig = standalone_figure((panel_size * len(items) + 1.0, panel_size + 0.6))
-    axes = fig.subplots(1, len(items), squeeze=False)[0]
+    if axes is None:
+        fig = standalone_figure((panel_size * len(items) + 1.0, panel_size + 0.6))
+        axes = fig.subplots(1, len(items), squeeze=False)[0]
+    elif len(axes) != len(items):
+        raise ValueError(f"axes must be one Axes per map ({len(items)}), got {len(axes)}")
+    else:
+        fig = axes[0].figure
     for ax, (label, _), heat in zip(axes, items, arrays):
         h, w = heat.shape
         extent = (-(w // 2) - 0.5, w - w // 2 - 0.5, -(h // 2) - 0.5, h - h // 2 - 0.5)
@@ -260,7 +276,7 @@ def plot_fourier_heat_maps(
             ax.set_title(label, fontsize="medium")
     axes[0].set_ylabel("f_y")
     fig.colorbar(image, ax=list(axes), label="error rate", shrink=0.9)
-    set_title(fig, title)
+    _title(fig, title)
     return fig, axes
 
 
@@ -338,7 +354,7 @@ def plot_frequency_contributions(
             y = np.concatenate([shares[:1], shares])
             ax.step(x, y, where="pre", color=color, label=label)
     ax.set_xlabel("r (frequencies of radius ≤ r)" if cumulative else "radius")
-    ax.set_ylabel(f"{SHARE_LABEL}, cumulative" if cumulative else SHARE_LABEL)
+    ax.set_ylabel(f"cumulative {SHARE_LABEL}" if cumulative else SHARE_LABEL)
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
@@ -398,10 +414,10 @@ def plot_rank_and_frequency_contributions(
         ordered if colors else ranks[None], bands=rank_bands, cumulative=cumulative,
         ax=axes[0], title="by rank (singular components)",
     )  # fmt: skip
-    axes[0].set_ylabel(f"{SHARE_LABEL}, cumulative" if cumulative else SHARE_LABEL)
+    axes[0].set_ylabel(f"cumulative {SHARE_LABEL}" if cumulative else SHARE_LABEL)
     plot_frequency_contributions(
         frequency_contributions, frequency_bands, cumulative, axes[1],
         title="by spatial frequency (radius bands)", colors=colors,
     )  # fmt: skip
-    set_title(fig, title)
+    _title(fig, title)
     return fig, axes

@@ -11,6 +11,7 @@ STAGES = [
     "rank galleries",
     "rank spectra",
     "rank contributions",
+    "rank or frequency",
     "scores",
     "report",
 ]

@@ -40,24 +40,26 @@ def test_run_demo_figures_not_blank(demo_out, key):
 
 
 def test_run_demo_logs_each_stage_as_it_starts(demo_out):
-    """log gets "[i/7] stage: ..." before each stage's work, in the order timings records."""
+    """log gets "[i/8] stage: ..." before each stage's work, in the order timings records."""
     lines, timings = demo_out[2:4]
     assert list(timings) == STAGES, timings
     assert all(t >= 0 for t in timings.values()), timings
     assert [line.split(": ")[0] for line, _ in lines] == [
-        f"[{i}/7] {name}" for i, name in enumerate(STAGES, 1)
+        f"[{i}/8] {name}" for i, name in enumerate(STAGES, 1)
     ], lines
     attributions = lines[1][0]
     for m in METHODS.values():
         assert m.title in attributions, f"{m.title} not announced: {attributions}"
     made = {line.split(": ")[0]: files for line, files in lines}
-    assert made["[1/7] setup"] == [], "nothing written before the first stage"
-    assert "comparison_shapes.png" not in made["[2/7] attributions"], "announced after its work"
-    assert "comparison_shapes.png" in made["[3/7] rank galleries"], made
-    assert "rank_gallery.png" not in made["[3/7] rank galleries"], "announced after its work"
-    assert "rank_contributions.png" not in made["[5/7] rank contributions"], "announced late"
-    assert "rank_contributions.png" in made["[6/7] scores"], made
-    assert "scores.csv" not in made["[6/7] scores"] and "report.md" not in made["[7/7] report"]
+    assert made["[1/8] setup"] == [], "nothing written before the first stage"
+    assert "comparison_shapes.png" not in made["[2/8] attributions"], "announced after its work"
+    assert "comparison_shapes.png" in made["[3/8] rank galleries"], made
+    assert "rank_gallery.png" not in made["[3/8] rank galleries"], "announced after its work"
+    assert "rank_contributions.png" not in made["[5/8] rank contributions"], "announced late"
+    assert "rank_contributions.png" in made["[6/8] rank or frequency"], made
+    assert "rank_or_frequency.png" not in made["[6/8] rank or frequency"], "announced late"
+    assert "rank_or_frequency.png" in made["[7/8] scores"], made
+    assert "scores.csv" not in made["[7/8] scores"] and "report.md" not in made["[8/8] report"]
 
 
 def test_run_demo_rank_contributions_cost_and_images(demo_out):
@@ -154,7 +156,7 @@ from captum_rig.demo import run_demo
 
 def log(line):
     print(line, flush=True)
-    if line.startswith("[3/7]"):
+    if line.startswith("[3/8]"):
         time.sleep(600)  # killed here, with the first figures staged
 
 run_demo(sys.argv[1], methods=["saliency"], log=log, n_images=1, n_eval=2, n_spectrum=4,
@@ -178,9 +180,9 @@ def test_run_demo_cleans_up_after_a_sigkilled_run(tmp_path, monkeypatch):
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("[3/7]"):
+            if line.startswith("[3/8]"):
                 break
-        assert lines and lines[-1].startswith("[3/7]"), lines
+        assert lines and lines[-1].startswith("[3/8]"), lines
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
