@@ -29,5 +29,5 @@ def test_docs_img_is_refused_without_update_docs(capsys):
 def test_default_output_is_ignored_by_git(tmp_path):
     study = _study()
     assert study.parse_args([]).out == "runs/miniature_study"
-    assert "runs/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert "/runs/" in (ROOT / ".gitignore").read_text().splitlines()
     assert study.parse_args(["--out", str(tmp_path)]).out == str(tmp_path)
