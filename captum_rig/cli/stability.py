@@ -283,8 +283,9 @@ def _plan(args: argparse.Namespace, models: Dict[str, Any], n_images: Optional[i
     images = "all images of --data" if n_images is None else f"{n_images} images"
     return (
         f"stability: {len(models)} model(s) × {images}; per image and model "
-        f"{'; '.join(costs)}; then the Lipschitz bound ({args.n_iter} power iterations "
-        "per layer) and the layer spectra"
+        f"{'; '.join(costs)}; the local Lipschitz constant (power iteration, at most 50 "
+        f"Jacobian products); the Lipschitz bound ({args.n_iter} iterations per layer) "
+        "and the layer spectra once per model"
     )
 
 

@@ -11,9 +11,10 @@ How far can a small input change move a model? Three views, and a table comparin
   DenseNet and MobileNetV2; an operation with no known constant gives ``None`` and a
   note naming it.
 - **Average minimal distortion**: per image, the smallest perturbation found that changes
-  the prediction, by bisection over the PGD radius (L2 and L∞, through
-  :func:`captum_rig.robustness.pgd_attack`) and over the standard deviation of Gaussian
-  noise; then the mean over images.
+  the prediction: a search over the PGD radius from small radii up, then bisection (L2
+  and L∞, through :func:`captum_rig.robustness.pgd_attack`, with its resolution), the
+  minimal-norm attacks DeepFool, FAB and CW (``attacks``), the best of them per image,
+  and a search over the standard deviation of Gaussian noise; then the mean over images.
 - **Spectra**: the singular values of every weight (:func:`weight_spectra`) and of every
   feature map (:func:`feature_map_spectra`).
 
@@ -24,7 +25,8 @@ that table as Markdown, CSV and JSON.
 
 One idea per module: ``conv`` (convolution norms), ``layers`` (the one table of layer
 rules), ``lipschitz`` (the bound along the graph), ``distortion`` (minimal distortion),
-``report`` (one model's report), ``spectra`` and ``compare`` (the table and its files).
+``attacks`` (minimal-norm attacks), ``report`` (one model's report), ``spectra`` and
+``compare`` (the table and its files).
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
