@@ -59,6 +59,7 @@ FIGURE_PAGES = (
     "captum_tools.md",
     "rank_contributions.md",
     "stability.md",
+    "fourier.md",
 )
 
 _FENCE = re.compile(r"^(?P<indent>[ ]{0,3})(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")
@@ -430,6 +431,7 @@ API_MODULES = (
     "captum_rig.robustness",
     "captum_rig.stability",
     "captum_rig.viz",
+    "captum_rig.viz.fourier",
     "captum_rig.models",
     "captum_rig.data",
     "captum_rig.loading",
