@@ -372,3 +372,42 @@ def test_cli_killed_at_random_points_resumes_to_the_same_csv(tmp_path):
     expected = (reference / "spectrum.csv").read_bytes()
     assert (out / "spectrum.csv").read_bytes() == expected, "the resumed CSV differs"
     assert not checkpoint.exists(), "the checkpoint is removed once the run completes"
+
+
+# -- what the CLI's resume record and Ctrl-C line read -----------------------------------
+
+
+def test_stream_digest_sees_every_image_and_label_whatever_the_batch_size():
+    """Same images and labels in other batches: same digest; any pixel or label changed,
+    images reordered, or no labels: another digest. A StreamDigest passes batches through
+    unchanged and forwards the loader's attributes (so a checkpoint sees the same run)."""
+    from captum_rig._checkpoint import StreamDigest, stream_digest
+
+    data = TensorDataset(X, Y)
+    digest = stream_digest(DataLoader(data, batch_size=4))
+    assert stream_digest(DataLoader(data, batch_size=7)) == digest
+    assert stream_digest([(X, Y)]) == digest
+    other = X.clone()
+    other[13, 1, 2, 3] += 1e-9
+    for changed in ([(other, Y)], [(X, Y.roll(1))], [(X.flip(0), Y.flip(0))], [X]):
+        assert stream_digest(changed) != digest
+    loader = DataLoader(data, batch_size=8)
+    seen = StreamDigest(loader)
+    assert len(seen) == 5 and seen.batch_size == 8 and seen.dataset is data
+    with pytest.raises(RuntimeError, match="no complete pass"):
+        seen.hexdigest()
+    batches = list(seen)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, loader))
+    assert seen.hexdigest() == digest
+
+
+def test_saved_batches_counts_a_checkpoint_and_nothing_else(tmp_path):
+    """The batches an interrupted run saved; 0 for no file or another file."""
+    from captum_rig._checkpoint import saved_batches
+
+    path = tmp_path / "run.ckpt"
+    interrupted_run(path, loader(), after_batches=3)  # Ctrl-C in batch 3: 0, 1, 2 saved
+    assert saved_batches(path) == 3
+    assert saved_batches(tmp_path / "none.ckpt") == 0
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert saved_batches(tmp_path / "junk.ckpt") == 0
