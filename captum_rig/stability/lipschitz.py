@@ -84,19 +84,21 @@ class LipschitzReport(Record):
         return rows + [b for b in self.blocks if all(r is not b for r in rows)]
 
     def to_markdown(self) -> str:
-        """The bound, then a Markdown table: per layer (and block) its norm and its share
-        of the product, ``ln(norm) / ln(product)`` (Szegedy et al.'s Table 5)."""
+        """The bound, then a Markdown table of its factors (Szegedy et al.'s Table 5):
+        per layer (and block) its norm, its share ``|ln norm| / Σ|ln norm|`` of the
+        product's orders of magnitude, and the running product."""
         rows = self.factors()
-        norms = [r.norm for r in rows]
-        log_total = sum(math.log(v) for v in norms) if all(v and v > 0 for v in norms) else 0
-        table = [
-            [row.name, row.kind, "×".join(str(s) for s in row.input_shape), number(row.norm),
-             f"{100 * math.log(row.norm) / log_total:.1f}%" if log_total else ""]
-            for row in rows
-        ]  # fmt: skip
+        logs = [abs(math.log(r.norm)) if r.norm else math.nan for r in rows]
+        total = sum(logs) if all(v == v for v in logs) else 0.0
+        table, running = [], 1.0
+        for row, log in zip(rows, logs):
+            running = running * row.norm if row.norm is not None else math.nan
+            share = f"{100 * log / total:.1f}%" if total else ""
+            shape = "×".join(str(s) for s in row.input_shape)
+            table.append([row.name, row.kind, shape, number(row.norm), share, number(running)])
         norm = "certified norm" if self.certified else "estimated norm"
-        header = ["layer or block", "type", "input shape", norm, "share of ln(product)"]
-        return self.title() + "\n\n" + markdown_table(header, table, align="lllrr")
+        header = ["layer or block", "type", "input shape", norm, "share", "running product"]
+        return self.title() + "\n\n" + markdown_table(header, table, align="lllrrr")
 
 
 def lipschitz_analysis(
@@ -168,7 +170,7 @@ def lipschitz_analysis(
     Examples:
         >>> import torchvision
         >>> net = torchvision.models.resnet18(weights=None, num_classes=4)
-        >>> report = lipschitz_analysis(net, torch.rand(1, 3, 32, 32))
+        >>> report = lipschitz_analysis(net, torch.rand(1, 3, 16, 16))
         >>> report.certified, len(report.blocks), 0 < report.lower <= report.bound
         (True, 8, True)
 
