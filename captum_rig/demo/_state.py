@@ -39,11 +39,11 @@ CONTRIBUTION_STEPS = 40
 # contributions, their gradient evaluations per image and their images, the heat maps'
 # images and perturbation (L2 norm per channel; Yin et al. use 4 on CIFAR-10, which
 # saturates these small models).
-FOURIER_SPECTRUM_IMAGES = 50
+FOURIER_SPECTRUM_IMAGES = 40
 FOURIER_RADII = (0, 2, 4, 6, 8, 11, 16, 23)
 FOURIER_BANDS = (0, 2, 4, 8, 16, 23)
 FOURIER_STEPS = 12
-FOURIER_IMAGES = 4
+FOURIER_IMAGES = 6
 HEAT_MAP_IMAGES = 4
 HEAT_MAP_EPS = 2.0
 

@@ -267,9 +267,10 @@ def _report_fourier(s: DemoState) -> List[str]:
         "",
         _reach_sentence(s),
         "",
-        "The frequencies of radius ≤ 4 carry "
+        f"On the first {n_contributions} images (a rough guide: a few images' shares move a "
+        "lot) the frequencies of radius ≤ 4 carry "
         + _join([f"{_percent(v)} (*{t}*)" for t, v in low.items()])
-        + f" of the bands' sum of the frequency contributions ({n_contributions} images, bands "
+        + " of the bands' sum of the frequency contributions (bands "
         f"{', '.join(f'{b:g}' for b in FOURIER_BANDS)}, {FOURIER_STEPS} gradient "
         "evaluations per image). Mean error rate of the Fourier heat maps (perturbation of "
         f"L2 norm {HEAT_MAP_EPS:g} per channel, {n_heat} images; the first column is the "
