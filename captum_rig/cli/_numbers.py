@@ -39,8 +39,7 @@ def parse_numbers(text: str, option: str) -> List[float]:
             found = _range(item, option) if ":" in item else [float(item)]
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{option} must be numbers or a:b[:step] ranges separated by commas, "
-                f"got {item!r}"
+                f"{option} must be numbers or a:b[:step] ranges separated by commas, got {item!r}"
             ) from None
         if any(not math.isfinite(v) for v in found):
             raise argparse.ArgumentTypeError(f"{option} must be finite, got {item!r}")
