@@ -12,6 +12,7 @@ References:
     Szegedy et al. Intriguing properties of neural networks. arXiv:1312.6199, Sec. 4.3.
 """
 
+import warnings
 from typing import Callable, Tuple, Union
 
 import torch
@@ -27,7 +28,13 @@ def _jvp(model: nn.Module, x: Tensor) -> Callable[[Tensor], Tensor]:
     """``v ↦ J v`` at ``x``: forward mode where every op has it, else double backward."""
 
     def forward_mode(v: Tensor) -> Tensor:
-        return torch.func.jvp(lambda z: model(z.clone()), (x,), (v,))[1]
+        with warnings.catch_warnings():
+            # torch.func.jvp's first call imports torch's own decompositions, which warn
+            # that torch.jit.script is deprecated: nothing a caller can act on
+            warnings.filterwarnings(
+                "ignore", message=".*torch.jit.script.*", category=FutureWarning
+            )
+            return torch.func.jvp(lambda z: model(z.clone()), (x,), (v,))[1]
 
     def double_backward(v: Tensor) -> Tensor:
         with torch.enable_grad():
