@@ -1,5 +1,6 @@
 """The settings one Lipschitz analysis shares between its layers, and their checks."""
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -19,7 +20,8 @@ NormMethod = Tuple[Optional[float], str]
 class Options:
     """Settings of one analysis and the layer norms computed so far (shared by blocks).
 
-    ``certified``: every norm an upper bound (Gram iteration, Schur test); otherwise
+    ``certified``: every norm an upper bound (Cholesky-checked Gram matrices, Schur
+    test); otherwise
     power iteration, from below, until the estimate changes by at most ``tol``
     (relative) or after ``n_iter`` iterations.
     """
@@ -27,7 +29,6 @@ class Options:
     n_iter: int = 100
     seed: int = 0
     certified: bool = True
-    gram_iter: int = 10
     tol: float = 1e-6
     cache: Dict[Tuple[int, Tuple[int, ...]], NormMethod] = field(default_factory=dict)
 
@@ -35,8 +36,8 @@ class Options:
         """How convolution and pooling norms are computed, in words."""
         if self.certified:
             return (
-                f"certified: Gram iteration ({self.gram_iter} its) for convolutions, "
-                "Schur test for pooling and resampling"
+                "certified: convolutions and linear layers by their Gram matrices' largest "
+                "eigenvalue, checked by a Cholesky test; Schur test for pooling and resampling"
             )
         return (
             f"estimate: power iteration (at most {self.n_iter} its, relative tolerance "
@@ -64,9 +65,18 @@ def check_fits(model: nn.Module, example_input: Tensor) -> None:
 
 
 def check_analysis_args(
-    model, example_input, n_iter, seed, gram_iter, certified, tol: float = 1e-6
+    model, example_input, n_iter, seed, certified, tol: float = 1e-6, gram_iter=None
 ) -> Options:
-    """Checks the arguments every analysis shares; its :class:`Options`."""
+    """Checks the arguments every analysis shares; its :class:`Options`.
+
+    ``gram_iter`` is deprecated: certified norms no longer use Gram iteration."""
+    if gram_iter is not None:
+        warnings.warn(
+            "gram_iter is deprecated and ignored: certified norms are now the largest "
+            "eigenvalues of Gram matrices checked by a Cholesky test (tight to about 1e-6)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
     check_model(model)
     check_images(example_input, name="example_input", min_dim=1, layout="(N, ...)")
     check_fits(model, example_input)
@@ -74,6 +84,5 @@ def check_analysis_args(
         n_iter=check_int(n_iter, name="n_iter", low=1),
         seed=check_int(seed, name="seed"),
         certified=bool(certified),
-        gram_iter=check_int(gram_iter, name="gram_iter", low=1),
         tol=check_real(tol, name="tol"),
     )

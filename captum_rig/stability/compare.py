@@ -288,7 +288,7 @@ def compare_stability(
         max_eps (float, optional): as in :func:`minimal_distortion`.
         max_sigma (float): as in :func:`gaussian_minimal_distortion`.
         n_iter (int): power iterations per convolution for the bound.
-        certified (bool, optional): certified bounds (Gram iteration) or power
+        certified (bool, optional): certified bounds or power
             iteration; default :func:`lipschitz_analysis`'s.
         batch_size (int): images per batch.
         seed (int): seed of the power iterations and the noise.

@@ -24,7 +24,8 @@ from captum_rig._context import eval_mode
 from captum_rig._tables import Record
 from captum_rig.stability._linalg import (
     autograd_adjoint,
-    gram_bound,
+    certified_norm,
+    gram_matrix,
     power_iteration,
     schur_bound,
 )
@@ -198,12 +199,9 @@ def linear_norm(
     resampling) on one ``example``-shaped input ``(C, ...)``."""
     if opts.certified:
         schur = schur_bound(forward, example, device)
-        explicit = _explicit_channel_bound(forward, example, device, opts.gram_iter)
+        explicit = _explicit_channel_bound(forward, example, device)
         if explicit < schur * (1 - 1e-9):  # the matrix only where it is tighter
-            return explicit, (
-                f"certified: Gram iteration ({opts.gram_iter} its) on one channel's matrix "
-                f"on the {example} input"
-            )
+            return explicit, f"certified: one channel's matrix on the {example} input"
         return schur, (
             f"certified: Schur test √(max row sum · max column sum) on the {example} input"
         )
@@ -213,8 +211,8 @@ def linear_norm(
     return norm, f"estimate: power iteration on the {example} input (linear map)"
 
 
-def _explicit_channel_bound(forward, example: Tuple[int, ...], device, n_iter: int) -> float:
-    """Gram iteration on one channel's matrix when it is small (else ``inf``): the map
+def _explicit_channel_bound(forward, example: Tuple[int, ...], device) -> float:
+    """The certified norm of one channel's matrix when it is small (else ``inf``): the map
     acts on every channel alike, so its norm is that of one channel's map. Near the
     borders of small inputs the Schur test is loose; the matrix is then small."""
     channel = (1,) + tuple(example[1:])
@@ -225,19 +223,21 @@ def _explicit_channel_bound(forward, example: Tuple[int, ...], device, n_iter: i
             return math.inf
         basis = torch.eye(n_in, dtype=torch.float64, device=device).view(n_in, *channel)
         matrix = forward(basis).reshape(n_in, n_out)
-    return float(gram_bound(matrix[None], n_iter)[0])
+    gram, error = gram_matrix(matrix)
+    return certified_norm([gram[None]], error)
 
 
 def _linear_layer_norm(module: nn.Linear, shape, device, opts: Options) -> NormMethod:
-    """An ``nn.Linear`` weight's norm: exact SVD unless the matrix is large."""
+    """An ``nn.Linear`` weight's norm: certified, or an SVD unless the matrix is large."""
     weight = module.weight.detach().double()
+    if opts.certified:
+        gram, error = gram_matrix(weight)
+        return certified_norm([gram[None]], error), (
+            "certified: the weight's Gram matrix, Cholesky test"
+        )
     if weight.numel() <= _EXACT_SVD_ENTRIES:
         return float(torch.linalg.matrix_norm(weight, 2)), (
-            "exact: largest singular value of the weight"
-        )
-    if opts.certified:
-        return float(gram_bound(weight[None], opts.gram_iter)[0]), (
-            f"certified: Gram iteration ({opts.gram_iter} its) on the weight"
+            "exact (to rounding): largest singular value of the weight"
         )
     norm = power_iteration(
         lambda v: v @ weight.T, lambda u: u @ weight, (weight.shape[1],), opts.n_iter,
@@ -249,8 +249,9 @@ def _linear_layer_norm(module: nn.Linear, shape, device, opts: Options) -> NormM
 def _conv_norm(module: nn.Conv2d, shape, device, opts: Options) -> NormMethod:
     size = tuple(shape[-3:])
     if opts.certified:
-        norm = conv2d_norm_bound(module, size, n_iter=opts.gram_iter)
-        return norm, f"certified: Gram iteration ({opts.gram_iter} its) on the {size} input"
+        return conv2d_norm_bound(module, size), (
+            f"certified: per-frequency Gram matrices, Cholesky test, on the {size} input"
+        )
     norm = conv2d_operator_norm(module, size, n_iter=opts.n_iter, seed=opts.seed, tol=opts.tol)
     return norm, f"estimate: power iteration on the {size} input"
 
@@ -409,7 +410,7 @@ def layer_operator_norms(
     n_iter: int = 100,
     seed: int = 0,
     certified: bool = True,
-    gram_iter: int = 10,
+    gram_iter: Optional[int] = None,
     tol: float = 1e-6,
 ) -> List[OperatorNorm]:
     r"""The L2 operator norm of every layer call of one forward pass.
@@ -418,9 +419,11 @@ def layer_operator_norms(
     every leaf module to record the input shape each layer sees, removes the hooks, and
     computes per call (the rules of :data:`RULES`):
 
-    - ``nn.Linear``: exact, the largest singular value ``torch.linalg.matrix_norm(W, 2)``.
-    - ``nn.Conv2d``: :func:`conv2d_norm_bound` on the recorded input size (Gram
-      iteration, a certified upper bound; the default), or with ``certified=False``
+    - ``nn.Linear``: the largest singular value of the weight, certified (largest
+      eigenvalue of its Gram matrix, checked by a Cholesky factorization), or with
+      ``certified=False`` ``torch.linalg.matrix_norm(W, 2)``.
+    - ``nn.Conv2d``: :func:`conv2d_norm_bound` on the recorded input size (a certified
+      upper bound, tight to about 10⁻⁶; the default), or with ``certified=False``
       :func:`conv2d_operator_norm` (power iteration, an estimate from below).
     - ``nn.BatchNorm*d`` (eval mode, a diagonal affine map): ``max |γ/√(running_var + ε)|``.
     - average pooling (plain and adaptive) and ``nn.Upsample`` (nearest, (bi/tri)linear):
@@ -445,9 +448,10 @@ def layer_operator_norms(
         example_input (Tensor): one input batch, e.g. ``images[:1]``.
         n_iter (int): most power iterations per layer when not ``certified``.
         seed (int): seed of the power iterations' random start.
-        certified (bool): certified upper bounds (Gram iteration, Schur test; the
-            default); ``False``: power iteration, estimates from below.
-        gram_iter (int): Gram iterations per convolution when ``certified``.
+        certified (bool): certified upper bounds (the default); ``False``: power
+            iteration, estimates from below.
+        gram_iter: deprecated and ignored (certified norms no longer use Gram
+            iteration); passing it warns.
         tol (float): relative change at which power iteration stops.
 
     Returns:
@@ -462,7 +466,7 @@ def layer_operator_norms(
     References:
         Szegedy et al. Intriguing properties of neural networks. arXiv:1312.6199, Sec. 4.3.
     """
-    opts = check_analysis_args(model, example_input, n_iter, seed, gram_iter, certified, tol)
+    opts = check_analysis_args(model, example_input, n_iter, seed, certified, tol, gram_iter)
     return layer_list(model, example_input, opts)
 
 

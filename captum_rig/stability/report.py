@@ -151,7 +151,7 @@ def stability_analysis(
     norms = [check_norm(norm) for norm in norms]
     if example_input is None:
         example_input = images[:1].to(model_device(model))
-    opts = check_analysis_args(model, example_input, n_iter, seed, 10, certified)
+    opts = check_analysis_args(model, example_input, n_iter, seed, certified)
     layers = layer_list(model, example_input, opts)
     report = lipschitz_report(model, example_input, opts, blocks=True)
     distortions: Dict[str, MinimalDistortion] = {}

@@ -117,7 +117,8 @@ def test_functional_relu_and_constant_factor():
     bound = lipschitz_bound(model, torch.rand(1, 4))
     layers = (model.a, model.b)
     norms = [torch.linalg.matrix_norm(m.weight.detach().double(), 2).item() for m in layers]
-    assert bound == pytest.approx(3 * norms[0] * norms[1], rel=1e-9), bound
+    exact = 3 * norms[0] * norms[1]  # each certified norm at most 10⁻⁶ above its own
+    assert exact <= bound <= exact * (1 + 1e-6) ** 2, (bound, exact)
 
 
 @pytest.mark.parametrize(
