@@ -203,7 +203,7 @@ class Spectrum(Record):
         Returns:
             (Figure, Axes): the figure and the axes drawn on.
         """
-        from captum_rig.viz import plot_spectra  # figures live downstream, in viz
+        from captum_rig.viz.curves import plot_spectra  # figures live downstream, in viz
 
         if isinstance(self, RankSpectrum):
             spectra = [self] if label is None else {label: self}

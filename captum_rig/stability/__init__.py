@@ -24,9 +24,10 @@ trained from scratch with one fine-tuned from ImageNet; :func:`write_stability` 
 that table as Markdown, CSV and JSON.
 
 One idea per module: ``conv`` (convolution norms), ``layers`` (the one table of layer
-rules), ``lipschitz`` (the bound along the graph), ``distortion`` (minimal distortion),
-``attacks`` (minimal-norm attacks), ``report`` (one model's report), ``spectra`` and
-``compare`` (the table and its files).
+rules), ``layer_norms`` (every layer call's norm), ``lipschitz`` (the bound along the
+graph), ``local`` (the lower bound), ``minimal`` (a search's result), ``distortion``
+(minimal distortion), ``attacks`` (minimal-norm attacks), ``report`` (one model's
+report), ``spectra`` and ``compare`` (the table and its files).
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -58,7 +59,8 @@ from captum_rig.stability.distortion import (
     gaussian_minimal_distortion,
     minimal_distortion,
 )
-from captum_rig.stability.layers import RULES, OperatorNorm, Rule, layer_operator_norms
+from captum_rig.stability.layer_norms import layer_operator_norms
+from captum_rig.stability.layers import RULES, OperatorNorm, Rule
 from captum_rig.stability.lipschitz import LipschitzReport, lipschitz_analysis, lipschitz_bound
 from captum_rig.stability.local import local_lipschitz
 from captum_rig.stability.report import StabilityReport, stability_analysis

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from captum_rig._checks import check_choice, check_int, check_norm, model_device, model_logits
 from captum_rig._context import eval_mode
-from captum_rig.stability.distortion import MinimalDistortion, _norms
+from captum_rig.stability.minimal import MinimalDistortion, distortion_norms
 
 __all__ = ["MINIMAL_NORM_ATTACKS", "AttackSearch", "best_distortion"]
 
@@ -129,7 +129,7 @@ class AttackSearch:
                 adv = made(x, y0).detach().to(x.dtype)
             with torch.no_grad():
                 flip = model_logits(self.model, adv).argmax(1) != y0
-        value = _norms(adv - x, self.norm).double()
+        value = distortion_norms(adv - x, self.norm).double()
         value[~flip] = math.inf
         self.size = int(images[0].numel())
         self.values.append(value.cpu())

@@ -13,8 +13,7 @@ References:
 """
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +29,8 @@ from captum_rig._checks import (
 )
 from captum_rig._context import eval_mode
 from captum_rig.robustness import pgd_attack
+from captum_rig.stability.attacks import AttackSearch
+from captum_rig.stability.minimal import MinimalDistortion, distortion_norms
 
 __all__ = [
     "MinimalDistortion",
@@ -44,101 +45,12 @@ Perturb = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 """``perturb(x, y0, budget, index)``: perturbed images of a subset ``index`` of a batch."""
 
 
-@dataclass
-class MinimalDistortion:
-    """Per image, the smallest perturbation found that changes the prediction.
-
-    Attributes:
-        method (str): ``"pgd_l2"``, ``"pgd_linf"``, ``"gaussian"``, a minimal-norm
-            attack's name (``"deepfool"``, ``"fab_l2"``, ``"cw"``, ...) or ``"best"``.
-        norm (str): the norm of ``values``: ``"L2"`` or ``"Linf"``.
-        values (Tensor): ``(N,)`` norm of the flipping perturbation found (at radius or
-            σ ``budgets``), ``inf`` where none was found up to the maximum.
-        budgets (Tensor): ``(N,)`` PGD radius or noise σ at the upper end of the final
-            search bracket (the prediction flips there and not ``resolutions`` below; a
-            minimal-norm attack's budget is its value), ``inf`` where none was found.
-        tolerance (float): the widest final bracket over the changed images, in the
-            budget's units (NaN if none changed; 0 for an attack with no search).
-        resolutions (Tensor, optional): ``(N,)`` width of each image's final bracket
-            (NaN where none was found); default ``tolerance`` everywhere.
-        size (int): values per image ``C·H·W`` (for the per-pixel RMS); 0 if unknown.
-    """
-
-    method: str
-    norm: str
-    values: Tensor = field(repr=False)
-    budgets: Tensor = field(repr=False)
-    tolerance: float
-    resolutions: Optional[Tensor] = field(default=None, repr=False)
-    size: int = 0
-
-    def __post_init__(self) -> None:
-        if self.resolutions is None:
-            self.resolutions = torch.full_like(self.budgets, float(self.tolerance))
-
-    @property
-    def found(self) -> Tensor:
-        """``(N,)`` bool: images whose prediction could be changed."""
-        return torch.isfinite(self.values)
-
-    @property
-    def n_found(self) -> int:
-        """How many images' predictions could be changed."""
-        return int(self.found.sum())
-
-    @property
-    def mean(self) -> float:
-        """Mean distortion over the images whose prediction changed (NaN if none)."""
-        return float(self.values[self.found].double().mean()) if self.n_found else math.nan
-
-    @property
-    def relative_tolerance(self) -> float:
-        """The largest ``resolution / budget`` over the changed images (NaN if none)."""
-        if not self.n_found:
-            return math.nan
-        found = self.found & (self.budgets > 0)
-        ratio = self.resolutions[found].double() / self.budgets[found].double()
-        return float(ratio.max()) if ratio.numel() else 0.0
-
-    @property
-    def mean_rms(self) -> float:
-        """Szegedy et al.'s unit: the mean L2 value per pixel, ``√(‖δ‖²/(C·H·W))``.
-
-        NaN for an L∞ result or an unknown ``size``.
-        """
-        if self.norm != "L2" or not self.size:
-            return math.nan
-        return self.mean / math.sqrt(self.size)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Summary: means (also × 255 and, for L2, per-pixel RMS), counts and resolution."""
-        return {
-            "method": self.method,
-            "norm": self.norm,
-            "mean": self.mean,
-            "mean_255": self.mean * 255,
-            "mean_rms": self.mean_rms,
-            "mean_budget": float(self.budgets[self.found].double().mean())
-            if self.n_found
-            else math.nan,
-            "n_found": self.n_found,
-            "n_images": int(self.values.numel()),
-            "tolerance": self.tolerance,
-            "relative_tolerance": self.relative_tolerance,
-        }
-
-
 def _check_distortion_args(model, images, n_bisect, batch_size):
     model = check_model(model)
     check_pixels(images, "images")
     n_bisect = check_int(n_bisect, name="n_bisect", low=1)
     batch_size = check_int(batch_size, name="batch_size", low=1)
     return model, n_bisect, batch_size
-
-
-def _norms(delta: Tensor, norm: str) -> Tensor:
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "Linf" else flat.norm(dim=1)
 
 
 LADDER = 10
@@ -259,7 +171,7 @@ class DistortionSearch:
         with eval_mode(self.model):
             x = images.to(self.device)
             best, lo, hi = _bisect(self.model, x, self.perturber(x), self.high, self.n_bisect)
-            value = _norms(best - x, self.norm).double()
+            value = distortion_norms(best - x, self.norm).double()
             value[~torch.isfinite(hi)] = math.inf
         self.size = int(images[0].numel())
         self.values.append(value.cpu())
@@ -400,8 +312,6 @@ def minimal_distortion(
     """
     model, n_bisect, batch_size = _check_distortion_args(model, images, n_bisect, batch_size)
     if attack != "pgd":
-        from captum_rig.stability.attacks import AttackSearch  # it builds on this module
-
         return AttackSearch(model, attack, norm, steps).run(images, batch_size)
     search = pgd_search(model, images[0].numel(), norm, 20 if steps is None else steps,
                         n_bisect, max_eps)  # fmt: skip

@@ -20,7 +20,8 @@ from captum_rig.stability.distortion import (
     gaussian_minimal_distortion,
     minimal_distortion,
 )
-from captum_rig.stability.layers import OperatorNorm, layer_list
+from captum_rig.stability.layer_norms import layer_list
+from captum_rig.stability.layers import OperatorNorm
 from captum_rig.stability.lipschitz import lipschitz_report
 
 __all__ = ["StabilityReport", "stability_analysis"]
