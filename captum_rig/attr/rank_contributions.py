@@ -10,7 +10,6 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from captum.attr import GradientAttribution
 from torch import Tensor
 
 from captum_rig._captum import (
@@ -19,15 +18,14 @@ from captum_rig._captum import (
     format_output,
 )
 from captum_rig._checks import check_int
-from captum_rig.attr._guards import kept_buffers
-from captum_rig.attr._path import example_bytes, format_inputs, input_gradients, path_gradients
-from captum_rig.attr.rank_path import BaselineRankPath, BaselineType, path_nodes, rank_paths
+from captum_rig.attr._bands import NODES_PER_BAND, allocate_nodes, band_nodes, integrate_bands
+from captum_rig.attr._path import example_bytes, format_inputs
+from captum_rig.attr.rank_path import BaselineType, rank_paths
 
 __all__ = ["rank_contributions"]
 
 # Gradient evaluations per image when the caller gives no n_steps.
 NODES_PER_RANK = 4
-NODES_PER_BAND = 5
 
 
 def _check_bands(bands: object, width: int) -> List[int]:
@@ -59,42 +57,6 @@ def _check_bands(bands: object, width: int) -> List[int]:
     if any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"bands must be strictly increasing, got {edges}")
     return edges
-
-
-def _allocate(budget: int, sizes: Tensor) -> List[int]:
-    """``budget`` nodes over the bands: one each, the rest in proportion to ``sizes``.
-
-    Largest remainders, so the counts sum to ``budget`` exactly.
-    """
-    counts = torch.ones(len(sizes), dtype=torch.long)
-    spare = budget - len(sizes)
-    if spare > 0:
-        share = sizes.double() / sizes.double().sum().clamp_min(1e-300) * spare
-        extra = share.floor().long()
-        order = torch.argsort(share - extra, descending=True)
-        extra[order[: spare - int(extra.sum())]] += 1
-        counts += extra
-    return counts.tolist()
-
-
-def _band_nodes(edges: List[int], counts: List[int]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gauss-Legendre nodes in every band and the cells they stand for.
-
-    Returns:
-        (nodes, cell starts, cell stops, band index), each of shape ``(S,)``: ranks in
-        ``[0, w]`` and, for the last, the band of each node.
-    """
-    nodes, starts, stops, band = [], [], [], []
-    for j, (low, high, count) in enumerate(zip(edges, edges[1:], counts)):
-        length = high - low
-        alphas, cells = path_nodes("gausslegendre", count)
-        cells = low + length * cells
-        cells[-1] = high  # the band's end, exactly
-        nodes.append(low + length * alphas)
-        starts.append(cells[:-1])
-        stops.append(cells[1:])
-        band.append(torch.full((count,), j, dtype=torch.long))
-    return torch.cat(nodes), torch.cat(starts), torch.cat(stops), torch.cat(band)
 
 
 def rank_contributions(
@@ -182,8 +144,8 @@ def rank_contributions(
     # than this batch's σ keeps every example's result independent of its batch.
     profile = 1.0 / torch.arange(1, width + 1, dtype=torch.float64)
     band_sizes = torch.stack([profile[a:b].sum() for a, b in zip(edges, edges[1:])])
-    nodes, starts, stops, band = _band_nodes(edges, _allocate(n_steps, band_sizes))
-    totals = _integrate(
+    nodes, starts, stops, band = band_nodes(edges, allocate_nodes(n_steps, band_sizes))
+    totals = integrate_bands(
         forward_func,
         formatted,
         paths,
@@ -195,41 +157,3 @@ def rank_contributions(
         point_bytes=example_bytes(formatted),
     )
     return format_output(is_inputs_tuple, totals)
-
-
-def _integrate(
-    forward_func: Callable,
-    inputs: Tuple[Tensor, ...],
-    paths: Tuple[BaselineRankPath, ...],
-    quadrature: Tuple[Tensor, Tensor, Tensor, Tensor],
-    n_bands: int,
-    **run,
-) -> Tuple[Tensor, ...]:
-    """Σ over nodes of ∇F(node) · (x(cell stop) - x(cell start)), by band: (N, C, m)."""
-    nodes, starts, stops, band = quadrature
-    num_examples = inputs[0].shape[0]
-    totals = [
-        torch.zeros((num_examples, x.shape[1], n_bands), dtype=torch.float64, device=x.device)
-        for x in inputs
-    ]
-
-    def make_points(start: int, stop: int) -> Tuple[Tensor, ...]:
-        return tuple(p.images(nodes[start:stop]) for p in paths)
-
-    chunks = path_gradients(
-        input_gradients(GradientAttribution(forward_func)),
-        len(nodes),
-        make_points,
-        num_examples,
-        **run,
-    )
-    # A train-mode model's BatchNorm statistics are put back afterwards.
-    with kept_buffers(forward_func):
-        for start, stop, grads, _ in chunks:
-            for total, grad, p in zip(totals, grads, paths):
-                increments = p.displacement(starts[start:stop], stops[start:stop])
-                # (S, N, C): each node's share, summed over the H×W plane of its channel
-                shares = (grad.to(increments.dtype) * increments).sum((-2, -1))
-                index = band[start:stop].to(total.device)
-                total.index_add_(2, index, shares.to(torch.float64).permute(1, 2, 0))
-    return tuple(t.to(x.dtype) for t, x in zip(totals, inputs))

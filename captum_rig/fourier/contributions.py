@@ -17,15 +17,15 @@ from torch import Tensor
 
 from captum_rig._captum import TargetType, TensorOrTupleOfTensorsGeneric, format_output
 from captum_rig._checks import check_int, check_real
+from captum_rig.attr._bands import NODES_PER_BAND, allocate_nodes, band_nodes, integrate_bands
 from captum_rig.attr._path import example_bytes, format_baselines, format_inputs
-from captum_rig.attr.rank_contributions import NODES_PER_BAND, _allocate, _band_nodes, _integrate
 from captum_rig.fourier.filters import FrequencyPath, max_radius
 
 __all__ = ["frequency_contributions"]
 
 
 class _BandPath:
-    """The band path of ``x - b`` from ``b``, as :func:`_integrate` walks a rank path."""
+    """The band path of ``x - b`` from ``b``, walked as a rank path is (``integrate_bands``)."""
 
     def __init__(self, images: Tensor, baseline: Optional[Tensor], bands: List[float]) -> None:
         self.baseline, self.bands = baseline, bands
@@ -136,9 +136,9 @@ def frequency_contributions(
     paths = tuple(
         _BandPath(x, b, edges) for x, b in zip(formatted, format_baselines(baselines, formatted))
     )
-    counts = _allocate(n_steps, torch.ones(n_bands, dtype=torch.float64))
-    quadrature = _band_nodes(list(range(n_bands + 1)), counts)
-    totals = _integrate(
+    counts = allocate_nodes(n_steps, torch.ones(n_bands, dtype=torch.float64))
+    quadrature = band_nodes(list(range(n_bands + 1)), counts)
+    totals = integrate_bands(
         forward_func,
         formatted,
         paths,  # type: ignore[arg-type]
