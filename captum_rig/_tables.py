@@ -150,7 +150,9 @@ def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]], fields: Sequenc
     Keys of a row that are not in ``fields`` are left out; missing ones are empty.
     """
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        writer = csv.DictWriter(
+            f, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         for row in rows:
             writer.writerow(row)

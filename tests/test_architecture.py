@@ -37,7 +37,6 @@ LAYERS: Dict[str, int] = {
     "metrics": 3,
     "transforms": 3,
     "attr": 4,
-    "methods": 4,
     "spectrum": 4,
     "fourier": 4,
     "stability": 4,

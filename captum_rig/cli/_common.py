@@ -83,12 +83,9 @@ def save_figure(fig: Any, path: Path) -> None:
     """Writes a figure (:func:`captum_rig.viz.save_figure`, format from the suffix) as the
     command always has: 120 dpi, cropped to what is drawn (a title wider than the figure
     included)."""
-    import matplotlib
-
     from captum_rig.viz import save_figure as save
 
-    with matplotlib.rc_context({"savefig.bbox": "tight"}):
-        save(fig, path, dpi=120)
+    save(fig, path, dpi=120, tight=True)
 
 
 def parse_device(text: Optional[str]) -> torch.device:

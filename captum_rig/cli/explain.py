@@ -117,22 +117,28 @@ def _evaluations(model: Any, methods: List, n_steps: Optional[int], widths: List
     """``rig 31 (every rank), ig 50, ...``: the gradient evaluations each method spends.
 
     RIG's paper sum evaluates ranks ``1..w-1`` (rank ``w`` has weight 0), at most
-    ``n_steps`` of them; ``n_steps=None`` leaves every other method its own default.
+    ``n_steps`` of them; a rank path by quadrature (RIG + IDGI) ``w`` nodes unless
+    ``n_steps`` says; ``n_steps=None`` leaves every other method its own default.
     """
     parts = []
     for method in methods:
-        if method.name == "rig":
-            full = [max(w - 1, 1) for w in widths]
-            counts = full if n_steps is None else [min(n_steps, f) for f in full]
+        default = None
+        if method.takes_steps:
+            signature = inspect.signature(method.build(model).attribute)
+            default = signature.parameters["n_steps"].default
+        if not method.takes_steps:
+            text = "1"
+        elif default is None:  # a rank path
+            if method.defaults.get("method", "paper") == "paper":
+                full = [max(w - 1, 1) for w in widths]  # the paper sum: ranks 1..w-1
+                counts = full if n_steps is None else [min(n_steps, f) for f in full]
+            else:  # by quadrature (rig-idgi): w nodes unless n_steps says
+                full = list(widths)
+                counts = full if n_steps is None else [n_steps]
             text = "/".join(str(c) for c in sorted(set(counts)))
             text += " (every rank)" if counts == full else ""
-        elif not method.takes_steps:
-            text = "1"
-        elif n_steps is None:
-            signature = inspect.signature(method.build(model).attribute)
-            text = str(signature.parameters["n_steps"].default)
         else:
-            text = str(n_steps)
+            text = str(default if n_steps is None else n_steps)
         parts.append(f"{method.name} {text}")
     return ", ".join(parts)
 

@@ -11,7 +11,9 @@ Functions take images as float tensors ``(C, H, W)`` or ``(N, C, H, W)`` with va
 
 One module per family: ``attributions`` (maps side by side), ``ranks`` (rank galleries),
 ``curves`` (spectra, accuracy gap, rank contributions, labelled curves), ``layers``
-(layer spectra and norms), and ``_figure`` (what they share, and :func:`save_figure`).
+(layer spectra and norms), ``fourier`` (the frequency view beside the rank view),
+``scores`` (distributions of attribution scores), and ``_figure`` (what they share, and
+:func:`save_figure`).
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -26,8 +28,16 @@ from captum_rig.viz.curves import (
     plot_rank_contributions,
     plot_spectra,
 )
+from captum_rig.viz.fourier import (
+    plot_filter_spectra,
+    plot_fourier_heat_maps,
+    plot_frequency_contributions,
+    plot_rank_and_frequency_contributions,
+    plot_rank_and_frequency_spectra,
+)
 from captum_rig.viz.layers import plot_layer_norms, plot_layer_spectra
 from captum_rig.viz.ranks import DEFAULT_GALLERY_RANKS, plot_rank_gallery
+from captum_rig.viz.scores import plot_score_distributions, save_score_distributions
 
 __all__ = [
     "plot_attributions",
@@ -39,6 +49,13 @@ __all__ = [
     "plot_rank_contributions",
     "plot_layer_spectra",
     "plot_layer_norms",
+    "plot_filter_spectra",
+    "plot_rank_and_frequency_spectra",
+    "plot_fourier_heat_maps",
+    "plot_frequency_contributions",
+    "plot_rank_and_frequency_contributions",
+    "plot_score_distributions",
+    "save_score_distributions",
     "DEFAULT_GALLERY_RANKS",
     "save_figure",
     "FIGURE_FORMATS",
