@@ -18,63 +18,16 @@ Usage (defaults are a full run; shrink for a smoke test):
 """
 
 import argparse
-import time
-from typing import Callable, List
+from typing import List
 
 import torch
-from torch import nn
+from _forward import CONFIGS as ALL_CONFIGS
+from _forward import forward_only, timed
 
 from captum_rig._tables import markdown_table
 from captum_rig.fourier import default_radii, fourier_heat_map, frequency_spectrum
 
-
-def small_cnn(num_classes: int = 10) -> nn.Module:
-    """A cheap CIFAR-style CNN: the worst case for the DFT's share of the time."""
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, num_classes),
-    )
-
-
-def resnet18(num_classes: int) -> nn.Module:
-    """torchvision ResNet-18, random weights (nothing is downloaded)."""
-    import torchvision
-
-    return torchvision.models.resnet18(weights=None, num_classes=num_classes)
-
-
-CONFIGS = {
-    "cnn-32": (lambda: small_cnn(10), 32),
-    "resnet18-32": (lambda: resnet18(10), 32),
-}
-
-
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Best wall-clock time of ``repeats`` calls."""
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def forward_only(model: nn.Module, n_images: int, shape, batch_size: int, device) -> None:
-    """The bound: ``n_images`` images through the model, ``batch_size`` per forward."""
-    x = torch.rand(min(batch_size, n_images), *shape, device=device)
-    with torch.no_grad():
-        for start in range(0, n_images, batch_size):
-            model(x[: min(batch_size, n_images - start)]).argmax(1)
+CONFIGS = {name: ALL_CONFIGS[name] for name in ("cnn-32", "resnet18-32")}
 
 
 def bench(name: str, args: argparse.Namespace, device: torch.device) -> List[object]:

@@ -19,41 +19,12 @@ Usage (defaults are the lead's full run; shrink for a smoke test):
 """
 
 import argparse
-import time
 
 import numpy as np
 import torch
-from torch import nn
+from _forward import CONFIGS, forward_only, timed
 
 from captum_rig.spectrum import rank_spectrum
-
-
-def small_cnn(num_classes: int = 10) -> nn.Module:
-    """A cheap CIFAR-style CNN: the worst case for the SVD's share of the time."""
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, num_classes),
-    )
-
-
-def resnet18(num_classes: int) -> nn.Module:
-    """torchvision ResNet-18, random weights (nothing is downloaded)."""
-    import torchvision
-
-    return torchvision.models.resnet18(weights=None, num_classes=num_classes)
-
-
-CONFIGS = {
-    "cnn-32": (lambda: small_cnn(10), 32),
-    "resnet18-32": (lambda: resnet18(10), 32),
-    "resnet18-224": (lambda: resnet18(1000), 224),
-}
 
 
 def spread(width: int, n: int) -> list:
@@ -62,28 +33,6 @@ def spread(width: int, n: int) -> list:
     if n == 1:
         return [width]
     return sorted({round(i * width / (n - 1)) for i in range(n)})
-
-
-def timed(fn, repeats: int, device: torch.device) -> float:
-    """Best wall-clock time of ``repeats`` calls."""
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def forward_only(model, n_images: int, image_shape, batch_size: int, device) -> None:
-    """The bound: ``n_images`` images through the model, ``batch_size`` per forward."""
-    x = torch.rand(min(batch_size, n_images), *image_shape, device=device)
-    with torch.no_grad():
-        for start in range(0, n_images, batch_size):
-            model(x[: min(batch_size, n_images - start)]).argmax(1)
 
 
 def literal_algorithm_1(model, x: torch.Tensor, ranks: list) -> list:

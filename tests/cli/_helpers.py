@@ -91,24 +91,29 @@ def subprocess_run(argv, cwd):
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
-COUNTING = """
-import os
+def logging_cnn(name: str, variable: str, record: str, before: bool = True) -> str:
+    """The source of a small CNN for any image size, class ``name``, that appends the
+    Python expression ``record`` (of its input ``x``) to the file named by the environment
+    variable ``variable``, before or after each forward pass."""
+    write = (
+        f'        with open(os.environ["{variable}"], "a") as f:\n            f.write({record})\n'
+    )
+    return (
+        "import os\n\nfrom torch import nn\n\n\n"
+        f"class {name}(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.net = nn.Sequential(\n"
+        "            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),\n"
+        "            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5),\n"
+        "        )\n\n"
+        "    def forward(self, x):\n"
+        + (write if before else "")
+        + "        out = self.net(x)\n"
+        + ("" if before else write)
+        + "        return out\n"
+    )
 
-from torch import nn
 
-
-class Counting(nn.Module):
-    # a small CNN for any image size; adds each batch's size to the file $SAMPLES
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5),
-        )
-
-    def forward(self, x):
-        with open(os.environ["SAMPLES"], "a") as f:
-            f.write(f"{x.shape[0]}\\n")
-        return self.net(x)
-"""
+# Adds each batch's size to the file $SAMPLES.
+COUNTING = logging_cnn("Counting", "SAMPLES", 'f"{x.shape[0]}\\n"')

@@ -9,28 +9,11 @@ import time
 import numpy as np
 from PIL import Image
 
-# A small CNN for any image size that logs the width of its inputs to $STAMP after each
-# forward pass: the SVD of a big image follows its first pass (its prediction).
-STAMPED = """
-import os
+from ._helpers import logging_cnn
 
-from torch import nn
-
-
-class Stamped(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5),
-        )
-
-    def forward(self, x):
-        out = self.net(x)
-        with open(os.environ["STAMP"], "a") as f:
-            f.write(f"{x.shape[-1]} ")
-        return out
-"""
+# Logs the width of its inputs to $STAMP after each forward pass: the SVD of a big image
+# follows its first pass (its prediction).
+STAMPED = logging_cnn("Stamped", "STAMP", 'f"{x.shape[-1]} "', before=False)
 
 
 def huge_image(path, size=4096):
