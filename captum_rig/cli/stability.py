@@ -113,12 +113,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     bound.add_argument(
         "--certified",
         action="store_true",
-        help="certified Lipschitz upper bounds (Gram iteration; the default)",
+        help="certified Lipschitz upper bounds (Cholesky-checked Gram matrices; the default)",
     )
     bound.add_argument(
         "--estimate",
         action="store_true",
-        help="power-iteration estimates of the layer norms instead (faster; not a bound)",
+        help="power-iteration estimates of the layer norms instead (each from below: "
+        "not a bound; often slower than the certified bound)",
     )
     p.add_argument(
         "--layers",

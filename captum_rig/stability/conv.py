@@ -37,7 +37,7 @@ BAD_INPUT_SIZE = (
 _CHUNK_BYTES = 1 << 28
 # Convolutions whose own matrix has at most this many entries are certified through it
 # (their exact norm; the circular embedding is loose on small inputs).
-_EXPLICIT_ENTRIES = 1 << 22
+_EXPLICIT_ENTRIES = 1 << 20
 
 
 def _conv_input_size(conv: nn.Module, input_size: Sequence[int]) -> Tuple[int, int, int]:
@@ -259,7 +259,7 @@ def conv2d_norm_bound(conv: nn.Conv2d, input_size: Sequence[int], n_iter: int = 
     (:func:`~captum_rig.stability._linalg.certified_norm`), with floating-point rounding
     bounded and added. The result is ``>=`` the exact norm and exceeds the circular
     convolution's norm by about 10⁻⁶ (relative). When the layer's own matrix is small
-    (at most 2²² entries: small inputs, where the circular embedding is loose) that
+    (at most 2²⁰ entries: small inputs, where the circular embedding is loose) that
     matrix is certified instead: the result is then the exact norm, to the same 10⁻⁶.
     Unlike :func:`conv2d_operator_norm` (power iteration, from below) this is a
     certificate.
