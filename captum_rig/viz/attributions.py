@@ -254,7 +254,7 @@ def _draw_map(
         ax.text(0.5, 0.5, "all zero", ha="center", va="center", transform=ax.transAxes)
         return None
     captum_viz.visualize_image_attr(
-        attr2d,
+        attr2d[:, :, None],  # (H, W, 1): channels last, as every Captum release takes it
         image,
         method=method,
         sign=sign,
