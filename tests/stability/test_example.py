@@ -54,8 +54,11 @@ def test_example_small_run_writes_history_tables_and_figures(example, tmp_path):
     record = json.loads((out / "stability.json").read_text())
     assert {k: len(v) for k, v in record["history"].items()} == {"scratch": 2, "finetuned": 2}
     assert {"pre-train", "scratch", "finetuned", "stability", "total"} <= set(record["seconds"])
-    attacks = [r["attack"] for r in record["rows"] if r["model"] == "scratch"]
-    assert attacks == ["pgd", "deepfool", "gaussian", "best"], attacks
+    rows = [r for r in record["rows"] if r["model"] == "scratch"]
+    assert [r["attack"] for r in rows if r["norm"] == "L2"] == [
+        "pgd", "deepfool", "gaussian", "best"
+    ], rows  # fmt: skip
+    assert [r["attack"] for r in rows if r["norm"] == "Linf"] == ["pgd"], rows
     assert all(r["local_lipschitz"] is not None for r in record["rows"])
 
 
@@ -121,7 +124,8 @@ def test_scratch_vs_finetuned_example_on_a_generated_cifar10(tmp_path):
         "--data", "cifar10", "--cifar-root", str(root), "--arch", "resnet18",
         "--weights", str(init), "--epochs", "1", "--n-train", "16", "--n-test", "4",
         "--batch-size", "8", "--n-bisect", "2", "--steps", "2", "--n-iter", "2",
-        "--attacks", "pgd,gaussian", "--n-attack", "4", "--out", str(out), "--quiet",
+        "--attacks", "pgd,gaussian", "--norms", "L2", "--n-attack", "4", "--out", str(out),
+        "--quiet",
     ])  # fmt: skip
     assert code in (0, None), code
     with open(out / "stability.csv") as f:
