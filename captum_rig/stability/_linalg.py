@@ -206,11 +206,13 @@ def _not_below(grams: Tensor, level: float, error: float, in_place: bool = False
     """
     n = grams.shape[-1]
     shift = level - 8 * (n + 2) * UNIT_ROUNDOFF * n * (level + error)
+    diagonal = grams.diagonal(dim1=-2, dim2=-1).clone()
     shifted = grams.neg_() if in_place else grams.neg()
     shifted.diagonal(dim1=-2, dim2=-1).add_(shift)
-    failed = shifted[_cholesky_fails(shifted)]
-    failed.diagonal(dim1=-2, dim2=-1).sub_(shift)
-    return failed.neg_()
+    fails = _cholesky_fails(shifted)
+    failed = shifted[fails].neg_()  # a sign flip is exact; the diagonal is put back as it was
+    failed.diagonal(dim1=-2, dim2=-1).copy_(diagonal[fails])
+    return failed
 
 
 def certified_norm(

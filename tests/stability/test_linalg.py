@@ -64,3 +64,14 @@ def test_gram_matrix_takes_the_smaller_side_and_bounds_its_rounding():
     torch.testing.assert_close(gram, matrix.T @ matrix)
     assert error >= 30 * UNIT_ROUNDOFF * float(torch.linalg.matrix_norm(matrix)) ** 2
     assert gram_matrix(matrix.T)[0].shape == (7, 7)
+
+
+def test_the_matrices_that_fail_come_back_exactly_as_given():
+    """The in-place test gives back the failed matrices bit for bit (their eigenvalues are
+    computed next: a rounded copy would be a different matrix)."""
+    generator = torch.Generator().manual_seed(1)
+    matrices = torch.randn(6, 9, 9, generator=generator, dtype=torch.complex128) / 3
+    grams = _grams(matrices)
+    original = grams.clone()
+    failed = linalg._not_below(grams, 1e-3, 0.0, in_place=True)
+    assert failed.shape[0] == 6 and torch.equal(failed, original)
