@@ -120,7 +120,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--n-bisect", type=int, default=8, help="bisection steps of the searches")
     p.add_argument("--steps", type=int, default=10, help="PGD steps per radius")
-    p.add_argument("--n-iter", type=int, default=50, help="power iterations per layer")
+    p.add_argument("--n-iter", type=int, default=50, help="power iterations per layer (estimates)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")

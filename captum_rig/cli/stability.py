@@ -51,6 +51,20 @@ def _attack_names(text: str) -> List[str]:
     return list(dict.fromkeys(names))
 
 
+def _check_attack_norms(attacks: List[str], norm: str) -> None:
+    """A minimal-norm attack named with a norm it does not minimise: a usage error, before
+    any model is loaded."""
+    from captum_rig.stability import MINIMAL_NORM_ATTACKS
+
+    name = {"l2": "L2", "linf": "Linf"}[norm]
+    for attack in attacks:
+        if attack in MINIMAL_NORM_ATTACKS and name not in MINIMAL_NORM_ATTACKS[attack]:
+            raise UsageError(
+                f"--attacks {attack} minimises {' or '.join(MINIMAL_NORM_ATTACKS[attack])}, "
+                f"not --norm {norm}: use pgd or fab for linf"
+            )
+
+
 def _add_distortion_options(p: argparse.ArgumentParser) -> None:
     """The attacks and the searches for the smallest distortion that changes a prediction."""
     p.add_argument(
@@ -58,14 +72,16 @@ def _add_distortion_options(p: argparse.ArgumentParser) -> None:
         type=_attack_names,
         default="pgd,gaussian",
         help="comma-separated: pgd (the smallest PGD radius that changes the prediction), "
-        "gaussian (the smallest noise level that does) (default: %(default)s)",
+        "gaussian (the smallest noise level that does), and the minimal-norm attacks "
+        "deepfool and cw (L2) and fab (L2 or Linf); two adversarial ones or more add a "
+        "best-per-image row (default: %(default)s)",
     )
     p.add_argument(
         "--norm",
         type=str.lower,
         choices=("l2", "linf"),
         default="l2",
-        help="norm of the PGD distortion; gaussian is always L2 (default: %(default)s)",
+        help="norm of the adversarial distortions; gaussian is always L2 (default: %(default)s)",
     )
     p.add_argument(
         "--steps",
@@ -107,7 +123,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         type=positive_int,
         default=100,
         metavar="N",
-        help="power iterations per layer for the Lipschitz bound (default: %(default)s)",
+        help="power iterations per layer for --estimate (default: %(default)s)",
     )
     bound = p.add_mutually_exclusive_group()
     bound.add_argument(
@@ -282,11 +298,15 @@ def _plan(args: argparse.Namespace, models: Dict[str, Any], n_images: Optional[i
         else:
             costs.append(f"{attack}: one minimal-norm attack")
     images = "all images of --data" if n_images is None else f"{n_images} images"
+    bound = (
+        f"the Lipschitz estimate (at most {args.n_iter} power iterations per layer)"
+        if args.estimate
+        else "the certified Lipschitz bound"
+    )
     return (
         f"stability: {len(models)} model(s) × {images}; per image and model "
         f"{'; '.join(costs)}; the local Lipschitz constant (power iteration, at most 50 "
-        f"Jacobian products); the Lipschitz bound ({args.n_iter} iterations per layer) "
-        "and the layer spectra once per model"
+        f"Jacobian products); {bound} and the layer spectra once per model"
     )
 
 
@@ -304,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_folder(args.out)
     check_stability_outputs(out, FIGURES, name="--out")
+    _check_attack_norms(args.attacks, args.norm)
     device = parse_device(args.device)
     models, prep = _load_models(args, device)
     _check_layers(models, _layer_names(args))
