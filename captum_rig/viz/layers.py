@@ -51,6 +51,23 @@ def _headroom(ax: Axes, top: float) -> None:
         ax.set_ylim(top=10 ** math.ceil(math.log10(top) + 1e-9))
 
 
+def _plain_log_ticks(ax: Axes) -> None:
+    """Tick labels of a log axis as plain numbers (2, 3, 6 rather than 2×10⁰) when it
+    spans two decades at most; beyond that, decades only."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    low, high = ax.get_ylim()
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    if high / max(low, 1e-300) > 100:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        return
+
+    def minor(value: float, _: Any) -> str:  # 2, 3 and 5 of each decade: room to read
+        return f"{value:g}" if f"{value:.0e}"[0] in "235" else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
 def plot_layer_spectra(
     spectra: Mapping[str, Mapping[str, Any]],
     layers: Optional[Sequence[str]] = None,
@@ -193,6 +210,7 @@ def plot_layer_norms(
     ax.set_ylabel("operator norm (bound factor)" if from_reports else "largest singular value")
     ax.set_yscale("log")
     _headroom(ax, top)
+    _plain_log_ticks(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     if title:
