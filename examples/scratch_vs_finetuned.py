@@ -56,7 +56,6 @@ from captum_rig.models import (
 )
 from captum_rig.stability import (
     ATTACKS,
-    MINIMAL_NORM_ATTACKS,
     check_stability_outputs,
     compare_stability,
     feature_map_spectra,
@@ -382,38 +381,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(threads)  # main() may run in-process (tests)
 
 
-def _attacks_for(norm: str, attacks: Sequence[str], first: bool) -> List[str]:
-    """The attacks that minimise ``norm``: PGD's search in any, each minimal-norm attack in
-    its own, Gaussian noise (always L2) once, in the first pass."""
-    return [
-        a for a in attacks
-        if a == "pgd" or (a == "gaussian" and first)
-        or norm in MINIMAL_NORM_ATTACKS.get(a, ())
-    ]  # fmt: skip
-
-
 def stability_table(models: Dict[str, nn.Module], images, labels, args) -> Any:
-    """:func:`compare_stability` once per norm, the rows in one table (the bounds, the
-    accuracy and the local Lipschitz constant measured in the first pass only)."""
-    tables = []
-    for norm in args.norms:
-        attacks = _attacks_for(norm, args.attacks, first=not tables)
-        if not attacks:
-            continue
-        tables.append(compare_stability(
-            models, images, labels, attacks=attacks, norm=norm, n_bisect=args.n_bisect,
-            steps=args.steps, n_iter=args.n_iter, seed=args.seed, batch_size=args.batch_size,
-            progress=not args.quiet, local=not tables,
-        ))  # fmt: skip
-    if not tables:
-        raise ValueError(f"--attacks {','.join(args.attacks)}: none minimises {args.norms}")
-    table = tables[0]
-    lower = {row.model: row.local_lipschitz for row in table.rows}
-    for extra in tables[1:]:
-        for row in extra.rows:
-            row.local_lipschitz = lower[row.model]
-        table.rows.extend(extra.rows)
-    return table
+    """:func:`compare_stability` in every norm of ``--norms`` (each attack in the norms
+    it minimises; Gaussian noise, always L2, once)."""
+    return compare_stability(
+        models, images, labels, attacks=args.attacks, norm=args.norms, n_bisect=args.n_bisect,
+        steps=args.steps, n_iter=args.n_iter, seed=args.seed, batch_size=args.batch_size,
+        progress=not args.quiet,
+    )  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:

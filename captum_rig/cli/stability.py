@@ -51,17 +51,29 @@ def _attack_names(text: str) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def _check_attack_norms(attacks: List[str], norm: str) -> None:
-    """A minimal-norm attack named with a norm it does not minimise: a usage error, before
-    any model is loaded."""
+_NORMS = {"l2": "L2", "linf": "Linf"}
+
+
+def _norm_names(text: str) -> List[str]:
+    """``--norm``: ``l2``, ``linf`` or both, comma-separated, in order, unique."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names or any(n not in _NORMS for n in names):
+        raise argparse.ArgumentTypeError(f"expected l2, linf or l2,linf, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def _check_attack_norms(attacks: List[str], norms: List[str]) -> None:
+    """A minimal-norm attack with no norm it minimises (with one --norm: with a norm it
+    does not minimise): a usage error, before any model is loaded."""
     from captum_rig.stability import MINIMAL_NORM_ATTACKS
 
-    name = {"l2": "L2", "linf": "Linf"}[norm]
     for attack in attacks:
-        if attack in MINIMAL_NORM_ATTACKS and name not in MINIMAL_NORM_ATTACKS[attack]:
+        own = MINIMAL_NORM_ATTACKS.get(attack)
+        wrong = [n for n in norms if own is not None and _NORMS[n] not in own]
+        if wrong and (len(norms) == 1 or wrong == norms):
             raise UsageError(
-                f"--attacks {attack} minimises {' or '.join(MINIMAL_NORM_ATTACKS[attack])}, "
-                f"not --norm {norm}: use pgd or fab for linf"
+                f"--attacks {attack} minimises {' or '.join(own)}, not --norm "
+                f"{','.join(norms)}: use pgd or fab for linf"
             )
 
 
@@ -78,10 +90,11 @@ def _add_distortion_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--norm",
-        type=str.lower,
-        choices=("l2", "linf"),
+        type=_norm_names,
         default="l2",
-        help="norm of the adversarial distortions; gaussian is always L2 (default: %(default)s)",
+        metavar="NORMS",
+        help="norm of the adversarial distortions, or both (l2,linf: each attack in the "
+        "norms it minimises, rows per norm); gaussian is always L2 (default: %(default)s)",
     )
     p.add_argument(
         "--steps",
@@ -336,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         models,
         loader,
         attacks=args.attacks,
-        norm={"l2": "L2", "linf": "Linf"}[args.norm],
+        norm=_NORMS[args.norm[0]] if len(args.norm) == 1 else [_NORMS[n] for n in args.norm],
         steps=args.steps,
         n_bisect=args.n_bisect,
         max_eps=args.max_eps,

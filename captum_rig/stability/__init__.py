@@ -27,7 +27,7 @@ One idea per module: ``conv`` (convolution norms), ``layers`` (the one table of 
 rules), ``layer_norms`` (every layer call's norm), ``lipschitz`` (the bound along the
 graph), ``local`` (the lower bound), ``minimal`` (a search's result), ``distortion``
 (minimal distortion), ``attacks`` (minimal-norm attacks), ``report`` (one model's
-report), ``spectra`` and ``compare`` (the table and its files).
+report), ``spectra``, ``compare`` (the comparison) and ``table`` (its table and files).
 
 References:
     Jere, Kumar, Koushanfar. A Singular Value Perspective on Model Robustness.
@@ -42,15 +42,7 @@ References:
 """
 
 from captum_rig.stability.attacks import MINIMAL_NORM_ATTACKS, AttackSearch, best_distortion
-from captum_rig.stability.compare import (
-    ATTACKS,
-    STABILITY_FILES,
-    StabilityRow,
-    StabilityTable,
-    check_stability_outputs,
-    compare_stability,
-    write_stability,
-)
+from captum_rig.stability.compare import ATTACKS, compare_stability
 from captum_rig.stability.conv import BAD_INPUT_SIZE as BAD_INPUT_SIZE  # a message template
 from captum_rig.stability.conv import conv2d_norm_bound, conv2d_operator_norm
 from captum_rig.stability.distortion import (
@@ -66,6 +58,13 @@ from captum_rig.stability.local import local_lipschitz
 from captum_rig.stability.report import StabilityReport, stability_analysis
 from captum_rig.stability.spectra import UNKNOWN_LAYERS as UNKNOWN_LAYERS  # a message template
 from captum_rig.stability.spectra import feature_map_spectra, weight_spectra
+from captum_rig.stability.table import (
+    STABILITY_FILES,
+    StabilityRow,
+    StabilityTable,
+    check_stability_outputs,
+    write_stability,
+)
 
 __all__ = [
     "OperatorNorm",

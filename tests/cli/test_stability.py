@@ -98,12 +98,28 @@ def test_stability_model_without_convolutions(capsys, work, labelled_folder):
     assert record["feature_map_spectra"] == {}, record["feature_map_spectra"]
 
 
+def test_stability_in_both_norms(capsys, work, labelled_folder):
+    """--norm l2,linf: the L2 rows (with Gaussian noise), then the L-inf rows of the
+    attacks that minimise it; DeepFool (L2 only) is left out of L-inf, not refused."""
+    code, _, err = run(
+        capsys, "stability", "--model", "net.py:make", "--data", labelled_folder,
+        "--attacks", "pgd,deepfool,gaussian", "--norm", "l2,linf", "--out", "st",
+        *STABILITY_FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads((work / "st" / "stability.json").read_text())
+    assert [(r["attack"], r["norm"]) for r in record["rows"]] == [
+        ("pgd", "L2"), ("deepfool", "L2"), ("gaussian", "L2"), ("best", "L2"), ("pgd", "Linf"),
+    ], record["rows"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "data, extra, match",
     [
         ("flat", [], "has no labels"),
         ("data", ["--attacks", "fgsm"], "argument --attacks"),
-        ("data", ["--norm", "l1"], "invalid choice"),
+        ("data", ["--norm", "l1"], "expected l2, linf or l2,linf"),
+        ("data", ["--attacks", "pgd,cw", "--norm", "linf"], "cw minimises L2, not --norm linf"),
         ("data", ["--layers", "nosuch"], "--layers for model make"),
         ("missing", [], "missing"),
     ],

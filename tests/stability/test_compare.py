@@ -262,6 +262,29 @@ def test_local_lipschitz_beside_the_certified_bound():
     assert "local Lipschitz (lower)" in table.to_markdown()
 
 
+def test_several_norms_give_each_norm_the_rows_of_its_own_call():
+    """norm=("L2", "Linf"): per model the L2 rows (Gaussian noise among them, once), then
+    the L-inf rows of the attacks that minimise it, each group with its best row; the
+    numbers are those of one call per norm."""
+    models = near_linear_models()
+    images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    attacks = ("pgd", "deepfool", "fab", "gaussian")
+    kw = dict(local=False, **STREAM_KW)
+    both = compare_stability(models, images, labels, attacks=attacks, norm=("L2", "Linf"), **kw)
+    first = [(r.attack, r.norm) for r in both.rows if r.model == "first"]
+    assert first == [
+        ("pgd", "L2"), ("deepfool", "L2"), ("fab", "L2"), ("gaussian", "L2"), ("best", "L2"),
+        ("pgd", "Linf"), ("fab", "Linf"), ("best", "Linf"),
+    ], first  # fmt: skip
+    l2 = compare_stability(models, images, labels, attacks=attacks, norm="L2", **kw)
+    linf = compare_stability(models, images, labels, attacks=("pgd", "fab"), norm="Linf", **kw)
+    for row, ref in zip(both.rows, [*l2.rows[:5], *linf.rows[:3]]):
+        assert (row.attack, row.norm) == (ref.attack, ref.norm)
+        assert row.average_distortion == pytest.approx(ref.average_distortion, rel=1e-6), row
+    with pytest.raises(ValueError, match="'deepfool' minimises L2"):
+        compare_stability(models, images, labels, attacks=("deepfool",), norm=["Linf"], **kw)
+
+
 def test_attacks_that_do_not_minimise_the_norm_are_refused_up_front():
     with pytest.raises(ValueError, match="'deepfool' minimises L2, not norm='Linf'"):
         compare_stability(two_models(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]),
