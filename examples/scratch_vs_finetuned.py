@@ -381,16 +381,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(threads)  # main() may run in-process (tests)
 
 
-def stability_table(models: Dict[str, nn.Module], images, labels, args) -> Any:
-    """:func:`compare_stability` in every norm of ``--norms`` (each attack in the norms
-    it minimises; Gaussian noise, always L2, once)."""
-    return compare_stability(
-        models, images, labels, attacks=args.attacks, norm=args.norms, n_bisect=args.n_bisect,
-        steps=args.steps, n_iter=args.n_iter, seed=args.seed, batch_size=args.batch_size,
-        progress=not args.quiet,
-    )  # fmt: skip
-
-
 def _run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = check_stability_outputs(Path(args.out), FIGURES, name="--out")
@@ -398,7 +388,11 @@ def _run(args: argparse.Namespace) -> int:
     models, history, (images, labels) = build_models(args, device, seconds)
     images, labels = images[: args.n_attack], labels[: args.n_attack]
     clock = time.perf_counter()
-    table = stability_table(models, images, labels, args)
+    table = compare_stability(  # each attack in the norms of --norms it minimises
+        models, images, labels, attacks=args.attacks, norm=args.norms, n_bisect=args.n_bisect,
+        steps=args.steps, n_iter=args.n_iter, seed=args.seed, batch_size=args.batch_size,
+        progress=not args.quiet,
+    )  # fmt: skip
     seconds["stability"] = time.perf_counter() - clock
     clock = time.perf_counter()
     weights, maps, writers = figures(models, images, history, args)
