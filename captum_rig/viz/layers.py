@@ -52,7 +52,7 @@ def _headroom(ax: Axes, top: float) -> None:
 
 
 def _plain_log_ticks(ax: Axes) -> None:
-    """Tick labels of a log axis as plain numbers (2, 3, 6 rather than 2×10⁰) when it
+    """Tick labels of a log axis as plain numbers (2, 3, 5 rather than 2×10⁰) when it
     spans two decades at most; beyond that, decades only."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 

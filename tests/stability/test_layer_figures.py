@@ -29,6 +29,16 @@ def test_layer_norms_from_reports():
     assert ax.get_ylim()[1] >= max(line.get_ydata()), "a peak above the axis"
 
 
+def test_layer_norms_within_two_decades_read_plain_numbers():
+    """Norms between 1.5 and 5: the log axis labels 2, 3, 5 and 10, not 2×10⁰."""
+    spectra = {"net": {"a": np.array([1.5]), "b": np.array([5.0])}}
+    fig, ax = plot_layer_norms(spectra)
+    fig.canvas.draw()
+    labels = {t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels()}
+    assert {"2", "3", "5", "10"} <= labels, labels
+    assert not any("times" in t or "^" in t for t in labels), labels
+
+
 def test_spectra_panels_name_layers_and_show_points():
     """Panels titled without a shared wrapper prefix; a 2-value head drawn as points."""
 
